@@ -1,0 +1,28 @@
+"""KV-Lock: edit the masked subject of a video with a pre-trained video DiT while the background stays locked."""
+
+from .editor import Editor, EditRequest, EditResult
+from .errors import (
+    EditCancelled,
+    InvalidRequest,
+    KVLockError,
+    MatteError,
+    ModelLoadError,
+    SettingsError,
+    UnsupportedDeviceError,
+)
+from .settings import EditSettings
+
+__all__ = [
+    "EditCancelled",
+    "EditRequest",
+    "EditResult",
+    "EditSettings",
+    "Editor",
+    "InvalidRequest",
+    "KVLockError",
+    "MatteError",
+    "ModelLoadError",
+    "SettingsError",
+    "UnsupportedDeviceError",
+]
+__version__ = "0.1.0"

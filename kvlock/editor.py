@@ -1,0 +1,276 @@
+"""The engine's public face: load a model once, then edit clips with it.
+
+    editor = Editor.from_pretrained("tiny")            # or a local diffusers folder
+    result = editor.edit(EditRequest(frames, matte, "a red cube"), progress=print, cancel=event)
+
+An edit validates everything first, then runs window by window: crop/resize to the model grid, encode the
+source, build the token mask, denoise with KV-Lock, decode; finally it composites every window back into
+the original frames at source resolution. The source arrays are never written to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .compositing import composite_frame, edited_region_rgba, feather_matte, full_scale
+from .errors import EditCancelled, InvalidRequest
+from .geometry import Window, crossfade_weights, pad_frames, plan_windows, resize_video
+from .kv_bank import KVBank
+from .loading import LoadedModel, load_model
+from .sampler import Prompts, StepCallback, sample_kvlock
+from .settings import EditSettings, validate_settings
+from .token_mask import build_token_mask
+from .trace import Trace, WindowTrace
+from .validation import check_frames, normalise_matte
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class EditRequest:
+    """Source frames (T, H, W, 3) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts."""
+
+    frames: np.ndarray
+    matte: np.ndarray
+    prompt: str
+    settings: EditSettings = field(default_factory=EditSettings)
+    return_region: bool = False
+
+
+@dataclass
+class EditResult:
+    """Edited frames in the source's size and dtype, the trace, and per-window diagnostics."""
+
+    frames: np.ndarray
+    trace: Trace
+    latents: list[torch.Tensor]
+    region: np.ndarray | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.trace.warnings
+
+
+def _largest_valid(n: int, valid: Callable[[int], int]) -> int:
+    while n > 1 and valid(n) != n:
+        n -= 1
+    return max(1, n)
+
+
+def _to_unit(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) any pixel dtype → (T, 3, H, W) float32 in [0, 1]."""
+    scale = full_scale(frames.dtype)
+    return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32) / scale).permute(0, 3, 1, 2)
+
+
+class Editor:
+    """A loaded model plus KV-Lock's processors, ready to edit any number of clips."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.bank = KVBank()
+        model.family.install(model.pipe, self.bank)
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str = "tiny", device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32
+    ) -> Editor:
+        return cls(load_model(source, device, dtype))
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def edit(
+        self, request: EditRequest, progress: ProgressCallback | None = None, cancel: threading.Event | None = None
+    ) -> EditResult:
+        began = time.perf_counter()
+        settings = validate_settings(request.settings)
+        check_frames(request.frames)
+        matte, warnings = normalise_matte(request.matte, request.frames)
+        if not isinstance(request.prompt, str) or not request.prompt.strip():
+            raise InvalidRequest("prompt is empty: describe what the masked subject should become")
+        m = self.model
+        steps = settings.steps or m.defaults.steps
+        omega0 = settings.guidance if settings.guidance is not None else m.defaults.guidance
+        window_len = _largest_valid(settings.window_frames or m.defaults.frames, m.family.valid_frames)
+        height = settings.height or m.defaults.height
+        width = settings.width or m.defaults.width
+        plans = plan_windows(
+            matte > 0,
+            window=window_len,
+            overlap=settings.window_overlap,
+            valid_frames=m.family.valid_frames,
+            geometry=settings.geometry,
+            area=height * width,
+            multiple=m.family.spatial_multiple,
+            size=(settings.height, settings.width),
+            crop_margin=settings.crop_margin,
+            min_margin=2 * settings.feather + m.family.compression.vae_s,
+        )
+        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings)
+        prompts = self._encode_prompts(request.prompt, settings)
+        decoded: list[torch.Tensor | None] = []
+        latents: list[torch.Tensor] = []
+        try:
+            for index, plan in enumerate(plans):
+                window_trace, frames, z = self._edit_window(
+                    index,
+                    len(plans),
+                    plan,
+                    request.frames,
+                    matte,
+                    prompts,
+                    settings,
+                    steps,
+                    omega0,
+                    progress,
+                    cancel,
+                )
+                trace.windows.append(window_trace)
+                decoded.append(frames)
+                if z is not None:
+                    latents.append(z)
+        finally:
+            self.bank.clear()
+            if m.device.type == "cuda":
+                torch.cuda.empty_cache()
+        out, region = self._composite(request, matte, plans, decoded, settings.feather)
+        trace.seconds = time.perf_counter() - began
+        return EditResult(frames=out, trace=trace, latents=latents, region=region)
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def _encode_prompts(self, prompt: str, s: EditSettings) -> Prompts:
+        fam, pipe, n = self.model.family, self.model.pipe, self.model.defaults.text_length
+        with torch.no_grad():
+            return Prompts(
+                cond=fam.encode_prompt(pipe, prompt, n),
+                uncond=fam.encode_prompt(pipe, s.negative_prompt, n),
+                source=fam.encode_prompt(pipe, s.source_prompt, n),
+                negative_source=fam.encode_prompt(pipe, s.negative_prompt, n) if s.uncond_source == "own" else None,
+            )
+
+    def _edit_window(
+        self,
+        index: int,
+        count: int,
+        plan: Window,
+        frames: np.ndarray,
+        matte: np.ndarray,
+        prompts: Prompts,
+        settings: EditSettings,
+        steps: int,
+        omega0: float,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> tuple[WindowTrace, torch.Tensor | None, torch.Tensor | None]:
+        m = self.model
+        rows, cols = plan.box.slices()
+        box = (plan.box.top, plan.box.left, plan.box.height, plan.box.width)
+        size = (plan.model_frames, plan.model_height, plan.model_width)
+        window_matte = matte[plan.start : plan.end, rows, cols]
+        if not (window_matte > 0).any():
+            return WindowTrace(plan.start, plan.end, box, size, 0.0, skipped="matte empty in this window"), None, None
+        video = _to_unit(frames[plan.start : plan.end, rows, cols])
+        video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
+        model_matte = torch.from_numpy(np.ascontiguousarray(window_matte))[:, None]
+        model_matte = pad_frames(resize_video(model_matte, plan.model_height, plan.model_width), plan.model_frames)
+        masks = build_token_mask(model_matte[:, 0], m.family.compression, settings.dilate_tokens)
+        wtrace = WindowTrace(plan.start, plan.end, box, size, masks.foreground_fraction)
+        with torch.no_grad():
+            x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
+            generator = torch.Generator("cpu").manual_seed(settings.seed)
+            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(m.device)
+            z, records = sample_kvlock(
+                m.family,
+                m.pipe,
+                self.bank,
+                x0,
+                noise,
+                masks,
+                prompts,
+                settings,
+                steps=steps,
+                omega0=omega0,
+                callback=self._step_callback(index, count, progress),
+                cancel=cancel,
+            )
+            wtrace.steps = records
+            pixels = m.family.decode_latents(m.pipe, z)[0].permute(1, 0, 2, 3)[: plan.length]
+        return wtrace, ((pixels.clamp(-1, 1) + 1.0) / 2.0).cpu(), z.cpu()
+
+    @staticmethod
+    def _step_callback(index: int, count: int, progress: ProgressCallback | None) -> StepCallback | None:
+        if progress is None:
+            return None
+        started = time.perf_counter()
+
+        def report(info: dict[str, Any]) -> None:
+            r = info["record"]
+            done, total = r.step + 1, info["total"]
+            elapsed = time.perf_counter() - started
+            remaining = (total - done) + (count - index - 1) * total
+            progress(
+                {
+                    "window": index,
+                    "windows": count,
+                    "step": r.step,
+                    "total": total,
+                    "sigma": r.sigma,
+                    "h": r.h,
+                    "alpha": r.alpha,
+                    "omega": r.omega,
+                    "s_star": r.s_star,
+                    "mode": r.mode,
+                    "seconds": r.seconds,
+                    "eta_seconds": elapsed / done * remaining,
+                    "latents": info["latents"],
+                }
+            )
+
+        return report
+
+    def _composite(
+        self,
+        request: EditRequest,
+        matte: np.ndarray,
+        plans: list[Window],
+        decoded: list[torch.Tensor | None],
+        feather: int,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame by frame, so memory stays one source frame per window however long or large the clip."""
+        src = request.frames
+        total, height, width = src.shape[:3]
+        scale = full_scale(src.dtype)
+        weights = crossfade_weights([(p.start, p.end) for p in plans], total)
+        out = np.empty_like(src)
+        region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
+        for j in range(total):
+            acc = np.zeros((height, width, 3), dtype=np.float32)
+            wsum = np.zeros((height, width), dtype=np.float32)
+            for plan, pixels, w in zip(plans, decoded, weights, strict=True):
+                if pixels is None or not plan.start <= j < plan.end:
+                    continue
+                k = j - plan.start
+                frame = resize_video(pixels[k : k + 1], plan.box.height, plan.box.width)[0]
+                rows, cols = plan.box.slices()
+                acc[rows, cols] += float(w[k]) * frame.permute(1, 2, 0).numpy() * scale
+                wsum[rows, cols] += float(w[k])
+            covered = wsum > 0
+            edited = np.where(covered[..., None], acc / np.maximum(wsum, 1e-12)[..., None], src[j])
+            alpha = np.where(covered, feather_matte(matte[j], feather), 0.0).astype(np.float32)
+            out[j] = composite_frame(src[j], edited, alpha)
+            if region is not None:
+                region[j] = edited_region_rgba(edited, alpha, src.dtype)
+        return out, region
+
+
+__all__ = ["EditCancelled", "EditRequest", "EditResult", "Editor"]

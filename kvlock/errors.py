@@ -1,0 +1,47 @@
+"""Errors the engine raises, so callers (CLI, server) can map each kind to one response.
+
+    KVLockError                    base of everything raised on purpose
+    ├── InvalidRequest             the request cannot be edited as given (fix the input)
+    │   ├── MatteError             the matte is empty, full, mis-sized, NaN or out of range
+    │   └── SettingsError          a setting is out of range or names an unknown method
+    ├── ModelLoadError             the model folder is missing, incomplete or of an unknown family
+    ├── UnsupportedDeviceError     the device or dtype cannot run here
+    └── EditCancelled              the caller's cancel event was set; raised between steps
+
+Every error carries a message a person can act on: what was wrong, what was expected.
+"""
+
+from __future__ import annotations
+
+
+class KVLockError(Exception):
+    """Base class for every error the engine raises deliberately."""
+
+
+class InvalidRequest(KVLockError):
+    """The request is malformed; nothing has been computed yet."""
+
+
+class MatteError(InvalidRequest):
+    """The matte does not describe a usable edit region for the source."""
+
+
+class SettingsError(InvalidRequest):
+    """A setting is out of its documented range."""
+
+
+class ModelLoadError(KVLockError):
+    """The model could not be loaded from the given place."""
+
+
+class UnsupportedDeviceError(KVLockError):
+    """The requested device or dtype is not available or not supported."""
+
+
+class EditCancelled(KVLockError):
+    """The edit stopped between denoising steps because the caller asked it to."""
+
+    def __init__(self, step: int, total: int) -> None:
+        super().__init__(f"edit cancelled after step {step} of {total}")
+        self.step = step
+        self.total = total

@@ -1,0 +1,73 @@
+"""What the engine needs to know about one family of video DiTs, and nothing more.
+
+A family adapter answers: how pixels map to latents and tokens (:class:`Compression`), which frame counts
+and sizes the model accepts, how to load the diffusers pipeline, how to encode prompts and video, how to
+run one transformer pass (in full, or on a subset of tokens), and how the clean estimate x̂0 follows from
+the model's prediction. The KV-Lock maths (masks, metric, schedules, guidance, fusion) never changes
+when a family is added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from ..kv_bank import KVBank
+from ..token_mask import Compression
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """A model's native working size and sampling defaults; a model folder may override them."""
+
+    height: int
+    width: int
+    frames: int
+    steps: int = 50
+    guidance: float = 5.0
+    text_length: int = 512
+
+
+class ModelFamily(Protocol):
+    """The adapter interface; one module per family implements it."""
+
+    name: ClassVar[str]
+    pipeline_class_names: ClassVar[tuple[str, ...]]
+    compression: ClassVar[Compression]
+    spatial_multiple: ClassVar[int]
+    defaults: ClassVar[ModelDefaults]
+
+    def valid_frames(self, n: int) -> int:
+        """The smallest frame count the model accepts that is at least ``n``."""
+        ...
+
+    def load(self, path: Path, device: torch.device, dtype: torch.dtype) -> Any: ...
+
+    def install(self, pipe: Any, bank: KVBank) -> None:
+        """Swap in KV-Lock's self-attention processors (model code is never patched)."""
+        ...
+
+    def encode_prompt(self, pipe: Any, text: str, max_length: int) -> torch.Tensor: ...
+
+    def encode_video(self, pipe: Any, video: torch.Tensor) -> torch.Tensor:
+        """(1, 3, T, H, W) in [-1, 1] → normalised latents x0."""
+        ...
+
+    def decode_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents → (1, 3, T, H, W) in [-1, 1]."""
+        ...
+
+    def predict(self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor: ...
+
+    def predict_tokens(
+        self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Run only the tokens in ``token_index``; other tokens of the result are zero."""
+        ...
+
+    def clean_estimate(self, z: torch.Tensor, prediction: torch.Tensor, sigma: float) -> torch.Tensor: ...
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor: ...

@@ -1,0 +1,138 @@
+"""Wan2.1 text-to-video (diffusers ``WanPipeline``): flow matching, causal VAE (4, 8, 8), patches (1, 2, 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import ModelLoadError
+from ..kv_bank import KVBank
+from ..token_mask import Compression
+from .base import ModelDefaults
+from .wan_attention import KVLockWanAttnProcessor
+
+
+def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+    std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+    return mean, std
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:
+    """(B, F·R·C, pt·ph·pw·ch) tokens in (frame, row, column) order → (B, ch, F·pt, R·ph, C·pw)."""
+    b = tokens.shape[0]
+    f, r, c = grid
+    pt, ph, pw = patch
+    x = tokens.reshape(b, f, r, c, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+class WanFamily:
+    """Adapter for ``WanPipeline`` checkpoints (Wan2.1 T2V 1.3B / 14B and same-shaped models)."""
+
+    name: ClassVar[str] = "wan"
+    pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanPipeline",)
+    compression: ClassVar[Compression] = Compression(vae_t=4, vae_s=8, patch=(1, 2, 2))
+    spatial_multiple: ClassVar[int] = 16
+    defaults: ClassVar[ModelDefaults] = ModelDefaults(height=480, width=832, frames=81, steps=50, guidance=5.0)
+
+    def valid_frames(self, n: int) -> int:
+        return 4 * max(0, -(-(n - 1) // 4)) + 1
+
+    def load(self, path: Path, device: torch.device, dtype: torch.dtype) -> Any:
+        from diffusers import WanPipeline
+
+        try:
+            pipe = WanPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"could not load a WanPipeline from {path}: {exc}") from exc
+        if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("expand_timesteps"):
+            raise ModelLoadError(f"{path} is a two-stage or TI2V Wan2.2 model; only Wan2.1-style T2V is supported")
+        if pipe.transformer.config.get("image_dim") is not None:
+            raise ModelLoadError(f"{path} is an image-to-video Wan model; KV-Lock needs a text-to-video model")
+        pipe.vae.to(torch.float32)  # Wan's VAE loses detail in half precision
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def install(self, pipe: Any, bank: KVBank) -> None:
+        current = pipe.transformer.attn_processors
+        processors = {}
+        for name, proc in current.items():
+            if ".attn1." in name:
+                layer = int(name.split(".")[1])
+                original = proc.original if isinstance(proc, KVLockWanAttnProcessor) else proc
+                processors[name] = KVLockWanAttnProcessor(bank, layer, original)
+            else:
+                processors[name] = proc
+        pipe.transformer.set_attn_processor(processors)
+
+    def encode_prompt(self, pipe: Any, text: str, max_length: int) -> torch.Tensor:
+        embeds, _ = pipe.encode_prompt(
+            prompt=text,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_length,
+            device=pipe.transformer.device,
+        )
+        return embeds.to(pipe.transformer.dtype)
+
+    def encode_video(self, pipe: Any, video: torch.Tensor) -> torch.Tensor:
+        vae = pipe.vae
+        video = video.to(device=vae.device, dtype=vae.dtype)
+        latents = vae.encode(video).latent_dist.mode()
+        mean, std = _latent_stats(vae, latents)
+        return ((latents - mean) / std).float()
+
+    def decode_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        vae = pipe.vae
+        latents = latents.to(device=vae.device, dtype=vae.dtype)
+        mean, std = _latent_stats(vae, latents)
+        return vae.decode(latents * std + mean, return_dict=False)[0].float()
+
+    def _timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        return t.expand(batch)
+
+    def predict(self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        model = pipe.transformer
+        return model(
+            hidden_states=z.to(model.dtype),
+            timestep=self._timestep(t, z.shape[0]),
+            encoder_hidden_states=embeds,
+            return_dict=False,
+        )[0]
+
+    def predict_tokens(
+        self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Wan's forward restricted to ``token_index``: every stage but self-attention is per token.
+
+        Built from the model's own submodules (rope, patch embedding, condition embedder, blocks,
+        output head); the self-attention processors add the cached background K/V.
+        """
+        model = pipe.transformer
+        patch = tuple(model.config.patch_size)
+        hidden = z.to(model.dtype)
+        b, _, f, h, w = hidden.shape
+        grid = (f // patch[0], h // patch[1], w // patch[2])
+        cos, sin = model.rope(hidden)
+        rotary = (cos[:, token_index], sin[:, token_index])
+        x = model.patch_embedding(hidden).flatten(2).transpose(1, 2)[:, token_index].contiguous()
+        temb, proj, text, _ = model.condition_embedder(self._timestep(t, b), embeds, None)
+        proj = proj.unflatten(1, (6, -1))
+        for block in model.blocks:
+            x = block(x, text, proj, rotary)
+        shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        x = (model.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        x = model.proj_out(x)
+        full = x.new_zeros(b, grid[0] * grid[1] * grid[2], x.shape[-1])
+        full[:, token_index] = x
+        return unpatchify(full, grid, patch)
+
+    def clean_estimate(self, z: torch.Tensor, prediction: torch.Tensor, sigma: float) -> torch.Tensor:
+        return z - sigma * prediction
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+        return (1.0 - sigma) * x0 + sigma * noise

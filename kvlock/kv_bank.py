@@ -1,0 +1,98 @@
+"""The per-step store of background keys and values, and the maths that fuses them into edit passes.
+
+One :class:`KVBank` serves every self-attention processor of a model. The loop sets its mode around
+each forward pass; processors read the mode, the current α and the token indices from it:
+
+- ``off``: plain attention (α = 0 or no source pass this step).
+- ``capture``: the source pass; store background K and V (after norm and rotary embedding) per layer.
+- ``fuse``: a full edit pass; background K/V become α·K_src + (1−α)·K_edit (DESIGN §2.3).
+- ``foreground``: an edit pass over foreground tokens only (α = 1); K/V = cached background + own.
+
+The bank is overwritten by every source pass: nothing is kept across steps, so memory is one step's
+background K/V whatever the number of steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+MODES = ("off", "capture", "fuse", "foreground")
+
+KVObserver = Callable[[int, str, torch.Tensor, torch.Tensor], None]
+
+
+def fuse_background(
+    edit: torch.Tensor, source_background: torch.Tensor, background_index: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """Return ``edit`` (B, S, …) with its background tokens replaced by α·source + (1−α)·edit.
+
+    At α = 1 the source values are copied exactly (no arithmetic), so the edit pass sees the source
+    pass's K/V bit for bit.
+    """
+    fused = edit.clone()
+    if alpha >= 1.0:
+        fused[:, background_index] = source_background.to(edit.dtype)
+    else:
+        mixed = alpha * source_background.to(edit.dtype) + (1.0 - alpha) * edit[:, background_index]
+        fused[:, background_index] = mixed
+    return fused
+
+
+def join_background(foreground: torch.Tensor, source_background: torch.Tensor) -> torch.Tensor:
+    """K or V for a foreground-only pass: cached background tokens followed by the pass's own tokens.
+
+    Attention without a mask is invariant to the order of keys, so the join order is free.
+    """
+    return torch.cat([source_background.to(foreground.dtype), foreground], dim=1)
+
+
+@dataclass
+class KVBank:
+    """Shared state between the edit loop and the installed self-attention processors."""
+
+    background_index: torch.Tensor | None = None
+    alpha: float = 0.0
+    mode: str = "off"
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    observer: KVObserver | None = None
+
+    def store(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        assert self.background_index is not None, "set background_index before a source pass"
+        self.keys[layer] = key[:, self.background_index]
+        self.values[layer] = value[:, self.background_index]
+
+    def attend_kv(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K/V one self-attention layer should attend over in the current mode."""
+        if self.mode == "capture":
+            self.store(layer, key, value)
+        elif self.mode == "fuse":
+            key = fuse_background(key, self.keys[layer], self.background_index, self.alpha)
+            value = fuse_background(value, self.values[layer], self.background_index, self.alpha)
+        elif self.mode == "foreground":
+            key = join_background(key, self.keys[layer])
+            value = join_background(value, self.values[layer])
+        if self.observer is not None:
+            self.observer(layer, self.mode, key, value)
+        return key, value
+
+    @contextmanager
+    def pass_mode(self, mode: str, alpha: float | None = None) -> Iterator[None]:
+        if mode not in MODES:
+            raise ValueError(f"unknown K/V mode {mode!r}; expected one of {MODES}")
+        previous = (self.mode, self.alpha)
+        self.mode = mode
+        if alpha is not None:
+            self.alpha = alpha
+        try:
+            yield
+        finally:
+            self.mode, self.alpha = previous
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.values.clear()

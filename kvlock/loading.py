@@ -1,0 +1,129 @@
+"""Finding and loading a model: the embedded default (``"tiny"``) or a local diffusers folder, offline.
+
+Nothing is ever fetched from a hub: a folder that is missing or incomplete gets an error naming what was
+expected. A folder may carry ``kvlock.json`` with its native working size and sampling defaults
+(height, width, frames, steps, guidance, text_length).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelLoadError, UnsupportedDeviceError
+from .families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
+from .families.wan import WanFamily
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+TINY = "tiny"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    family: ModelFamily
+    pipe: Any
+    defaults: ModelDefaults
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str | torch.device, dtype: str | torch.dtype) -> tuple[torch.device, torch.dtype]:
+    """Check that ``device`` exists here and ``dtype`` is one the engine runs, before loading anything."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UnsupportedDeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnsupportedDeviceError("device 'cuda' requested but no CUDA GPU is visible; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UnsupportedDeviceError(f"cuda:{dev.index} requested but only {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UnsupportedDeviceError("device 'mps' requested but Metal is not available here")
+    elif dev.type != "cpu":
+        raise UnsupportedDeviceError(f"device type {dev.type!r} is not supported; use cpu, cuda or mps")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise UnsupportedDeviceError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise UnsupportedDeviceError(f"dtype {dtype} is not supported; use float32, bfloat16 or float16")
+    if dtype == torch.float16 and dev.type == "cpu":
+        raise UnsupportedDeviceError("float16 is not supported on the CPU; use float32 or bfloat16")
+    return dev, dtype
+
+
+def _folder_defaults(path: Path, family: ModelFamily) -> ModelDefaults:
+    defaults = family.defaults
+    extra = path / "kvlock.json"
+    if extra.is_file():
+        try:
+            data = json.loads(extra.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{extra} is not valid JSON: {exc}") from exc
+        known = {f.name for f in fields(ModelDefaults)}
+        defaults = replace(defaults, **{k: v for k, v in data.items() if k in known})
+    return defaults
+
+
+def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
+    """Check a diffusers folder's shape and return its family and model index, or say what is missing."""
+    if not path.exists():
+        raise ModelLoadError(f"model folder {path} does not exist; give a local diffusers folder or 'tiny'")
+    if not path.is_dir():
+        raise ModelLoadError(f"{path} is a file; give the folder that holds model_index.json")
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise ModelLoadError(
+            f"{path} has no model_index.json; expected a diffusers pipeline folder "
+            "(model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        )
+    try:
+        index = json.loads(index_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{index_file} is not valid JSON: {exc}") from exc
+    class_name = index.get("_class_name", "")
+    family = family_for_pipeline(class_name)
+    if family is None:
+        raise ModelLoadError(
+            f"{path} holds a {class_name or 'unnamed'} pipeline; supported: {', '.join(supported_pipelines())}"
+        )
+    missing = [
+        name
+        for name, spec in index.items()
+        if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None and not (path / name).is_dir()
+    ]
+    if missing:
+        raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {', '.join(sorted(missing))}")
+    return family, index
+
+
+def load_model(
+    source: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32
+) -> LoadedModel:
+    """Load ``"tiny"`` (built in memory) or a local diffusers folder onto ``device``."""
+    dev, dt = resolve_device(device, dtype)
+    if str(source) == TINY:
+        from .tiny import TINY_DEFAULTS, build_tiny_wan
+
+        pipe = build_tiny_wan(dtype=dt).to(dev)
+        return LoadedModel("tiny (random-weight Wan2.1 from config)", WanFamily(), pipe, TINY_DEFAULTS, dev, dt)
+    path = Path(source).expanduser()
+    family, _ = inspect_folder(path)
+    pipe = family.load(path, dev, dt)
+    return LoadedModel(str(path), family, pipe, _folder_defaults(path, family), dev, dt)

@@ -1,0 +1,1 @@
+"""Media I/O on PyAV: exact frame ranges in, NLE-ready files out."""

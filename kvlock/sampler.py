@@ -1,0 +1,196 @@
+"""The KV-Lock denoising loop for one temporal window, as a plain function (k-diffusion style).
+
+Per step k (DESIGN §2.3): choose α_k, ω_k from the metric; if α_k > 0 run the source pass on the noised
+source and capture background K/V; run the conditional and unconditional edit passes with the K/V fused
+(foreground tokens only when α_k = 1); combine them with CFG-Zero* (or classic CFG); take the scheduler
+step; reset the background latents to the noised source at the next σ; update the metric. One callback
+per step carries everything a progress bar, a preview, a trace or a cancel check needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import EditCancelled
+from .families.base import ModelFamily
+from .guidance import cfg_zero_star, classic_cfg, optimal_scale
+from .kv_bank import KVBank
+from .metric import HallucinationMeter
+from .schedules import control_at
+from .settings import EditSettings
+from .token_mask import TokenMask
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Encoded prompts for one job; ``negative_source`` only when the uncond pass has its own source."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    source: torch.Tensor
+    negative_source: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of the trace. ``h`` is the metric after this step; α and ω were chosen from the one before."""
+
+    step: int
+    sigma: float
+    h: float
+    alpha: float
+    omega: float
+    s_star: float
+    mode: str
+    seconds: float
+
+
+def start_index(steps: int, strength: float) -> int:
+    """First step to run for ``strength`` in (0, 1]: 1 starts from pure noise, smaller from the noised source."""
+    return min(steps - 1, round(steps * (1.0 - strength)))
+
+
+def edit_mode(alpha: float, has_background: bool, foreground_only: bool) -> str:
+    """Which kind of edit pass a step needs (DESIGN §2, "why it is fast")."""
+    if alpha <= 0.0 or not has_background:
+        return "off"
+    if alpha >= 1.0 and foreground_only:
+        return "foreground"
+    return "fuse"
+
+
+class _Passes:
+    """The transformer passes of one step, routed through the bank's modes."""
+
+    def __init__(self, family: ModelFamily, pipe: Any, bank: KVBank, masks: TokenMask) -> None:
+        self.family, self.pipe, self.bank, self.masks = family, pipe, bank, masks
+        self.fg_index = masks.foreground_index.to(pipe.transformer.device)
+        self.region = masks.latent[None, None].to(pipe.transformer.device)
+
+    def source(self, z_src: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        with self.bank.pass_mode("capture"):
+            return self.family.predict(self.pipe, z_src, t, embeds).float()
+
+    def edit(
+        self,
+        mode: str,
+        alpha: float,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        embeds: torch.Tensor,
+        fill: torch.Tensor | None,
+    ) -> torch.Tensor:
+        with self.bank.pass_mode(mode, alpha):
+            if mode == "foreground":
+                assert fill is not None
+                v = self.family.predict_tokens(self.pipe, z, t, embeds, self.fg_index).float()
+                return torch.where(self.region, v, fill)
+            return self.family.predict(self.pipe, z, t, embeds).float()
+
+
+def sample_kvlock(
+    family: ModelFamily,
+    pipe: Any,
+    bank: KVBank,
+    x0_source: torch.Tensor,
+    noise: torch.Tensor,
+    masks: TokenMask,
+    prompts: Prompts,
+    settings: EditSettings,
+    *,
+    steps: int,
+    omega0: float,
+    callback: StepCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[torch.Tensor, list[StepRecord]]:
+    """Denoise one window; return the final latents and the per-step records.
+
+    ``settings`` must already be validated (baselines resolved into knobs).
+    """
+    device = x0_source.device
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(steps, device=device)
+    timesteps, sigmas = scheduler.timesteps, scheduler.sigmas.tolist()
+    first = start_index(steps, settings.strength)
+    scheduler.set_begin_index(first)
+    run_steps = steps - first
+
+    soft = masks.soft[None, None].to(device)
+    region = masks.latent[None, None].to(device)
+    has_background = not bool(masks.flat.all())
+    bank.background_index = masks.background_index.to(device)
+    passes = _Passes(family, pipe, bank, masks)
+    meter = HallucinationMeter(settings.metric_window, masks.latent[None, None])
+    use_uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
+
+    def lock(z: torch.Tensor, sigma: float) -> torch.Tensor:
+        return soft * z + (1.0 - soft) * family.noised(x0_source, noise, sigma)
+
+    z = noise.clone() if first == 0 else family.noised(x0_source, noise, sigmas[first])
+    z = lock(z, sigmas[first])
+    records: list[StepRecord] = []
+    try:
+        for i in range(first, steps):
+            if cancel is not None and cancel.is_set():
+                raise EditCancelled(i - first, run_steps)
+            began = time.perf_counter()
+            t, sigma = timesteps[i], sigmas[i]
+            ctl = control_at(
+                i - first,
+                run_steps,
+                meter.value,
+                kappa=settings.kappa,
+                tau=settings.tau,
+                omega0=omega0,
+                b=settings.b,
+                alpha_min=settings.alpha_min,
+                alpha_early=settings.alpha_early,
+                alpha_fixed=settings.alpha_fixed,
+                guidance_form=settings.guidance_form,
+            )
+            mode = edit_mode(ctl.alpha, has_background, settings.foreground_only)
+            fill = None
+            if mode != "off":
+                fill = passes.source(family.noised(x0_source, noise, sigma), t, prompts.source)
+            v_cond = passes.edit(mode, ctl.alpha, z, t, prompts.cond, fill)
+            s_star = 1.0
+            if use_uncond:
+                fill_u = fill
+                if mode != "off" and prompts.negative_source is not None:
+                    fill_u = passes.source(family.noised(x0_source, noise, sigma), t, prompts.negative_source)
+                v_uncond = passes.edit(mode, ctl.alpha, z, t, prompts.uncond, fill_u)
+                if settings.guidance_form == "static":
+                    v = classic_cfg(v_cond, v_uncond, ctl.omega)
+                else:
+                    s_star = optimal_scale(v_cond, v_uncond, region, settings.cfg_zero_delta)
+                    v = cfg_zero_star(v_cond, v_uncond, ctl.omega, s_star)
+            else:
+                v = v_cond
+            h = meter.update(family.clean_estimate(z, v, sigma))
+            z = scheduler.step(v, t, z, return_dict=False)[0]
+            z = lock(z, sigmas[i + 1])
+            record = StepRecord(
+                step=i - first,
+                sigma=float(sigma),
+                h=h,
+                alpha=ctl.alpha,
+                omega=ctl.omega,
+                s_star=s_star,
+                mode=mode,
+                seconds=time.perf_counter() - began,
+            )
+            records.append(record)
+            if callback is not None:
+                callback({"record": record, "total": run_steps, "latents": z})
+    finally:
+        bank.clear()
+    return z, records

@@ -1,0 +1,70 @@
+"""The per-step trace of an edit (σ, h, α, ω, s*, mode, seconds), as JSON and as a plot.
+
+Editors and TDs read it to see why an edit looks the way it does: where the metric rose, where the lock
+firmed up, where guidance was raised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .sampler import StepRecord
+
+
+@dataclass
+class WindowTrace:
+    start: int
+    end: int
+    box: tuple[int, int, int, int]
+    model_size: tuple[int, int, int]
+    foreground_fraction: float
+    steps: list[StepRecord] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
+class Trace:
+    model: str
+    settings: dict[str, Any]
+    windows: list[WindowTrace] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def plot(self, path: str | Path) -> Path:
+        """Write a PNG with h (the paper's σ²), α and ω per step, one line per window."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(3, 1, figsize=(7, 6.5), sharex=True)
+        rows = [("h", "h (metric, σ² in the paper)"), ("alpha", "α (K/V fusion)"), ("omega", "ω (guidance)")]
+        for w in self.windows:
+            if not w.steps:
+                continue
+            x = [r.step for r in w.steps]
+            for ax, (key, _) in zip(axes, rows, strict=True):
+                ax.plot(x, [getattr(r, key) for r in w.steps], marker=".", label=f"frames {w.start}–{w.end - 1}")
+        for ax, (_, label) in zip(axes, rows, strict=True):
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        tau = self.settings.get("tau")
+        if tau:
+            axes[0].axhline(tau, color="grey", linestyle="--", linewidth=1, label="τ")
+        axes[0].legend(fontsize=7)
+        axes[-1].set_xlabel("denoising step")
+        fig.suptitle(f"KV-Lock trace — {self.model}")
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path

@@ -1,0 +1,75 @@
+"""Checks on the pixels of a request, run before any model work.
+
+Each problem either raises a :class:`MatteError`/:class:`InvalidRequest` that says what to fix, or, where
+a safe repair exists, applies it and returns a warning naming the repair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidRequest, MatteError
+
+PIXEL_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+
+
+def check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", type(frames).__name__)
+        raise InvalidRequest(f"frames must be an array of shape (T, H, W, 3) (RGB), got {shape}")
+    if frames.shape[0] < 1 or frames.shape[1] < 8 or frames.shape[2] < 8:
+        raise InvalidRequest(f"frames must hold at least one frame of 8×8 pixels, got {frames.shape}")
+    if frames.dtype.type not in PIXEL_DTYPES:
+        raise InvalidRequest(f"frames must be uint8, uint16 or float in [0, 1], got {frames.dtype}")
+    if np.issubdtype(frames.dtype, np.floating):
+        if not np.isfinite(frames).all():
+            raise InvalidRequest("frames contain NaN or infinite values")
+        if frames.min() < 0.0 or frames.max() > 1.0:
+            raise InvalidRequest(f"float frames must be in [0, 1], got [{frames.min():.3g}, {frames.max():.3g}]")
+
+
+def normalise_matte(matte: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Return the matte as float32 (T, H, W) in [0, 1] matching ``frames``, plus warnings for repairs."""
+    warnings: list[str] = []
+    if not isinstance(matte, np.ndarray):
+        raise MatteError(f"matte must be an array, got {type(matte).__name__}")
+    if matte.ndim == 4 and matte.shape[-1] == 1:
+        matte = matte[..., 0]
+    if matte.ndim == 2:
+        matte = matte[None]
+    if matte.ndim != 3:
+        raise MatteError(f"matte must have shape (T, H, W) or (T, H, W, 1), got {matte.shape}")
+    t, h, w = frames.shape[:3]
+    if matte.shape[1:] != (h, w):
+        raise MatteError(
+            f"matte is {matte.shape[2]}×{matte.shape[1]} but the frames are {w}×{h}; "
+            "render the matte at the source's resolution"
+        )
+    if matte.shape[0] != t:
+        if matte.shape[0] == 1:
+            warnings.append(f"one matte frame for {t} source frames: repeated it for every frame")
+            matte = np.repeat(matte, t, axis=0)
+        else:
+            raise MatteError(
+                f"matte has {matte.shape[0]} frames but the source range has {t}; "
+                "give one matte frame per source frame (or a single still for all)"
+            )
+    if matte.dtype == np.bool_:
+        matte = matte.astype(np.float32)
+    elif np.issubdtype(matte.dtype, np.integer):
+        matte = matte.astype(np.float32) / float(np.iinfo(matte.dtype).max)
+    elif np.issubdtype(matte.dtype, np.floating):
+        if not np.isfinite(matte).all():
+            raise MatteError("matte contains NaN or infinite values")
+        if matte.min() < 0.0 or matte.max() > 1.0:
+            raise MatteError(f"float matte must be in [0, 1], got [{matte.min():.3g}, {matte.max():.3g}]")
+        matte = matte.astype(np.float32)
+    else:
+        raise MatteError(f"matte dtype {matte.dtype} is not supported; use bool, uint8, uint16 or float")
+    if not matte.any():
+        raise MatteError("matte is empty (all zero): there is nothing to edit; check the matte's channel or invert")
+    if (matte > 0).all():
+        warnings.append(
+            "matte covers every pixel: nothing to lock, the edit is a plain regeneration of the whole frame"
+        )
+    return matte, warnings
