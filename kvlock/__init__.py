@@ -6,8 +6,12 @@ from .errors import (
     InvalidRequest,
     KVLockError,
     MatteError,
+    MediaError,
+    MediaNotFoundError,
     ModelLoadError,
+    OutputExistsError,
     SettingsError,
+    UnreadableMediaError,
     UnsupportedDeviceError,
 )
 from .settings import EditSettings
@@ -21,8 +25,12 @@ __all__ = [
     "InvalidRequest",
     "KVLockError",
     "MatteError",
+    "MediaError",
+    "MediaNotFoundError",
     "ModelLoadError",
+    "OutputExistsError",
     "SettingsError",
+    "UnreadableMediaError",
     "UnsupportedDeviceError",
 ]
 __version__ = "0.1.0"

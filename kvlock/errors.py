@@ -4,6 +4,10 @@
     ├── InvalidRequest             the request cannot be edited as given (fix the input)
     │   ├── MatteError             the matte is empty, full, mis-sized, NaN or out of range
     │   └── SettingsError          a setting is out of range or names an unknown method
+    ├── MediaError                 a media file cannot be used
+    │   ├── MediaNotFoundError     the file, folder or sequence does not exist
+    │   └── UnreadableMediaError   no decoder for it, or it is damaged
+    ├── OutputExistsError          the output exists and overwriting was not allowed
     ├── ModelLoadError             the model folder is missing, incomplete or of an unknown family
     ├── UnsupportedDeviceError     the device or dtype cannot run here
     └── EditCancelled              the caller's cancel event was set; raised between steps
@@ -28,6 +32,22 @@ class MatteError(InvalidRequest):
 
 class SettingsError(InvalidRequest):
     """A setting is out of its documented range."""
+
+
+class MediaError(KVLockError):
+    """A media file cannot be used as given."""
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """The media path does not exist."""
+
+
+class UnreadableMediaError(MediaError):
+    """The media exists but cannot be decoded (unknown codec, damaged file, unsupported pixel format)."""
+
+
+class OutputExistsError(KVLockError, FileExistsError):
+    """The output path exists and overwriting was not allowed."""
 
 
 class ModelLoadError(KVLockError):

@@ -14,15 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class OutputExistsError(FileExistsError):
-    """The output path exists and overwriting was not allowed."""
+from ..errors import OutputExistsError
 
 
 def check_writable(path: Path, overwrite: bool) -> None:
     """Fail before any work when the output exists (without ``overwrite``) or its folder is missing."""
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
+        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
 

@@ -109,6 +109,14 @@ def write_video(
             cc.color_range = RANGE_FULL if spec.rgb else RANGE_LIMITED
             for i, array in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_fmt)
+                if not spec.rgb:  # convert here so the BT.709 matrix and limited range are what is stored
+                    frame = frame.reformat(
+                        format=stored_fmt,
+                        src_colorspace=BT709,
+                        dst_colorspace=BT709,
+                        src_color_range=RANGE_FULL,
+                        dst_color_range=RANGE_LIMITED,
+                    )
                 frame.pts = i
                 frame.time_base = 1 / Fraction(rate)
                 for packet in stream.encode(frame):

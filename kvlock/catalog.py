@@ -1,0 +1,87 @@
+"""Which models this machine can load: the embedded default and the folders a user configured.
+
+Folders come from ``--model-dir`` options, the ``KVLOCK_MODEL_DIRS`` environment variable (separated like
+PATH) and ``model_dirs = [...]`` in the config file (``$KVLOCK_CONFIG``, else
+``$XDG_CONFIG_HOME/kvlock/config.toml``, else ``~/.config/kvlock/config.toml``). A configured folder is
+either a diffusers model itself or a parent whose sub-folders are models. Listing never loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+from .loading import TINY, inspect_folder
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    location: str
+    family: str
+    status: str  # "ok" or why it cannot be loaded
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_path() -> Path:
+    if os.environ.get("KVLOCK_CONFIG"):
+        return Path(os.environ["KVLOCK_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kvlock" / "config.toml"
+
+
+def configured_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    dirs = [Path(d).expanduser() for d in extra]
+    dirs += [Path(d).expanduser() for d in os.environ.get("KVLOCK_MODEL_DIRS", "").split(os.pathsep) if d]
+    config = config_path()
+    if config.is_file():
+        try:
+            data = tomllib.loads(config.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ModelLoadError(f"config file {config} is not valid TOML: {exc}") from exc
+        dirs += [Path(d).expanduser() for d in data.get("model_dirs", [])]
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def _entry(folder: Path) -> ModelEntry:
+    try:
+        family, _ = inspect_folder(folder)
+        return ModelEntry(folder.name, str(folder), family.name, "ok")
+    except ModelLoadError as exc:
+        return ModelEntry(folder.name, str(folder), "?", str(exc))
+
+
+def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
+    entries = [ModelEntry(TINY, "embedded", "wan", "ok (random weights: for trying the pipeline, not for results)")]
+    for d in configured_dirs(extra_dirs):
+        if (d / "model_index.json").is_file() or not d.is_dir():
+            entries.append(_entry(d))
+            continue
+        children = sorted(c for c in d.iterdir() if (c / "model_index.json").is_file())
+        if not children:
+            entries.append(ModelEntry(d.name, str(d), "?", f"{d} holds no diffusers model folder"))
+        entries.extend(_entry(c) for c in children)
+    return entries
+
+
+def resolve_model(spec: str, extra_dirs: Iterable[str | Path] = ()) -> str:
+    """``tiny``, a folder path, or the name of a configured model → what :func:`load_model` takes."""
+    if spec == TINY or Path(spec).expanduser().exists():
+        return spec if spec == TINY else str(Path(spec).expanduser())
+    entries = list_models(extra_dirs)
+    for entry in entries:
+        if entry.name == spec and entry.location != "embedded":
+            return entry.location
+    names = ", ".join(e.name for e in entries)
+    raise ModelLoadError(f"no model folder or configured model named {spec!r}; available: {names}")

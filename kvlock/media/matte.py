@@ -1,0 +1,100 @@
+"""Loading a matte for a source range: from a grayscale video, an RGBA video's alpha, an image sequence
+or one still, with threshold / invert / dilate options.
+
+Length rules (the documented repairs): a still is used for every frame; a matte clip as long as the
+source is read over the same range; a matte exactly as long as the range (already trimmed) is used as is.
+Anything else is an error that gives both lengths. A matte of another size is an error, unless ``resize``
+is asked for and the aspect ratios agree (a proxy-resolution matte): then it is scaled, with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import MatteError
+from .decode import MediaInfo, read_frames
+
+CHANNELS = ("auto", "alpha", "luma", "red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class MatteOptions:
+    channel: str = "auto"
+    threshold: float | None = None
+    invert: bool = False
+    dilate: int = 0
+    resize: bool = False
+
+
+def pick_channel(pixels: np.ndarray, channel: str) -> np.ndarray:
+    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel."""
+    scale = float(np.iinfo(pixels.dtype).max)
+    x = pixels.astype(np.float32) / scale
+    if channel == "auto":
+        channel = "alpha" if x.shape[-1] == 4 and (x[..., 3] < 1.0).any() else "luma"
+    if channel == "alpha":
+        if x.shape[-1] != 4:
+            raise MatteError("matte has no alpha channel; use --matte-channel luma (or red/green/blue)")
+        return x[..., 3]
+    if channel == "luma":
+        return x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
+    return x[..., {"red": 0, "green": 1, "blue": 2}[channel]]
+
+
+def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
+    """Invert, threshold and dilate (in pixels) a (N, H, W) float matte."""
+    if options.invert:
+        matte = 1.0 - matte
+    if options.threshold is not None:
+        matte = (matte >= options.threshold).astype(np.float32)
+    if options.dilate > 0:
+        k = 2 * options.dilate + 1
+        t = torch.from_numpy(np.ascontiguousarray(matte))[:, None]
+        matte = F.max_pool2d(t, k, stride=1, padding=options.dilate)[:, 0].numpy()
+    return np.clip(matte, 0.0, 1.0).astype(np.float32)
+
+
+def _matte_range(matte: MediaInfo, source: MediaInfo, start: int, end: int) -> tuple[int, int, list[str]]:
+    length = end - start
+    if matte.kind == "still" or matte.frames == 1:
+        return 0, 1, [f"matte is a single image: used for all {length} frames"]
+    if matte.frames >= end and matte.frames >= source.frames:
+        return start, end, []
+    if matte.frames == length:
+        return 0, length, [f"matte has {length} frames, as many as the range: read from its first frame"]
+    raise MatteError(
+        f"matte has {matte.frames} frames; it must cover the source ({source.frames} frames, read over "
+        f"[{start}, {end})) or match the range ({length} frames), or be a single still"
+    )
+
+
+def load_matte(
+    matte: MediaInfo, source: MediaInfo, start: int, end: int, options: MatteOptions = MatteOptions()
+) -> tuple[np.ndarray, list[str]]:
+    """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings."""
+    if options.channel not in CHANNELS:
+        raise MatteError(f"matte channel must be one of {CHANNELS}, got {options.channel!r}")
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+        raise MatteError(f"matte threshold must be in [0, 1], got {options.threshold}")
+    first, last, warnings = _matte_range(matte, source, start, end)
+    size_ok = (matte.width, matte.height) == (source.width, source.height)
+    if not size_ok:
+        same_aspect = abs(matte.width / matte.height - source.width / source.height) < 0.01
+        if not (options.resize and same_aspect):
+            hint = " or pass --matte-resize" if same_aspect else " (the aspect ratios differ, so it cannot be scaled)"
+            raise MatteError(
+                f"matte is {matte.width}×{matte.height} but the source is {source.width}×{source.height}; "
+                f"render the matte at the source's resolution{hint}"
+            )
+    values = pick_channel(read_frames(matte, first, last), options.channel)
+    if not size_ok:
+        t = torch.from_numpy(values)[:, None]
+        values = F.interpolate(t, size=(source.height, source.width), mode="bilinear", antialias=True)[:, 0].numpy()
+        warnings.append(f"matte scaled from {matte.width}×{matte.height} to {source.width}×{source.height}")
+    if values.shape[0] == 1 and end - start > 1:
+        values = np.repeat(values, end - start, axis=0)
+    return refine(values, options), warnings

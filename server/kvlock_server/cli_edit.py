@@ -1,0 +1,219 @@
+"""``kvlock edit``: read a clip range and its matte, edit it, write the result, its trace and a plot.
+
+Every check that can fail (input, matte, frame range, output name) runs before the model loads; the
+result is written under a temporary name and moved into place, so Ctrl-C or a failure never leaves a
+partial file under the final name, and the source is never written to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from dataclasses import fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvlock import Editor, EditRequest, EditSettings, InvalidRequest, OutputExistsError
+from kvlock.catalog import resolve_model
+from kvlock.media.atomic import atomic_path, check_writable
+from kvlock.media.decode import MediaInfo, probe, read_frames
+from kvlock.media.encode import CODECS, write_video
+from kvlock.media.matte import CHANNELS, MatteOptions, load_matte
+from kvlock.media.timecode import format_timecode, parse_range, parse_timecode
+from kvlock.settings import validate_settings
+
+from .progress import Reporter
+
+SUFFIX_CODEC = {".mkv": "ffv1", ".mov": "prores", ".mp4": "h264", "": "png"}
+
+SETTING_HELP = {
+    "negative_prompt": "prompt of the unconditional pass",
+    "source_prompt": "prompt describing the source (used by the source pass)",
+    "steps": "denoising steps (model default)",
+    "guidance": "guidance scale ω0 (model default)",
+    "strength": "1 starts from noise; lower keeps more of the source",
+    "method": "kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega",
+    "metric_window": "W: steps in the hallucination metric's window",
+    "kappa": "κ: control is active in the last κ steps",
+    "tau": "τ: metric threshold",
+    "b": "guidance ceiling factor",
+    "geometry": "fit (whole frame) or crop_to_matte (box around the matte)",
+    "feather": "outward feather of the composite, in pixels",
+}
+
+
+def _setting_type(annotation: str) -> Any:
+    base = annotation.replace(" | None", "").strip()
+    return {"str": str, "int": int, "float": float, "bool": bool}[base]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("media")
+    io.add_argument("--model", default="tiny", help="'tiny', a diffusers folder, or a configured model's name")
+    io.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
+    io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
+    io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
+    io.add_argument("--prompt", required=True, help="what the masked subject should become")
+    io.add_argument("--frames", help="START:END (end exclusive) or HH:MM:SS:FF-HH:MM:SS:FF; default: all")
+    io.add_argument("--out", help="output file (.mkv ffv1, .mov prores, .mp4 h264) or folder (png)")
+    io.add_argument("--codec", choices=sorted(CODECS), help="default: from --out's suffix, else ffv1")
+    io.add_argument("--region-out", help="also write the edited region as straight RGBA (.mkv, .mov or folder)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the source)")
+    io.add_argument("--fps", help="frame rate of image sequences, e.g. 24000/1001 (default 24)")
+    io.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    io.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    io.add_argument("--json", action="store_true", help="machine-readable progress as JSON lines on stdout")
+    matte = parser.add_argument_group("matte")
+    matte.add_argument("--matte-channel", choices=CHANNELS, default="auto", help="auto: alpha if any, else luma")
+    matte.add_argument("--matte-threshold", type=float, help="binarise at this value in [0, 1]")
+    matte.add_argument("--matte-invert", action="store_true")
+    matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
+    matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
+    settings = parser.add_argument_group("KV-Lock settings")
+    for f in fields(EditSettings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _setting_type(str(f.type))
+        if kind is bool:
+            settings.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name)
+            )
+        else:
+            settings.add_argument(flag, type=kind, default=None, help=SETTING_HELP.get(f.name))
+
+
+def _settings(args: argparse.Namespace) -> EditSettings:
+    given = {f.name: getattr(args, f.name) for f in fields(EditSettings) if getattr(args, f.name) is not None}
+    return EditSettings(**given)
+
+
+def _codec_and_out(args: argparse.Namespace, source: MediaInfo) -> tuple[str, Path]:
+    if args.out:
+        out = Path(args.out).expanduser()
+        implied = SUFFIX_CODEC.get(out.suffix.lower())
+        if implied is None:
+            raise InvalidRequest(f"--out {out}: use .mkv (ffv1), .mov (prores), .mp4 (h264) or a folder name (png)")
+        codec = args.codec or implied
+        if codec != implied:
+            wanted = {v: k or "a folder name" for k, v in SUFFIX_CODEC.items()}[codec]
+            raise InvalidRequest(f"--codec {codec} writes {wanted}, but --out is {out.name}")
+        return codec, out
+    codec = args.codec or "ffv1"
+    suffix = {v: k for k, v in SUFFIX_CODEC.items()}[codec]
+    stem = source.path.stem if source.kind != "sequence" else source.path.name.split(".")[0] or "sequence"
+    return codec, source.path.parent / f"{stem}_kvlock{suffix}"
+
+
+def _refuse_source(out: Path, *sources: MediaInfo) -> None:
+    for info in sources:
+        guarded = [info.path, *info.files]
+        if any(out.resolve() == p.resolve() for p in guarded) or (
+            info.kind == "sequence" and out.resolve() in {p.resolve().parent for p in info.files}
+        ):
+            raise OutputExistsError(f"refusing to write {out}: it is a source of this edit")
+
+
+def _output_timecode(source: MediaInfo, start: int) -> str | None:
+    if not source.timecode:
+        return None
+    try:
+        number = parse_timecode(source.timecode, source.rate) + start
+    except ValueError:
+        return None
+    return format_timecode(number, source.rate, drop_frame=";" in source.timecode)
+
+
+class _Interrupt:
+    """First Ctrl-C: stop after the current step; a second one aborts at once."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.event = threading.Event()
+        self.reporter = reporter
+        self._previous: Any = None
+
+    def __enter__(self) -> threading.Event:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        self.reporter.message("interrupted: stopping after the current step (Ctrl-C again to abort now)")
+
+
+def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
+    rate = Fraction(args.fps) if args.fps else None
+    source = probe(args.input, rate) if rate else probe(args.input)
+    matte_info = probe(args.matte, rate) if rate else probe(args.matte)
+    try:
+        start, end = (
+            parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    codec, out = _codec_and_out(args, source)
+    trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
+    trace_png = trace_json.with_suffix(".png")
+    region_out = Path(args.region_out).expanduser() if args.region_out else None
+    for target in (out, trace_json, trace_png, *([region_out] if region_out else [])):
+        _refuse_source(target, source, matte_info)
+        check_writable(target, args.overwrite)
+    settings = _settings(args)
+    validate_settings(settings)  # fail on bad settings before any media is decoded or the model loads
+    options = MatteOptions(
+        args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
+    )
+    matte, matte_warnings = load_matte(matte_info, source, start, end, options)
+    frames = read_frames(source, start, end)[..., :3]
+    for warning in matte_warnings:
+        reporter.message(f"warning: {warning}")
+
+    editor = Editor.from_pretrained(resolve_model(args.model, args.model_dir), args.device, args.dtype)
+    reporter.event("started", model=editor.name, frames=[start, end], output=str(out))
+    with _Interrupt(reporter) as cancel:
+        result = editor.edit(
+            EditRequest(frames, matte, args.prompt, settings, return_region=region_out is not None),
+            progress=reporter.step,
+            cancel=cancel,
+        )
+        for warning in result.warnings:
+            reporter.message(f"warning: {warning}")
+        timecode = _output_timecode(source, start)
+        write_video(out, result.frames, source.rate, codec, timecode=timecode, overwrite=args.overwrite)
+        if region_out is not None:
+            region_codec = SUFFIX_CODEC.get(region_out.suffix.lower(), "png")
+            if region_codec == "h264":
+                raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
+            write_video(
+                region_out, result.region, source.rate, region_codec, timecode=timecode, overwrite=args.overwrite
+            )
+        with atomic_path(trace_json, args.overwrite) as temp:
+            data = result.trace.to_dict() | {
+                "source": str(source.path),
+                "frames": [start, end],
+                "timecode": timecode,
+                "output": str(out),
+            }
+            temp.write_text(json.dumps(data, indent=2))
+        with atomic_path(trace_png, args.overwrite) as temp:
+            result.trace.plot(temp)
+    reporter.result(
+        f"wrote {out} ({end - start} frames, {codec}, {result.trace.seconds:.1f} s); trace {trace_json}",
+        output=str(out),
+        trace=str(trace_json),
+        plot=str(trace_png),
+        frames=[start, end],
+        seconds=result.trace.seconds,
+        region=str(region_out) if region_out else None,
+        warnings=result.warnings,
+        edited_pixels=int(np.count_nonzero(result.frames != frames)),
+    )
+    return 0

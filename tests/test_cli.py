@@ -1,0 +1,204 @@
+"""The real ``kvlock`` command in a subprocess, on generated clips: results, exit codes, Ctrl-C, listing."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from kvlock.compositing import feather_matte
+from kvlock.demo_clip import demo_clip
+from kvlock.media.decode import probe, read_frames
+from kvlock.media.encode import write_video
+from kvlock.tiny import build_tiny_wan
+
+RATE = Fraction(24000, 1001)
+KVLOCK = [str(Path(sys.executable).with_name("kvlock"))]
+if not Path(KVLOCK[0]).exists():
+    KVLOCK = [sys.executable, "-m", "kvlock_server.cli"]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    frames, matte = demo_clip(frames=20, height=72, width=100)
+    write_video(folder / "shot.mkv", frames, RATE, "ffv1", timecode="01:00:10:00")
+    write_video(folder / "matte.mkv", np.repeat(matte[..., None], 3, -1), RATE, "ffv1", timecode="01:00:10:00")
+    return folder, frames, matte
+
+
+def kvlock(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*KVLOCK, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def base_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "edit",
+        "--model",
+        "tiny",
+        "--input",
+        str(folder / "shot.mkv"),
+        "--matte",
+        str(folder / "matte.mkv"),
+        "--prompt",
+        "a red ball",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_edit_writes_result_trace_and_plot_with_timecode_and_rate(media, tmp_path):
+    folder, frames, matte = media
+    out = tmp_path / "edit.mkv"
+    done = kvlock(*base_args(folder, out, "--frames", "4:15", "--json"))
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["step"] for e in events if e["event"] == "progress"] == [0, 1, 2]
+    assert events[-1]["event"] == "done" and events[-1]["frames"] == [4, 15]
+    info = probe(out)
+    assert info.frames == 11 and info.rate == RATE and info.timecode == "01:00:10:04"
+    edited = read_frames(info, 0, 11)
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[4:15]]) == 0
+    assert np.array_equal(edited[outside], frames[4:15][outside])
+    trace = json.loads((tmp_path / "edit.trace.json").read_text())
+    assert trace["frames"] == [4, 15] and trace["timecode"] == "01:00:10:04"
+    assert (tmp_path / "edit.trace.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_timecode_range_png_output_and_region_with_alpha(media, tmp_path):
+    folder, frames, matte = media
+    out = tmp_path / "plates"
+    region = tmp_path / "region.mov"
+    done = kvlock(*base_args(folder, out, "--frames", "01:00:10:02-01:00:10:07", "--region-out", str(region)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("wrote ") and done.stderr == ""  # quiet when not a terminal
+    assert len(list(out.glob("plates.*.png"))) == 5
+    plates = read_frames(probe(out), 0, 5)
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[2:7]]) == 0
+    assert np.array_equal(plates[outside], frames[2:7][outside])
+    alpha = read_frames(probe(region), 0, 5)[..., 3]
+    assert alpha.dtype == np.uint16 and (alpha[matte[2:7] > 0] > 65000).all() and (alpha[:, 0, 0] == 0).all()
+
+
+def test_progress_bar_on_a_terminal(media, tmp_path):
+    folder = media[0]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*KVLOCK, *base_args(folder, tmp_path / "tty.mkv")], stdout=subprocess.PIPE, stderr=follower, text=True
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    assert proc.wait(timeout=300) == 0
+    shown = "".join(chunks)
+    assert "\r[" in shown and "step 3/3" in shown and "ETA" in shown
+
+
+def with_flag(args: list[str], flag: str, value: str) -> list[str]:
+    i = args.index(flag)
+    return [*args[: i + 1], value, *args[i + 2 :]]
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "words"),
+    [
+        (lambda a, f, t: with_flag(a, "--input", str(f / "missing.mov")), 3, "does not exist"),
+        (lambda a, f, t: with_flag(a, "--input", str(t / "bad.mov")), 4, "cannot open"),
+        (lambda a, f, t: with_flag(a, "--matte", str(t / "short")), 5, "matte has 3 frames"),
+        (lambda a, f, t: [*a, "--frames", "5:99"], 5, "source has frames"),
+        (lambda a, f, t: [*a, "--tau", "0"], 5, "tau"),
+        (lambda a, f, t: with_flag(a, "--model", str(t)), 7, "model_index.json"),
+    ],
+)
+def test_errors_exit_with_codes_a_person_can_act_on(media, tmp_path, change, code, words):
+    folder, _, matte = media
+    (tmp_path / "bad.mov").write_text("this is not a movie")
+    write_video(tmp_path / "short", np.repeat(matte[:3, ..., None], 3, -1), RATE, "png")
+    out = tmp_path / "never.mkv"
+    done = kvlock(*change(base_args(folder, out), folder, tmp_path))
+    assert done.returncode == code, done.stderr
+    assert words in done.stderr and not out.exists()
+
+
+def test_existing_output_is_kept_unless_overwrite_and_the_source_never(media, tmp_path):
+    folder, _, _ = media
+    out = tmp_path / "keep.mkv"
+    out.write_bytes(b"precious")
+    done = kvlock(*base_args(folder, out))
+    assert done.returncode == 6 and "--overwrite" in done.stderr and out.read_bytes() == b"precious"
+    assert kvlock(*base_args(folder, out, "--overwrite")).returncode == 0
+    assert probe(out).frames == 20
+    source_bytes = (folder / "shot.mkv").read_bytes()
+    done = kvlock(*base_args(folder, folder / "shot.mkv", "--overwrite"))
+    assert done.returncode == 6 and "source of this edit" in done.stderr
+    assert (folder / "shot.mkv").read_bytes() == source_bytes
+
+
+def test_ctrl_c_stops_between_steps_and_leaves_no_partial_file(media, tmp_path):
+    folder, _, _ = media
+    out = tmp_path / "stopped.mkv"
+    args = base_args(folder, out, "--json")
+    args[args.index("--steps") + 1] = "500"
+    proc = subprocess.Popen([*KVLOCK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if '"progress"' in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_models_lists_embedded_and_configured_folders(tmp_path):
+    models = tmp_path / "models"
+    build_tiny_wan().save_pretrained(models / "tiny-wan-saved")
+    (models / "broken").mkdir()
+    (models / "broken" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    env = {**os.environ, "KVLOCK_CONFIG": str(tmp_path / "none.toml")}
+    done = subprocess.run(
+        [*KVLOCK, "models", "--model-dir", str(models), "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    entries = {e["name"]: e for e in json.loads(done.stdout)}
+    assert entries["tiny"]["status"].startswith("ok")
+    assert entries["tiny-wan-saved"]["status"] == "ok" and entries["tiny-wan-saved"]["family"] == "wan"
+    assert "FluxPipeline" in entries["broken"]["status"]
+    config = tmp_path / "config.toml"
+    config.write_text(f'model_dirs = ["{models}"]\n')
+    env["KVLOCK_CONFIG"] = str(config)
+    listed = subprocess.run([*KVLOCK, "models"], capture_output=True, text=True, env=env, timeout=120)
+    assert "tiny-wan-saved" in listed.stdout
+
+
+def test_av_is_what_wrote_the_outputs(media, tmp_path):
+    """The output is a real FFV1 stream tagged BT.709, decodable by FFmpeg with no help from kvlock."""
+    folder, _, _ = media
+    out = tmp_path / "tagged.mkv"
+    assert kvlock(*base_args(folder, out)).returncode == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "ffv1" and stream.codec_context.color_primaries == 1
+        assert sum(1 for _ in container.decode(stream)) == 20
