@@ -1,36 +1,37 @@
-"""KV-Lock: edit the masked subject of a video with a pre-trained video DiT while the background stays locked."""
+"""KV-Lock: edit the masked subject of a video with a pre-trained video DiT while the background stays locked.
 
-from .editor import Editor, EditRequest, EditResult
-from .errors import (
-    EditCancelled,
-    InvalidRequest,
-    KVLockError,
-    MatteError,
-    MediaError,
-    MediaNotFoundError,
-    ModelLoadError,
-    OutputExistsError,
-    SettingsError,
-    UnreadableMediaError,
-    UnsupportedDeviceError,
-)
-from .settings import EditSettings
+The names below load lazily, so light modules (``kvlock.errors``, ``kvlock.media.atomic``) can be used by
+clients without importing torch or diffusers.
+"""
 
-__all__ = [
-    "EditCancelled",
-    "EditRequest",
-    "EditResult",
-    "EditSettings",
-    "Editor",
-    "InvalidRequest",
-    "KVLockError",
-    "MatteError",
-    "MediaError",
-    "MediaNotFoundError",
-    "ModelLoadError",
-    "OutputExistsError",
-    "SettingsError",
-    "UnreadableMediaError",
-    "UnsupportedDeviceError",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Editor": "editor",
+    "EditRequest": "editor",
+    "EditResult": "editor",
+    "EditSettings": "settings",
+    "EditCancelled": "errors",
+    "InvalidRequest": "errors",
+    "KVLockError": "errors",
+    "MatteError": "errors",
+    "MediaError": "errors",
+    "MediaNotFoundError": "errors",
+    "ModelLoadError": "errors",
+    "OutputExistsError": "errors",
+    "SettingsError": "errors",
+    "UnreadableMediaError": "errors",
+    "UnsupportedDeviceError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'kvlock' has no attribute {name!r}")

@@ -146,6 +146,19 @@ class Editor:
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=out, trace=trace, latents=latents, region=region)
 
+    def preview(self, latents: torch.Tensor, max_side: int = 160) -> np.ndarray:
+        """A small uint8 RGB picture of the first latent frame (e.g. the clean estimate x̂0 mid-edit).
+
+        Only one latent frame is decoded, so a preview costs a fraction of the final decode.
+        """
+        m = self.model
+        with torch.no_grad():
+            pixels = m.family.decode_latents(m.pipe, latents[:, :, :1])[0, :, 0]
+        h, w = pixels.shape[-2:]
+        scale = min(1.0, max_side / max(h, w))
+        small = resize_video(pixels[None], max(1, round(h * scale)), max(1, round(w * scale)))[0]
+        return ((small.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
     # -- stages -----------------------------------------------------------------------------------
 
     def _encode_prompts(self, prompt: str, s: EditSettings) -> Prompts:
@@ -233,6 +246,7 @@ class Editor:
                     "seconds": r.seconds,
                     "eta_seconds": elapsed / done * remaining,
                     "latents": info["latents"],
+                    "x0": info["x0"],
                 }
             )
 

@@ -175,7 +175,8 @@ def sample_kvlock(
                     v = cfg_zero_star(v_cond, v_uncond, ctl.omega, s_star)
             else:
                 v = v_cond
-            h = meter.update(family.clean_estimate(z, v, sigma))
+            x0_estimate = family.clean_estimate(z, v, sigma)
+            h = meter.update(x0_estimate)
             z = scheduler.step(v, t, z, return_dict=False)[0]
             z = lock(z, sigmas[i + 1])
             record = StepRecord(
@@ -190,7 +191,7 @@ def sample_kvlock(
             )
             records.append(record)
             if callback is not None:
-                callback({"record": record, "total": run_steps, "latents": z})
+                callback({"record": record, "total": run_steps, "latents": z, "x0": x0_estimate})
     finally:
         bank.clear()
     return z, records

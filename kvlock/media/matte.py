@@ -55,7 +55,7 @@ def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
         k = 2 * options.dilate + 1
         t = torch.from_numpy(np.ascontiguousarray(matte))[:, None]
         matte = F.max_pool2d(t, k, stride=1, padding=options.dilate)[:, 0].numpy()
-    return np.clip(matte, 0.0, 1.0).astype(np.float32)
+    return np.clip(matte, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def _matte_range(matte: MediaInfo, source: MediaInfo, start: int, end: int) -> tuple[int, int, list[str]]:

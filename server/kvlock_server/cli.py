@@ -1,7 +1,16 @@
-"""The ``kvlock`` command: ``kvlock edit`` and ``kvlock models``.
+"""The ``kvlock`` command.
+
+    kvlock edit     edit a clip range locally (engine in this process)
+    kvlock models   list the models this machine can load
+    kvlock serve    run the gRPC server
+    kvlock submit   send a job to a server (``--wait --out`` follows it and fetches the result)
+    kvlock jobs     list a server's jobs
+    kvlock cancel   cancel a job
+    kvlock fetch    download a finished job's files
 
 Exit codes (``exit_codes.py``): 0 done, 1 failed, 2 usage, 3 missing file, 4 unreadable media,
-5 bad input (matte mismatch, settings, range), 6 output exists, 7 model cannot load, 8 device, 130 interrupted.
+5 bad input (matte mismatch, settings, range, request refused), 6 output exists, 7 model cannot load,
+8 device, 9 server unreachable, 10 bad token, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import sys
 
 from kvlock.catalog import list_models
 
-from . import cli_edit
+from . import cli_client, cli_edit, cli_serve
 from .exit_codes import OK, exit_code_for
 from .progress import Reporter
 
@@ -20,11 +29,18 @@ from .progress import Reporter
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvlock", description="KV-Lock: edit the masked subject of a video.")
     commands = parser.add_subparsers(dest="command", required=True)
-    edit = commands.add_parser("edit", help="edit a clip range with a matte and a prompt")
-    cli_edit.add_arguments(edit)
+    cli_edit.add_arguments(commands.add_parser("edit", help="edit a clip range with a matte and a prompt"))
     models = commands.add_parser("models", help="list the models this machine can load")
     models.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
     models.add_argument("--json", action="store_true", help="print JSON")
+    cli_serve.add_arguments(commands.add_parser("serve", help="run the gRPC server"))
+    cli_client.add_submit(commands.add_parser("submit", help="send an edit to a server"))
+    cli_client.add_jobs(commands.add_parser("jobs", help="list a server's jobs"))
+    cli_client.add_job_id(commands.add_parser("cancel", help="cancel a job"))
+    fetch = commands.add_parser("fetch", help="download a finished job's files")
+    cli_client.add_job_id(fetch)
+    fetch.add_argument("--out", required=True, help="folder for the files")
+    fetch.add_argument("--shared-disk", action="store_true", help="copy from the server's paths instead of streaming")
     return parser
 
 
@@ -39,17 +55,26 @@ def run_models(args: argparse.Namespace) -> int:
     return OK
 
 
+COMMANDS = {
+    "edit": cli_edit.run_edit,
+    "submit": cli_client.run_submit,
+    "jobs": cli_client.run_jobs,
+    "cancel": cli_client.run_cancel,
+    "fetch": cli_client.run_fetch,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = Reporter(json_lines=getattr(args, "json", False))
     try:
         if args.command == "models":
             return run_models(args)
-        return cli_edit.run_edit(args, reporter)
+        if args.command == "serve":
+            return cli_serve.run_serve(args)
+        return COMMANDS[args.command](args, reporter)
     except (Exception, KeyboardInterrupt) as exc:  # every failure leaves through one table of exit codes
         code = exit_code_for(exc)
-        if code == 1 and not hasattr(exc, "__module__"):
-            raise
         message = "interrupted; no output was written" if code == 130 else str(exc) or type(exc).__name__
         reporter.error(message, code)
         return code

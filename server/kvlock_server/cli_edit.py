@@ -74,21 +74,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     matte.add_argument("--matte-invert", action="store_true")
     matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
     matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
-    settings = parser.add_argument_group("KV-Lock settings")
+    add_setting_arguments(parser)
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per EditSettings field (``--tau``, ``--no-foreground-only`` …), default: the engine's."""
+    group = parser.add_argument_group("KV-Lock settings")
     for f in fields(EditSettings):
         flag = "--" + f.name.replace("_", "-")
         kind = _setting_type(str(f.type))
         if kind is bool:
-            settings.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name)
-            )
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name))
         else:
-            settings.add_argument(flag, type=kind, default=None, help=SETTING_HELP.get(f.name))
+            group.add_argument(flag, type=kind, default=None, help=SETTING_HELP.get(f.name))
 
 
-def _settings(args: argparse.Namespace) -> EditSettings:
-    given = {f.name: getattr(args, f.name) for f in fields(EditSettings) if getattr(args, f.name) is not None}
-    return EditSettings(**given)
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user set on the command line (the rest stay at the engine's defaults)."""
+    return {f.name: getattr(args, f.name) for f in fields(EditSettings) if getattr(args, f.name) is not None}
 
 
 def _codec_and_out(args: argparse.Namespace, source: MediaInfo) -> tuple[str, Path]:
@@ -166,7 +169,7 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     for target in (out, trace_json, trace_png, *([region_out] if region_out else [])):
         _refuse_source(target, source, matte_info)
         check_writable(target, args.overwrite)
-    settings = _settings(args)
+    settings = EditSettings(**given_settings(args))
     validate_settings(settings)  # fail on bad settings before any media is decoded or the model loads
     options = MatteOptions(
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize

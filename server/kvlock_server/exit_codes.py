@@ -12,6 +12,7 @@ from kvlock.errors import (
     UnreadableMediaError,
     UnsupportedDeviceError,
 )
+from kvlock_bridge.errors import AuthenticationError, RequestRejectedError, ServerUnavailableError
 
 OK = 0
 FAILED = 1
@@ -22,6 +23,8 @@ BAD_INPUT = 5
 OUTPUT_EXISTS = 6
 MODEL = 7
 DEVICE = 8
+SERVER_UNAVAILABLE = 9
+BAD_TOKEN = 10
 INTERRUPTED = 130
 
 # most specific first
@@ -32,6 +35,9 @@ ERROR_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidRequest, BAD_INPUT),
     (ModelLoadError, MODEL),
     (UnsupportedDeviceError, DEVICE),
+    (ServerUnavailableError, SERVER_UNAVAILABLE),
+    (AuthenticationError, BAD_TOKEN),
+    (RequestRejectedError, BAD_INPUT),
     (EditCancelled, INTERRUPTED),
     (KeyboardInterrupt, INTERRUPTED),
     (FileNotFoundError, NOT_FOUND),

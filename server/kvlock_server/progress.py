@@ -25,7 +25,7 @@ class Reporter:
             self.out.flush()
 
     def step(self, info: dict[str, Any]) -> None:
-        fields = {k: v for k, v in info.items() if k != "latents"}
+        fields = {k: v for k, v in info.items() if k not in ("latents", "x0")}
         self.event("progress", **fields)
         if self.tty:
             total, done = info["total"], info["step"] + 1

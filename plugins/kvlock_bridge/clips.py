@@ -1,0 +1,107 @@
+"""OpenFX-style clips and parameters: what a host hands the bridge for one render.
+
+A clip is a named stream of frames (``Source``, ``Matte``) the host can produce on demand, so a host
+renders frames only as the upload needs them; or a file the server reads itself when both share a disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Protocol
+
+import numpy as np
+
+PIXELS = {"rgb8": (3, np.uint8), "rgb16": (3, np.dtype("<u2")), "gray8": (1, np.uint8), "gray16": (1, np.dtype("<u2"))}
+
+
+class Clip(Protocol):
+    """Frames a host renders on request; ``frame(i)`` is the i-th frame of the range, row-major."""
+
+    name: str
+    frames: int
+    width: int
+    height: int
+    pixel: str
+
+    def frame(self, index: int) -> np.ndarray: ...
+
+
+@dataclass
+class ArrayClip:
+    """A clip over frames already in memory: (T, H, W, C) uint8/uint16 (C = 3, or 1 for a matte)."""
+
+    name: str
+    data: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.data.ndim == 3:
+            self.data = self.data[..., None]
+        if self.data.ndim != 4 or self.data.shape[-1] not in (1, 3) or self.data.dtype not in (np.uint8, np.uint16):
+            raise ValueError(
+                f"{self.name}: frames must be uint8/uint16 (T, H, W, 1|3), got {self.data.dtype} {self.data.shape}"
+            )
+
+    @property
+    def frames(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.data.shape[2]
+
+    @property
+    def pixel(self) -> str:
+        kind = "rgb" if self.data.shape[-1] == 3 else "gray"
+        return f"{kind}{8 if self.data.dtype == np.uint8 else 16}"
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.data[index]
+
+
+@dataclass(frozen=True)
+class FileClip:
+    """Media the server reads from its own disk (under its media roots): [start, end), end 0 = all."""
+
+    name: str
+    path: str
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class Params:
+    """The render's parameters; ``settings`` takes any of the engine's EditSettings fields by name."""
+
+    prompt: str
+    model: str = "tiny"
+    settings: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    codec: str = "ffv1"
+    region: bool = False
+    matte_options: dict[str, Any] = field(default_factory=dict)
+    rate: Fraction = Fraction(24)
+    timecode: str = ""
+
+
+def frames_needed(start: int, end: int) -> list[int]:
+    """The source frames a render of [start, end) needs: exactly those (KV-Lock has no temporal margin)."""
+    if end <= start:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    return list(range(start, end))
+
+
+def frame_bytes(clip: Clip, index: int) -> bytes:
+    """One frame as the wire's raw layout (16-bit little-endian), checked against the clip's declaration."""
+    channels, dtype = PIXELS[clip.pixel]
+    array = np.asarray(clip.frame(index))
+    if array.ndim == 2:
+        array = array[..., None]
+    expected = (clip.height, clip.width, channels)
+    if array.shape != expected:
+        raise ValueError(f"{clip.name} frame {index} is {array.shape}, expected {expected}")
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()

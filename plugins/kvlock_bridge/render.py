@@ -1,0 +1,104 @@
+"""``render``: the one action every host calls — upload, follow, fetch, and place the result on disk.
+
+The output and its companions (``NAME.region.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
+under their final names only when complete; an existing file is never replaced unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvlock.media.atomic import atomic_path, check_writable
+
+from .client import Client, Progress
+from .clips import Clip, FileClip, Params
+from .errors import JobFailedError
+
+SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": ""}
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    job_id: str
+    output: Path
+    region: Path | None
+    trace: Path
+    plot: Path
+    duplicate: bool
+
+    def trace_data(self) -> dict[str, Any]:
+        return json.loads(self.trace.read_text())
+
+
+def companions(output: Path) -> dict[str, Path]:
+    stem = output.name.removesuffix(output.suffix) if output.suffix else output.name
+    return {"trace": output.with_name(f"{stem}.trace.json"), "plot": output.with_name(f"{stem}.trace.png")}
+
+
+def render(
+    client: Client,
+    source: Clip | FileClip,
+    matte: Clip | FileClip,
+    params: Params,
+    output: str | Path,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    job_id: str | None = None,
+    previews: bool = False,
+    overwrite: bool = False,
+) -> RenderResult:
+    output = Path(output)
+    if output.suffix.lower() != SUFFIXES[params.codec]:
+        raise ValueError(f"{params.codec} results are written as {SUFFIXES[params.codec] or 'a folder'}, not {output}")
+    region_path = (
+        output.with_name(f"{output.stem}.region{'.mov' if params.codec == 'prores' else '.mkv'}")
+        if params.region
+        else None
+    )
+    paths = companions(output)
+    for target in (output, *paths.values(), *([region_path] if region_path else [])):
+        check_writable(target, overwrite)
+
+    submitted = client.submit(source, matte, params, job_id=job_id)
+    finished = threading.Event()
+
+    def forward_cancel() -> None:
+        while cancel is not None and not finished.is_set():
+            if cancel.wait(0.1):
+                client.cancel(submitted.job_id)
+                return
+
+    watcher = threading.Thread(target=forward_cancel, daemon=True)
+    watcher.start()
+    last = None
+    try:
+        for update in client.watch(submitted.job_id, previews=previews):
+            last = update
+            if progress is not None:
+                progress(update)
+    finally:
+        finished.set()
+        watcher.join()
+    if last is None or last.state != "succeeded":
+        state = last.state if last else "lost"
+        raise JobFailedError(submitted.job_id, state, last.message if last else "no status arrived")
+
+    staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
+    try:
+        fetched = client.fetch(submitted.job_id, staging)
+        moves = [("video", output), ("trace", paths["trace"]), ("plot", paths["plot"])]
+        if region_path is not None:
+            moves.append(("region", region_path))
+        for kind, target in moves:
+            with atomic_path(target, overwrite) as temp:
+                shutil.move(str(fetched[kind]), str(temp))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RenderResult(submitted.job_id, output, region_path, paths["trace"], paths["plot"], submitted.duplicate)

@@ -1,0 +1,69 @@
+"""``kvlock serve``: run the gRPC server until SIGINT/SIGTERM, then stop gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kvlock_wire import DEFAULT_PORT, default_state_dir
+
+from .app import ServerConfig, create_server, serve_forever
+from .store import Retention
+
+GB = 1024**3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--unix", help="listen on this Unix socket instead of TCP")
+    parser.add_argument("--state-dir", type=Path, default=None, help=f"store and token (default {default_state_dir()})")
+    parser.add_argument("--model-dir", action="append", default=[], help="folder of models (repeatable)")
+    parser.add_argument("--media-root", action="append", default=[], help="folder clients may name files in")
+    parser.add_argument("--preload", action="append", default=[], help="load this model at start (repeatable)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs at once on this GPU")
+    parser.add_argument("--no-auth", action="store_true", help="no token (refused unless on loopback)")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--max-store-gb", type=float, default=20.0)
+    parser.add_argument("--keep-hours", type=float, default=24.0, help="keep fetched results this long")
+    parser.add_argument("--max-age-hours", type=float, default=168.0, help="drop unfetched results after this")
+    parser.add_argument("--grace", type=float, default=30.0, help="seconds a running job may finish at shutdown")
+    parser.add_argument("--preview-every", type=int, default=5)
+    parser.add_argument("--max-attempts", type=int, default=2, help="runs of a job interrupted by restarts")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        unix_socket=args.unix,
+        state_dir=args.state_dir or default_state_dir(),
+        model_dirs=args.model_dir,
+        media_roots=args.media_root,
+        device=args.device,
+        dtype=args.dtype,
+        concurrency=args.concurrency,
+        auth=not args.no_auth,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        retention=Retention(int(args.max_store_gb * GB), args.keep_hours * 3600, args.max_age_hours * 3600),
+        max_attempts=args.max_attempts,
+        preview_every=args.preview_every,
+        preload=args.preload,
+    )
+    app = create_server(config)
+    print(f"kvlock: listening on {app.address}", flush=True)
+    if app.token_created:
+        print(f"kvlock: generated a token (shown once): {app.token}", flush=True)
+    if app.token:
+        print(f"kvlock: the token is stored in {app.token_path} (readable by you only)", flush=True)
+    print("kvlock: health: grpc.health.v1.Health/Check on the same address", flush=True)
+    sys.stdout.flush()
+    serve_forever(app, args.grace)
+    return 0

@@ -1,0 +1,88 @@
+"""What a job is, in the server's own terms (no gRPC here): its spec, its states, its record."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PIXEL_LAYOUTS = {"rgb8": (3, 1), "rgb16": (3, 2), "gray8": (1, 1), "gray16": (1, 2)}  # channels, bytes
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Media of one track: raw frames uploaded into the job folder, or a file the server reads itself."""
+
+    kind: str  # "inline" or "file"
+    path: str  # inline: file name inside the job folder; file: absolute path under a media root
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    pixel: str = "rgb8"
+    start: int = 0
+    end: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        channels, size = PIXEL_LAYOUTS[self.pixel]
+        return self.frames * self.width * self.height * channels * size
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to run a job, resolved when it was accepted; stored as JSON."""
+
+    job_id: str
+    model: str
+    prompt: str
+    source: ClipSpec
+    matte: ClipSpec
+    settings: dict[str, Any] = field(default_factory=dict)
+    matte_options: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    rate: tuple[int, int] = (24, 1)
+    timecode: str | None = None
+    codec: str = "ffv1"
+    region: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        data["source"] = ClipSpec(**data["source"])
+        data["matte"] = ClipSpec(**data["matte"])
+        data["rate"] = tuple(data["rate"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the job store."""
+
+    job_id: str
+    state: JobState
+    spec: JobSpec
+    created: float
+    started: float | None
+    finished: float | None
+    message: str
+    attempts: int
+    fetched: float | None
+    size_bytes: int

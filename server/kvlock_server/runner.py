@@ -1,0 +1,192 @@
+"""The queue: worker threads take queued jobs by priority, run them, and publish live progress.
+
+Thread rules: the store is the source of truth for job state; live progress (step, metric, preview) sits
+in memory under one condition variable that watchers wait on. Nothing here knows gRPC. A failing job
+never takes a worker down: every outcome becomes a state and a message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kvlock.errors import EditCancelled, KVLockError
+
+from .executor import InProcessExecutor
+from .jobs import JobState
+from .store import JobStore
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    state: JobState
+    version: int = 0
+    window: int = 0
+    windows: int = 0
+    step: int = 0
+    total_steps: int = 0
+    sigma: float = 0.0
+    h: float = 0.0
+    alpha: float = 0.0
+    omega: float = 0.0
+    s_star: float = 0.0
+    eta_seconds: float = 0.0
+    mode: str = ""
+    message: str = ""
+    preview_png: bytes = b""
+    queue_position: int = 0
+
+
+@dataclass
+class _Running:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancelled_by_user: bool = False
+
+
+def failure_message(error: BaseException) -> str:
+    """The reason a person reads when a job fails."""
+    name = type(error).__name__
+    if "OutOfMemory" in name or "out of memory" in str(error).lower():
+        return f"the GPU ran out of memory ({error}); try a shorter window, a smaller size, or an offload mode"
+    if isinstance(error, KVLockError):
+        return str(error)
+    return f"{name}: {error}"
+
+
+class JobRunner:
+    def __init__(
+        self, store: JobStore, executor: InProcessExecutor, concurrency: int = 1, preview_every: int = 5
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.store, self.executor = store, executor
+        self.concurrency, self.preview_every = concurrency, preview_every
+        self._changed = threading.Condition()
+        self._live: dict[str, LiveStatus] = {}
+        self._running: dict[str, _Running] = {}
+        self._previews: dict[str, int] = {}
+        self._version = 0
+        self._stopping = threading.Event()
+        self._parking = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for slot in range(self.concurrency):
+            worker = threading.Thread(target=self._work, args=(slot,), name=f"kvlock-worker-{slot}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def wake(self) -> None:
+        self._publish(None, None)
+
+    def stop(self, grace: float) -> list[str]:
+        """Stop taking jobs; let running ones finish for ``grace`` seconds, then park them (queued again)."""
+        self._stopping.set()
+        self.wake()
+        deadline = time.monotonic() + grace
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        parked = list(self._running)
+        if parked:
+            self._parking.set()
+            for running in list(self._running.values()):
+                running.cancel.set()
+        for worker in self._workers:
+            worker.join(timeout=60)
+        return parked
+
+    @property
+    def accepting(self) -> bool:
+        return not self._stopping.is_set()
+
+    # -- what clients ask ---------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> LiveStatus:
+        record = self.store.get(job_id)
+        with self._changed:
+            live = self._live.get(job_id)
+            version = self._version
+        if live is not None and record.state == JobState.RUNNING:
+            return live
+        position = self.store.queue().index(job_id) + 1 if record.state == JobState.QUEUED else 0
+        return LiveStatus(state=record.state, version=version, message=record.message, queue_position=position)
+
+    def wait_change(self, job_id: str, seen: int, timeout: float) -> LiveStatus:
+        """Block until anything changes after version ``seen`` (or ``timeout``), then return the status."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version > seen, timeout=timeout)
+        return self.status(job_id)
+
+    def watch_previews(self, job_id: str, on: bool) -> None:
+        with self._changed:
+            self._previews[job_id] = self._previews.get(job_id, 0) + (1 if on else -1)
+
+    def cancel(self, job_id: str) -> JobState:
+        record = self.store.get(job_id)
+        if record.state == JobState.QUEUED and self.store.cancel_queued(job_id):
+            self._publish(job_id, None)
+            return JobState.CANCELLED
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancelled_by_user = True
+            running.cancel.set()
+            return JobState.RUNNING  # it stops at the end of the current step
+        return self.store.get(job_id).state
+
+    # -- workers ------------------------------------------------------------------------------------
+
+    def _publish(self, job_id: str | None, live: LiveStatus | None) -> None:
+        with self._changed:
+            self._version += 1
+            if job_id is not None:
+                if live is None:
+                    self._live.pop(job_id, None)
+                else:
+                    self._live[job_id] = replace(live, version=self._version)
+            self._changed.notify_all()
+
+    def _work(self, slot: int) -> None:
+        while not self._stopping.is_set():
+            with self._changed:
+                record = self.store.claim_next()
+                if record is not None:
+                    self._running[record.job_id] = _Running()
+            if record is None:
+                with self._changed:
+                    self._changed.wait(timeout=0.5)
+                continue
+            self._run(record.job_id, slot)
+
+    def _run(self, job_id: str, slot: int) -> None:
+        record = self.store.get(job_id)
+        running = self._running[job_id]
+        self._publish(job_id, LiveStatus(state=JobState.RUNNING, message="starting"))
+
+        def progress(event: dict[str, Any]) -> None:
+            fields = {k: event[k] for k in LiveStatus.__dataclass_fields__ if k in event}
+            if "total" in event:
+                fields["total_steps"] = event["total"]
+            self._publish(job_id, LiveStatus(state=JobState.RUNNING, **fields))
+
+        def want_preview(step: int, total: int) -> bool:
+            return self._previews.get(job_id, 0) > 0 and (step % self.preview_every == 0 or step == total - 1)
+
+        try:
+            self.executor.run(record.spec, self.store.folder(job_id), slot, progress, running.cancel, want_preview)
+        except EditCancelled as stop:
+            if self._parking.is_set() and not running.cancelled_by_user:
+                self.store.requeue(job_id, f"parked at server shutdown after step {stop.step}; runs again on start")
+            else:
+                self.store.finish(job_id, JobState.CANCELLED, f"cancelled after step {stop.step} of {stop.total}")
+        except Exception as error:  # a job's failure must never stop the worker
+            self.store.finish(job_id, JobState.FAILED, failure_message(error))
+        else:
+            self.store.finish(job_id, JobState.SUCCEEDED, "done")
+        finally:
+            with self._changed:
+                self._running.pop(job_id, None)
+            self._publish(job_id, None)
