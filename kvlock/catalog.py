@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
-from .loading import TINY, inspect_folder
+from .loading import TINY, TINY_RANDOM, inspect_folder
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,10 @@ def _entry(folder: Path) -> ModelEntry:
 
 
 def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
-    entries = [ModelEntry(TINY, "embedded", "wan", "ok (random weights: for trying the pipeline, not for results)")]
+    entries = [
+        ModelEntry(TINY, "embedded", "wan", "ok (the project's own 96×96 model, trained on synthetic clips)"),
+        ModelEntry(TINY_RANDOM, "embedded", "wan", "ok (random weights: for tests, not for results)"),
+    ]
     for d in configured_dirs(extra_dirs):
         if (d / "model_index.json").is_file() or not d.is_dir():
             entries.append(_entry(d))
@@ -77,8 +80,10 @@ def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
 
 def resolve_model(spec: str, extra_dirs: Iterable[str | Path] = ()) -> str:
     """``tiny``, a folder path, or the name of a configured model → what :func:`load_model` takes."""
-    if spec == TINY or Path(spec).expanduser().exists():
-        return spec if spec == TINY else str(Path(spec).expanduser())
+    if spec in (TINY, TINY_RANDOM):
+        return spec
+    if Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser())
     entries = list_models(extra_dirs)
     for entry in entries:
         if entry.name == spec and entry.location != "embedded":

@@ -2,7 +2,8 @@
 
     python -m kvlock.demo out/demo
 
-writes ``source.mkv``, ``matte.mkv``, ``edited.mkv`` (FFV1, lossless), ``trace.json`` and ``trace.png``.
+turns the red circle of a generated clip into a blue square with the shipped model, and writes
+``source.mkv``, ``matte.mkv``, ``edited.mkv`` (FFV1, lossless), ``trace.json`` and ``trace.png``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from .demo_clip import demo_clip
+from .demo_clip import demo_scene
 from .editor import Editor, EditRequest
 from .media.encode import write_video
 from .settings import EditSettings
@@ -24,17 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvlock.demo", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write into (created)")
     parser.add_argument("--model", default="tiny", help="'tiny' or a local diffusers folder")
-    parser.add_argument("--prompt", default="a red rubber ball")
+    parser.add_argument("--prompt", help="default: the demo's edit (circle → blue square)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    frames, matte = demo_clip()
+    frames, matte, source_prompt, edit_prompt = demo_scene()
     editor = Editor.from_pretrained(args.model)
-    print(f"model: {editor.name}")
+    prompt = args.prompt or edit_prompt
+    print(f"model: {editor.name}\nsource: {source_prompt}\nedit:   {prompt}")
     result = editor.edit(
-        EditRequest(frames, matte, args.prompt, EditSettings(steps=args.steps)),
+        EditRequest(
+            frames, matte, prompt, EditSettings(steps=args.steps, source_prompt=source_prompt, dilate_tokens=1)
+        ),
         progress=lambda e: print(
             f"  step {e['step'] + 1}/{e['total']} window {e['window'] + 1}/{e['windows']} "
             f"α={e['alpha']:.2f} ω={e['omega']:.2f} h={e['h']:.4f}",

@@ -42,6 +42,7 @@ class EditRequest:
     prompt: str
     settings: EditSettings = field(default_factory=EditSettings)
     return_region: bool = False
+    return_raw: bool = False  # also the decoded edit before compositing (for measuring the lock itself)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class EditResult:
     trace: Trace
     latents: list[torch.Tensor]
     region: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -110,10 +112,10 @@ class Editor:
             valid_frames=m.family.valid_frames,
             geometry=settings.geometry,
             area=height * width,
-            multiple=m.family.spatial_multiple,
+            multiple=m.spatial_multiple,
             size=(settings.height, settings.width),
             crop_margin=settings.crop_margin,
-            min_margin=2 * settings.feather + m.family.compression.vae_s,
+            min_margin=2 * settings.feather + m.compression.vae_s,
         )
         trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings)
         prompts = self._encode_prompts(request.prompt, settings)
@@ -142,9 +144,9 @@ class Editor:
             self.bank.clear()
             if m.device.type == "cuda":
                 torch.cuda.empty_cache()
-        out, region = self._composite(request, matte, plans, decoded, settings.feather)
+        out, region, raw = self._composite(request, matte, plans, decoded, settings.feather)
         trace.seconds = time.perf_counter() - began
-        return EditResult(frames=out, trace=trace, latents=latents, region=region)
+        return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
 
     def preview(self, latents: torch.Tensor, max_side: int = 160) -> np.ndarray:
         """A small uint8 RGB picture of the first latent frame (e.g. the clean estimate x̂0 mid-edit).
@@ -196,7 +198,7 @@ class Editor:
         video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
         model_matte = torch.from_numpy(np.ascontiguousarray(window_matte))[:, None]
         model_matte = pad_frames(resize_video(model_matte, plan.model_height, plan.model_width), plan.model_frames)
-        masks = build_token_mask(model_matte[:, 0], m.family.compression, settings.dilate_tokens)
+        masks = build_token_mask(model_matte[:, 0], m.compression, settings.dilate_tokens)
         wtrace = WindowTrace(plan.start, plan.end, box, size, masks.foreground_fraction)
         with torch.no_grad():
             x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
@@ -259,7 +261,7 @@ class Editor:
         plans: list[Window],
         decoded: list[torch.Tensor | None],
         feather: int,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Frame by frame, so memory stays one source frame per window however long or large the clip."""
         src = request.frames
         total, height, width = src.shape[:3]
@@ -267,6 +269,7 @@ class Editor:
         weights = crossfade_weights([(p.start, p.end) for p in plans], total)
         out = np.empty_like(src)
         region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
+        raw = np.zeros(src.shape, dtype=np.float32) if request.return_raw else None
         for j in range(total):
             acc = np.zeros((height, width, 3), dtype=np.float32)
             wsum = np.zeros((height, width), dtype=np.float32)
@@ -284,7 +287,9 @@ class Editor:
             out[j] = composite_frame(src[j], edited, alpha)
             if region is not None:
                 region[j] = edited_region_rgba(edited, alpha, src.dtype)
-        return out, region
+            if raw is not None:
+                raw[j] = edited / scale
+        return out, region, raw
 
 
 __all__ = ["EditCancelled", "EditRequest", "EditResult", "Editor"]

@@ -18,6 +18,7 @@ import torch
 from .errors import ModelLoadError, UnsupportedDeviceError
 from .families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
 from .families.wan import WanFamily
+from .token_mask import Compression
 
 DTYPES = {
     "float32": torch.float32,
@@ -28,7 +29,9 @@ DTYPES = {
     "fp16": torch.float16,
 }
 
-TINY = "tiny"
+TINY = "tiny"  # the project's own trained model, shipped inside the package
+TINY_RANDOM = "tiny-random"  # a random-weight Wan built from config: fast, for exactness tests
+TINY_FOLDER = Path(__file__).resolve().parent / "models" / "kvlock-tiny"
 
 
 @dataclass
@@ -39,6 +42,14 @@ class LoadedModel:
     defaults: ModelDefaults
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def compression(self) -> Compression:
+        return self.family.geometry(self.pipe)[0]
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.family.geometry(self.pipe)[1]
 
 
 def resolve_device(device: str | torch.device, dtype: str | torch.dtype) -> tuple[torch.device, torch.dtype]:
@@ -116,13 +127,17 @@ def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
 def load_model(
     source: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32
 ) -> LoadedModel:
-    """Load ``"tiny"`` (built in memory) or a local diffusers folder onto ``device``."""
+    """Load ``"tiny"`` (the shipped model), ``"tiny-random"`` (built in memory) or a local diffusers folder."""
     dev, dt = resolve_device(device, dtype)
-    if str(source) == TINY:
+    if str(source) == TINY_RANDOM:
         from .tiny import TINY_DEFAULTS, build_tiny_wan
 
         pipe = build_tiny_wan(dtype=dt).to(dev)
-        return LoadedModel("tiny (random-weight Wan2.1 from config)", WanFamily(), pipe, TINY_DEFAULTS, dev, dt)
+        return LoadedModel("tiny-random (random-weight Wan2.1 from config)", WanFamily(), pipe, TINY_DEFAULTS, dev, dt)
+    if str(source) == TINY:
+        loaded = load_model(TINY_FOLDER, dev, dt)
+        loaded.name = "tiny (kvlock-tiny, the project's own 96×96 model)"
+        return loaded
     path = Path(source).expanduser()
     family, _ = inspect_folder(path)
     pipe = family.load(path, dev, dt)

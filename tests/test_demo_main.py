@@ -8,9 +8,12 @@ import sys
 
 import av
 import numpy as np
+import torch
 
 from kvlock.compositing import feather_matte
-from kvlock.demo_clip import demo_clip
+from kvlock.demo_clip import DEMO_SOURCE, demo_scene
+from kvlock.evaluation import judge
+from kvlock.synthetic import render_scene
 
 
 def _decode(path):
@@ -20,16 +23,19 @@ def _decode(path):
         return frames, stream.average_rate, container.metadata.get("TIMECODE")
 
 
-def test_demo_writes_an_edited_video_with_the_background_untouched(tmp_path):
+def test_demo_turns_the_circle_into_a_blue_square_and_leaves_the_background(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "kvlock.demo", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "kvlock.demo", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     edited, rate, timecode = _decode(out / "edited.mkv")
-    source, matte = demo_clip()
+    source, matte, _, _ = demo_scene()
     assert edited.shape == source.shape and str(rate) == "24000/1001" and timecode == "01:00:00:00"
     outside = np.stack([feather_matte(m / 255.0, 4) for m in matte]) == 0
     assert np.array_equal(edited[outside], source[outside])
-    assert not np.array_equal(edited[~outside], source[~outside])
+    _, _, background = render_scene(DEMO_SOURCE)
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(matte > 0).float()[:, None], 13, 1, 6)[:, 0].numpy() > 0
+    colour, _ = judge(edited / 255.0, background.permute(0, 2, 3, 1).numpy(), grown)
+    assert colour == "blue"  # the shipped model follows the edit prompt's colour
     trace = json.loads((out / "trace.json").read_text())
-    assert len(trace["windows"]) == 2 and all(len(w["steps"]) == 12 for w in trace["windows"])
+    assert len(trace["windows"]) == 1 and len(trace["windows"][0]["steps"]) == 30
     assert (out / "trace.png").stat().st_size > 1000

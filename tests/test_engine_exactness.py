@@ -83,7 +83,7 @@ def test_alpha_one_edit_passes_see_source_kv_exactly(editor):
 def test_foreground_only_pass_matches_full_pass_on_foreground_tokens(editor):
     fam, pipe, bank = editor.model.family, editor.model.pipe, editor.bank
     matte = torch.from_numpy(box_matte(9, 64, 64, 8, 20, 20, 30, drift=2))
-    masks = build_token_mask(matte, fam.compression)
+    masks = build_token_mask(matte, editor.model.compression)
     bank.background_index = masks.background_index
     passes = _Passes(fam, pipe, bank, masks)
     gen = torch.Generator("cpu").manual_seed(3)
@@ -176,7 +176,7 @@ def test_latent_lock_returns_background_latents_to_the_source_exactly(editor):
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
     with torch.no_grad():
         x0 = fam.encode_video(pipe, video)
-    masks = build_token_mask(torch.from_numpy(matte), fam.compression)
+    masks = build_token_mask(torch.from_numpy(matte), editor.model.compression)
     background = (~masks.latent)[None, None].expand_as(x0)
     assert background.any()
     assert torch.equal(result.latents[0][background], x0[background])

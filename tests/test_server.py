@@ -224,7 +224,7 @@ def test_token_is_required_except_for_health(app):
             anonymous.list_models()
         with pytest.raises(AuthenticationError):
             list(anonymous.watch("x"))
-    assert [m.name for m in client(app).list_models()] == ["tiny"]
+    assert [m.name for m in client(app).list_models()] == ["tiny", "tiny-random"]
 
 
 def test_file_paths_only_under_media_roots(app, clip, tmp_path):

@@ -149,7 +149,7 @@ def test_exposure_rules_and_tls(tmp_path, caplog):
     try:
         port = app.address.rsplit(":", 1)[1]
         secure = Client(f"localhost:{port}", app.token, root_certificates=cert.read_bytes())
-        assert [m.name for m in secure.list_models()] == ["tiny"]
+        assert [m.name for m in secure.list_models()] == ["tiny", "tiny-random"]
         with pytest.raises(ServerUnavailableError):
             Client(f"localhost:{port}", app.token, timeout=3).list_models()  # plain text to a TLS port
     finally:

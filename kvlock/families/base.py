@@ -36,9 +36,11 @@ class ModelFamily(Protocol):
 
     name: ClassVar[str]
     pipeline_class_names: ClassVar[tuple[str, ...]]
-    compression: ClassVar[Compression]
-    spatial_multiple: ClassVar[int]
     defaults: ClassVar[ModelDefaults]
+
+    def geometry(self, pipe: Any) -> tuple[Compression, int]:
+        """How this loaded model maps pixels to tokens, and the multiple its frame sides must be."""
+        ...
 
     def valid_frames(self, n: int) -> int:
         """The smallest frame count the model accepts that is at least ``n``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,6 +14,26 @@ from ..kv_bank import KVBank
 from ..token_mask import Compression
 from .base import ModelDefaults
 from .wan_attention import KVLockWanAttnProcessor
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load without progress bars or advisory warnings: the engine prints nothing nobody asked for."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
 
 
 def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +57,13 @@ class WanFamily:
 
     name: ClassVar[str] = "wan"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanPipeline",)
-    compression: ClassVar[Compression] = Compression(vae_t=4, vae_s=8, patch=(1, 2, 2))
-    spatial_multiple: ClassVar[int] = 16
     defaults: ClassVar[ModelDefaults] = ModelDefaults(height=480, width=832, frames=81, steps=50, guidance=5.0)
+
+    def geometry(self, pipe: Any) -> tuple[Compression, int]:
+        """Read from the checkpoint: Wan2.1 is (4, 8, 8) with (1, 2, 2) patches; smaller VAEs differ."""
+        vae, patch = pipe.vae.config, tuple(pipe.transformer.config.patch_size)
+        compression = Compression(vae_t=vae.scale_factor_temporal, vae_s=vae.scale_factor_spatial, patch=patch)
+        return compression, compression.vae_s * patch[1]
 
     def valid_frames(self, n: int) -> int:
         return 4 * max(0, -(-(n - 1) // 4)) + 1
@@ -46,14 +72,16 @@ class WanFamily:
         from diffusers import WanPipeline
 
         try:
-            pipe = WanPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+            with quiet_loading():
+                pipe = WanPipeline.from_pretrained(
+                    str(path), dtype={"vae": torch.float32, "default": dtype}, local_files_only=True
+                )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"could not load a WanPipeline from {path}: {exc}") from exc
         if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("expand_timesteps"):
             raise ModelLoadError(f"{path} is a two-stage or TI2V Wan2.2 model; only Wan2.1-style T2V is supported")
         if pipe.transformer.config.get("image_dim") is not None:
             raise ModelLoadError(f"{path} is an image-to-video Wan model; KV-Lock needs a text-to-video model")
-        pipe.vae.to(torch.float32)  # Wan's VAE loses detail in half precision
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         return pipe

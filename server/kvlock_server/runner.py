@@ -112,7 +112,8 @@ class JobRunner:
             version = self._version
         if live is not None and record.state == JobState.RUNNING:
             return live
-        position = self.store.queue().index(job_id) + 1 if record.state == JobState.QUEUED else 0
+        queue = self.store.queue()  # read after the record: the job may have started in between
+        position = queue.index(job_id) + 1 if job_id in queue else 0
         return LiveStatus(state=record.state, version=version, message=record.message, queue_position=position)
 
     def wait_change(self, job_id: str, seen: int, timeout: float) -> LiveStatus:

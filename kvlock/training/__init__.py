@@ -1,0 +1,1 @@
+"""Training the project's own small Wan-architecture model on procedural clips (GPU machine)."""
