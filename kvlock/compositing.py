@@ -12,15 +12,44 @@ import torch
 import torch.nn.functional as F
 
 
+def _pool_separable(m: torch.Tensor, k: int, pad: int, op: str) -> torch.Tensor:
+    """A k×k max or mean pool as two 1-D passes (k + k work per pixel instead of k·k)."""
+    if op == "max":
+        m = F.max_pool2d(m, (k, 1), stride=1, padding=(pad, 0))
+        return F.max_pool2d(m, (1, k), stride=1, padding=(0, pad))
+    m = F.avg_pool2d(m, (k, 1), stride=1, padding=(pad, 0), count_include_pad=False)
+    return F.avg_pool2d(m, (1, k), stride=1, padding=(0, pad), count_include_pad=False)
+
+
 def feather_matte(matte: np.ndarray, feather: int) -> np.ndarray:
-    """(H, W) matte in [0, 1] → float32 feathered matte: 1 on the matte, 0 beyond 2·feather pixels."""
-    m = torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32))[None, None]
+    """(H, W) matte in [0, 1] → float32 feathered matte: 1 on the matte, 0 beyond 2·feather pixels.
+
+    Only the matte's bounding box plus 3·feather is filtered (nothing outside it can become non-zero,
+    and every window that can is inside it), so the cost follows the subject's size, not the frame's.
+    """
+    m = np.ascontiguousarray(matte, dtype=np.float32)
+    out = np.zeros_like(m)
+    rows, cols = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+    if rows.size == 0:
+        return out
+    margin = 3 * feather + 1
+    r0, r1 = max(0, rows[0] - margin), min(m.shape[0], rows[-1] + margin + 1)
+    c0, c1 = max(0, cols[0] - margin), min(m.shape[1], cols[-1] + margin + 1)
+    crop = torch.from_numpy(m[r0:r1, c0:c1].copy())[None, None]
     if feather > 0:
         k = 2 * feather + 1
-        grown = F.max_pool2d(m, k, stride=1, padding=feather)
-        blurred = F.avg_pool2d(grown, k, stride=1, padding=feather, count_include_pad=False)
-        m = torch.maximum(blurred, m)
-    return m[0, 0].numpy()
+        grown = _pool_separable(crop, k, feather, "max")
+        crop = torch.maximum(_pool_separable(grown, k, feather, "mean"), crop)
+    out[r0:r1, c0:c1] = crop[0, 0].numpy()
+    return out
+
+
+def support_box(weight: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest rows × columns box holding every non-zero of ``weight``, or None if it is all zero."""
+    rows, cols = np.nonzero(weight.any(axis=1))[0], np.nonzero(weight.any(axis=0))[0]
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def full_scale(dtype: np.dtype) -> float:

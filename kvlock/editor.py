@@ -12,21 +12,31 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .compositing import composite_frame, edited_region_rgba, feather_matte, full_scale
+from .acceleration import (
+    TYPICAL_BACKGROUND,
+    Acceleration,
+    attention_backend_for,
+    choose_memory_mode,
+    estimate_need,
+    memory_budget,
+)
+from .compositing import composite_frame, edited_region_rgba, feather_matte, full_scale, support_box
 from .errors import EditCancelled, InvalidRequest
 from .geometry import Window, crossfade_weights, pad_frames, plan_windows, resize_video
 from .kv_bank import KVBank
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, load_model, resolve_device
+from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
 from .settings import EditSettings, validate_settings
-from .token_mask import build_token_mask
+from .token_mask import Compression, build_token_mask
 from .trace import Trace, WindowTrace
 from .validation import check_frames, normalise_matte
 
@@ -72,19 +82,80 @@ def _to_unit(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32) / scale).permute(0, 3, 1, 2)
 
 
-class Editor:
-    """A loaded model plus KV-Lock's processors, ready to edit any number of clips."""
+def _tokens(compression: Compression, frames: int, height: int, width: int) -> int:
+    latent_frames = (frames - 1) // compression.vae_t + 1
+    pt, ph, pw = compression.patch
+    return (latent_frames // pt) * (height // compression.vae_s // ph) * (width // compression.vae_s // pw)
 
-    def __init__(self, model: LoadedModel) -> None:
+
+class Editor:
+    """A loaded model plus KV-Lock's processors, ready to edit any number of clips.
+
+    ``execution`` says how edits run here (attention backend, compiled or not, memory mode and why), so a
+    user on a small card can see that the engine chose to offload rather than guess.
+    """
+
+    def __init__(self, model: LoadedModel, acceleration: Acceleration | None = None) -> None:
         self.model = model
+        self.acceleration = acc = (acceleration or Acceleration()).validated()
         self.bank = KVBank()
-        model.family.install(model.pipe, self.bank)
+        self._stages: dict[str, float] = {}
+        family, pipe, device = model.family, model.pipe, model.device
+        family.install(pipe, self.bank)
+        backend = attention_backend_for(acc.attention, device)
+        family.set_attention_backend(pipe, backend)
+        mode, reason = self._choose_memory_mode(acc)
+        self.residency = Residency(pipe, device, mode)
+        self.residency.apply()
+        compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
+        if compiled:
+            import torch._dynamo
+
+            # one graph per pass kind (off / capture / fuse / foreground) and token count, shared by all blocks
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            family.compile(pipe, compiled)
+        self.execution = {
+            "device": str(device),
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "attention": backend or "default",
+            "compile": compiled or "off",
+            "pair_guidance": acc.pair_guidance,
+            "memory": mode,
+            "memory_reason": reason,
+        }
 
     @classmethod
     def from_pretrained(
-        cls, source: str = "tiny", device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32
+        cls,
+        source: str = "tiny",
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = torch.float32,
+        acceleration: Acceleration | None = None,
     ) -> Editor:
-        return cls(load_model(source, device, dtype))
+        acceleration = (acceleration or Acceleration()).validated()
+        dev, _ = resolve_device(device, dtype)
+        attention_backend_for(acceleration.attention, dev)  # refuse before spending time on loading
+        return cls(load_model(source, device, dtype), acceleration)
+
+    def _choose_memory_mode(self, acc: Acceleration) -> tuple[str, str]:
+        m = self.model
+        if m.device.type != "cuda":
+            return "resident", f"{m.device.type}: weights stay in memory"
+        if acc.memory != "auto":
+            return acc.memory, f"{acc.memory}: chosen by the user"
+        d = m.defaults
+        need = estimate_need(
+            m.pipe, d.height, d.width, _tokens(m.compression, d.frames, d.height, d.width), TYPICAL_BACKGROUND, m.dtype
+        )
+        budget = memory_budget(m.device, acc.memory_limit_gb)
+        assert budget is not None
+        return choose_memory_mode(need, budget)
+
+    def _vae_tiling(self, height: int, width: int) -> bool:
+        choice = self.acceleration.vae_tiling
+        if choice != "auto":
+            return choice == "on"
+        return self.residency.mode == "sequential_offload" or height * width >= 1280 * 720
 
     @property
     def name(self) -> str:
@@ -118,7 +189,10 @@ class Editor:
             min_margin=2 * settings.feather + m.compression.vae_s,
         )
         trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings)
-        prompts = self._encode_prompts(request.prompt, settings)
+        trace.execution = dict(self.execution)
+        self._stages = trace.stage_seconds
+        with self._stage("prompts"), self.residency.hold("text_encoder"):
+            prompts = self._encode_prompts(request.prompt, settings)
         decoded: list[torch.Tensor | None] = []
         latents: list[torch.Tensor] = []
         try:
@@ -144,7 +218,8 @@ class Editor:
             self.bank.clear()
             if m.device.type == "cuda":
                 torch.cuda.empty_cache()
-        out, region, raw = self._composite(request, matte, plans, decoded, settings.feather)
+        with self._stage("composite"):
+            out, region, raw = self._composite(request, matte, plans, decoded, settings.feather)
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
 
@@ -154,7 +229,7 @@ class Editor:
         Only one latent frame is decoded, so a preview costs a fraction of the final decode.
         """
         m = self.model
-        with torch.no_grad():
+        with torch.no_grad(), self.residency.hold("transformer", "vae"):
             pixels = m.family.decode_latents(m.pipe, latents[:, :, :1])[0, :, 0]
         h, w = pixels.shape[-2:]
         scale = min(1.0, max_side / max(h, w))
@@ -163,14 +238,30 @@ class Editor:
 
     # -- stages -----------------------------------------------------------------------------------
 
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to the trace's ``stage_seconds`` (the device is synchronised first)."""
+        device = self.model.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self._stages[name] = self._stages.get(name, 0.0) + time.perf_counter() - began
+
     def _encode_prompts(self, prompt: str, s: EditSettings) -> Prompts:
-        fam, pipe, n = self.model.family, self.model.pipe, self.model.defaults.text_length
+        fam, pipe, n, device = self.model.family, self.model.pipe, self.model.defaults.text_length, self.model.device
         with torch.no_grad():
             return Prompts(
-                cond=fam.encode_prompt(pipe, prompt, n),
-                uncond=fam.encode_prompt(pipe, s.negative_prompt, n),
-                source=fam.encode_prompt(pipe, s.source_prompt, n),
-                negative_source=fam.encode_prompt(pipe, s.negative_prompt, n) if s.uncond_source == "own" else None,
+                cond=fam.encode_prompt(pipe, prompt, n, device),
+                uncond=fam.encode_prompt(pipe, s.negative_prompt, n, device),
+                source=fam.encode_prompt(pipe, s.source_prompt, n, device),
+                negative_source=fam.encode_prompt(pipe, s.negative_prompt, n, device)
+                if s.uncond_source == "own"
+                else None,
             )
 
     def _edit_window(
@@ -200,26 +291,33 @@ class Editor:
         model_matte = pad_frames(resize_video(model_matte, plan.model_height, plan.model_width), plan.model_frames)
         masks = build_token_mask(model_matte[:, 0], m.compression, settings.dilate_tokens)
         wtrace = WindowTrace(plan.start, plan.end, box, size, masks.foreground_fraction)
+        vae = m.pipe.vae
+        if hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if self._vae_tiling(plan.model_height, plan.model_width) else vae.disable_tiling()
         with torch.no_grad():
-            x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
+            with self._stage("encode"), self.residency.hold("vae"):
+                x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
             generator = torch.Generator("cpu").manual_seed(settings.seed)
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(m.device)
-            z, records = sample_kvlock(
-                m.family,
-                m.pipe,
-                self.bank,
-                x0,
-                noise,
-                masks,
-                prompts,
-                settings,
-                steps=steps,
-                omega0=omega0,
-                callback=self._step_callback(index, count, progress),
-                cancel=cancel,
-            )
+            with self._stage("denoise"), self.residency.hold("transformer"):
+                z, records = sample_kvlock(
+                    m.family,
+                    m.pipe,
+                    self.bank,
+                    x0,
+                    noise,
+                    masks,
+                    prompts,
+                    settings,
+                    steps=steps,
+                    omega0=omega0,
+                    callback=self._step_callback(index, count, progress),
+                    cancel=cancel,
+                    pair_guidance=self.acceleration.pair_guidance,
+                )
             wtrace.steps = records
-            pixels = m.family.decode_latents(m.pipe, z)[0].permute(1, 0, 2, 3)[: plan.length]
+            with self._stage("decode"), self.residency.hold("vae"):
+                pixels = m.family.decode_latents(m.pipe, z)[0].permute(1, 0, 2, 3)[: plan.length]
         return wtrace, ((pixels.clamp(-1, 1) + 1.0) / 2.0).cpu(), z.cpu()
 
     @staticmethod
@@ -262,7 +360,11 @@ class Editor:
         decoded: list[torch.Tensor | None],
         feather: int,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Frame by frame, so memory stays one source frame per window however long or large the clip."""
+        """Frame by frame, so memory stays one source frame per window however long or large the clip.
+
+        Outside the feathered matte the output is the source frame itself, so only the matte's box is
+        blended; its cost follows the subject's size.
+        """
         src = request.frames
         total, height, width = src.shape[:3]
         scale = full_scale(src.dtype)
@@ -270,21 +372,38 @@ class Editor:
         out = np.empty_like(src)
         region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
         raw = np.zeros(src.shape, dtype=np.float32) if request.return_raw else None
+        whole = (slice(0, height), slice(0, width))
         for j in range(total):
-            acc = np.zeros((height, width, 3), dtype=np.float32)
-            wsum = np.zeros((height, width), dtype=np.float32)
+            feathered = feather_matte(matte[j], feather)
+            # only the feathered matte's box can differ from the source, unless full-frame outputs are wanted
+            box = whole if region is not None or raw is not None else support_box(feathered)
+            out[j] = src[j]
+            if box is None:
+                continue
+            r, c = box
+            acc = np.zeros((r.stop - r.start, c.stop - c.start, 3), dtype=np.float32)
+            wsum = np.zeros(acc.shape[:2], dtype=np.float32)
             for plan, pixels, w in zip(plans, decoded, weights, strict=True):
                 if pixels is None or not plan.start <= j < plan.end:
                     continue
+                pr, pc = plan.box.slices()
+                r0, r1, c0, c1 = (
+                    max(pr.start, r.start),
+                    min(pr.stop, r.stop),
+                    max(pc.start, c.start),
+                    min(pc.stop, c.stop),
+                )
+                if r0 >= r1 or c0 >= c1:
+                    continue
                 k = j - plan.start
-                frame = resize_video(pixels[k : k + 1], plan.box.height, plan.box.width)[0]
-                rows, cols = plan.box.slices()
-                acc[rows, cols] += float(w[k]) * frame.permute(1, 2, 0).numpy() * scale
-                wsum[rows, cols] += float(w[k])
+                frame = resize_video(pixels[k : k + 1], plan.box.height, plan.box.width)[0].permute(1, 2, 0)
+                part = frame[r0 - pr.start : r1 - pr.start, c0 - pc.start : c1 - pc.start].numpy()
+                acc[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k]) * part * scale
+                wsum[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k])
             covered = wsum > 0
-            edited = np.where(covered[..., None], acc / np.maximum(wsum, 1e-12)[..., None], src[j])
-            alpha = np.where(covered, feather_matte(matte[j], feather), 0.0).astype(np.float32)
-            out[j] = composite_frame(src[j], edited, alpha)
+            edited = np.where(covered[..., None], acc / np.maximum(wsum, 1e-12)[..., None], src[j][r, c])
+            alpha = np.where(covered, feathered[r, c], 0.0).astype(np.float32)
+            out[j][r, c] = composite_frame(src[j][r, c], edited, alpha)
             if region is not None:
                 region[j] = edited_region_rgba(edited, alpha, src.dtype)
             if raw is not None:

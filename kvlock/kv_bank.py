@@ -10,6 +10,10 @@ each forward pass; processors read the mode, the current α and the token indice
 
 The bank is overwritten by every source pass: nothing is kept across steps, so memory is one step's
 background K/V whatever the number of steps.
+
+Layers are numbered by call order within a pass (a cursor reset when a pass begins), so one processor
+instance serves every layer: compiled blocks then share one graph instead of one per layer. The exchange
+itself runs eagerly (``torch.compiler.disable``) because it indexes a per-layer store.
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ def fuse_background(
 def join_background(foreground: torch.Tensor, source_background: torch.Tensor) -> torch.Tensor:
     """K or V for a foreground-only pass: cached background tokens followed by the pass's own tokens.
 
-    Attention without a mask is invariant to the order of keys, so the join order is free.
+    Attention without a mask is invariant to the order of keys, so the join order is free. A source
+    batch of one serves an edit batch of any size (conditional and unconditional passes run together).
     """
-    return torch.cat([source_background.to(foreground.dtype), foreground], dim=1)
+    background = source_background.to(foreground.dtype).expand(foreground.shape[0], *source_background.shape[1:])
+    return torch.cat([background, foreground], dim=1)
 
 
 @dataclass
@@ -60,14 +66,18 @@ class KVBank:
     keys: dict[int, torch.Tensor] = field(default_factory=dict)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     observer: KVObserver | None = None
+    cursor: int = 0
 
     def store(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         assert self.background_index is not None, "set background_index before a source pass"
         self.keys[layer] = key[:, self.background_index]
         self.values[layer] = value[:, self.background_index]
 
-    def attend_kv(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The K/V one self-attention layer should attend over in the current mode."""
+    @torch.compiler.disable
+    def attend_kv(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K/V the next self-attention layer of this pass should attend over in the current mode."""
+        layer = self.cursor
+        self.cursor += 1
         if self.mode == "capture":
             self.store(layer, key, value)
         elif self.mode == "fuse":
@@ -84,14 +94,14 @@ class KVBank:
     def pass_mode(self, mode: str, alpha: float | None = None) -> Iterator[None]:
         if mode not in MODES:
             raise ValueError(f"unknown K/V mode {mode!r}; expected one of {MODES}")
-        previous = (self.mode, self.alpha)
-        self.mode = mode
+        previous = (self.mode, self.alpha, self.cursor)
+        self.mode, self.cursor = mode, 0
         if alpha is not None:
             self.alpha = alpha
         try:
             yield
         finally:
-            self.mode, self.alpha = previous
+            self.mode, self.alpha, self.cursor = previous
 
     def clear(self) -> None:
         self.keys.clear()

@@ -36,6 +36,8 @@ TINY_FOLDER = Path(__file__).resolve().parent / "models" / "kvlock-tiny"
 
 @dataclass
 class LoadedModel:
+    """A pipeline in CPU memory and the device it is meant for (the editor places it)."""
+
     name: str
     family: ModelFamily
     pipe: Any
@@ -132,7 +134,7 @@ def load_model(
     if str(source) == TINY_RANDOM:
         from .tiny import TINY_DEFAULTS, build_tiny_wan
 
-        pipe = build_tiny_wan(dtype=dt).to(dev)
+        pipe = build_tiny_wan(dtype=dt)
         return LoadedModel("tiny-random (random-weight Wan2.1 from config)", WanFamily(), pipe, TINY_DEFAULTS, dev, dt)
     if str(source) == TINY:
         loaded = load_model(TINY_FOLDER, dev, dt)
@@ -140,5 +142,5 @@ def load_model(
         return loaded
     path = Path(source).expanduser()
     family, _ = inspect_folder(path)
-    pipe = family.load(path, dev, dt)
+    pipe = family.load(path, dt)
     return LoadedModel(str(path), family, pipe, _folder_defaults(path, family), dev, dt)

@@ -46,13 +46,25 @@ class ModelFamily(Protocol):
         """The smallest frame count the model accepts that is at least ``n``."""
         ...
 
-    def load(self, path: Path, device: torch.device, dtype: torch.dtype) -> Any: ...
+    def load(self, path: Path, dtype: torch.dtype) -> Any:
+        """Load the pipeline into CPU memory (placement on the device is the editor's job)."""
+        ...
 
     def install(self, pipe: Any, bank: KVBank) -> None:
         """Swap in KV-Lock's self-attention processors (model code is never patched)."""
         ...
 
-    def encode_prompt(self, pipe: Any, text: str, max_length: int) -> torch.Tensor: ...
+    def set_attention_backend(self, pipe: Any, backend: str | None) -> None:
+        """Route every attention of the model to a diffusers backend (None: the model's default)."""
+        ...
+
+    def compile(self, pipe: Any, backend: str) -> None:
+        """Compile the transformer's repeated blocks in place."""
+        ...
+
+    def encode_prompt(
+        self, pipe: Any, text: str, max_length: int, device: torch.device | None = None
+    ) -> torch.Tensor: ...
 
     def encode_video(self, pipe: Any, video: torch.Tensor) -> torch.Tensor:
         """(1, 3, T, H, W) in [-1, 1] → normalised latents x0."""

@@ -68,7 +68,8 @@ class WanFamily:
     def valid_frames(self, n: int) -> int:
         return 4 * max(0, -(-(n - 1) // 4)) + 1
 
-    def load(self, path: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    def load(self, path: Path, dtype: torch.dtype) -> Any:
+        """Load on the CPU; the editor places components on the device by its memory mode."""
         from diffusers import WanPipeline
 
         try:
@@ -82,28 +83,44 @@ class WanFamily:
             raise ModelLoadError(f"{path} is a two-stage or TI2V Wan2.2 model; only Wan2.1-style T2V is supported")
         if pipe.transformer.config.get("image_dim") is not None:
             raise ModelLoadError(f"{path} is an image-to-video Wan model; KV-Lock needs a text-to-video model")
-        pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def install(self, pipe: Any, bank: KVBank) -> None:
+        """One shared processor on every ``attn1``; it falls back to the model's own processor when off."""
         current = pipe.transformer.attn_processors
-        processors = {}
-        for name, proc in current.items():
-            if ".attn1." in name:
-                layer = int(name.split(".")[1])
-                original = proc.original if isinstance(proc, KVLockWanAttnProcessor) else proc
-                processors[name] = KVLockWanAttnProcessor(bank, layer, original)
-            else:
-                processors[name] = proc
+        first = next(proc for name, proc in current.items() if ".attn1." in name)
+        original = first.original if isinstance(first, KVLockWanAttnProcessor) else first
+        shared = KVLockWanAttnProcessor(bank, original)
+        processors = {name: shared if ".attn1." in name else proc for name, proc in current.items()}
         pipe.transformer.set_attn_processor(processors)
 
-    def encode_prompt(self, pipe: Any, text: str, max_length: int) -> torch.Tensor:
+    def set_attention_backend(self, pipe: Any, backend: str | None) -> None:
+        """Route self-attention (KV-Lock's processor and the model's own behind it) to one backend.
+
+        Cross-attention over the 512 prompt tokens keeps the default: a backend tuned for long sequences
+        is not the fastest for it.
+        """
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        chosen = AttentionBackendName(backend) if backend else None
+        for name, processor in pipe.transformer.attn_processors.items():
+            if ".attn1." in name:
+                processor._attention_backend = chosen
+                if isinstance(processor, KVLockWanAttnProcessor):
+                    processor.original._attention_backend = chosen
+
+    def compile(self, pipe: Any, backend: str = "inductor") -> None:
+        """Compile each transformer block in place; identical blocks share one compiled graph."""
+        for block in pipe.transformer.blocks:
+            block.compile(backend=backend, dynamic=None)
+
+    def encode_prompt(self, pipe: Any, text: str, max_length: int, device: torch.device | None = None) -> torch.Tensor:
         embeds, _ = pipe.encode_prompt(
             prompt=text,
             do_classifier_free_guidance=False,
             max_sequence_length=max_length,
-            device=pipe.transformer.device,
+            device=device if device is not None else pipe.transformer.device,
         )
         return embeds.to(pipe.transformer.dtype)
 

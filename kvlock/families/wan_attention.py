@@ -2,7 +2,8 @@
 
 Like diffusers' own processors, the module owns the weights (``to_q``, ``norm_q`` …) and this callable
 owns the maths. In ``off`` mode it hands the call to the processor it replaced, so α = 0 runs the model's
-own code path unchanged.
+own code path unchanged. One instance serves every layer (the bank numbers layers by call order), which
+keeps the processor free of per-layer state that a compiler would have to specialise on.
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ def project_qkv(attn: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[tor
 
 
 class KVLockWanAttnProcessor:
-    """Processor for one Wan self-attention layer; ``layer`` indexes its K/V in the bank."""
+    """Processor for all of a Wan model's self-attention layers."""
 
     _attention_backend = None
     _parallel_config = None
 
-    def __init__(self, bank: KVBank, layer: int, original: object) -> None:
+    def __init__(self, bank: KVBank, original: object) -> None:
         self.bank = bank
-        self.layer = layer
         self.original = original
 
     def __call__(
@@ -57,7 +57,7 @@ class KVLockWanAttnProcessor:
         if rotary_emb is not None:
             query = rotate_interleaved(query, *rotary_emb)
             key = rotate_interleaved(key, *rotary_emb)
-        key, value = self.bank.attend_kv(self.layer, key, value)
+        key, value = self.bank.attend_kv(key, value)
         out = dispatch_attention_fn(
             query,
             key,

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from kvlock.acceleration import Acceleration
 from kvlock_wire import MAX_MESSAGE_BYTES, default_state_dir
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -53,6 +54,7 @@ class ServerConfig:
     max_attempts: int = 2
     preview_every: int = 5
     preload: list[str] = field(default_factory=list)
+    acceleration: Acceleration = field(default_factory=Acceleration)
 
 
 class ConfigError(Exception):
@@ -105,7 +107,7 @@ def create_server(config: ServerConfig) -> App:
     requeued = store.recover()
     if requeued:
         log.info("re-queued after restart: %s", ", ".join(requeued))
-    executor = InProcessExecutor(config.device, config.dtype, config.model_dirs)
+    executor = InProcessExecutor(config.device, config.dtype, config.model_dirs, config.acceleration)
     for model in config.preload:
         executor.editor(model)
     runner = JobRunner(store, executor, config.concurrency, config.preview_every)

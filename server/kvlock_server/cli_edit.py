@@ -27,6 +27,7 @@ from kvlock.media.matte import CHANNELS, MatteOptions, load_matte
 from kvlock.media.timecode import format_timecode, parse_range, parse_timecode
 from kvlock.settings import validate_settings
 
+from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
 from .progress import Reporter
 
 SUFFIX_CODEC = {".mkv": "ffv1", ".mov": "prores", ".mp4": "h264", "": "png"}
@@ -75,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
     matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
     add_setting_arguments(parser)
+    add_acceleration_arguments(parser, compile_default="off")
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +173,7 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         check_writable(target, args.overwrite)
     settings = EditSettings(**given_settings(args))
     validate_settings(settings)  # fail on bad settings before any media is decoded or the model loads
+    acceleration = acceleration_from_args(args)
     options = MatteOptions(
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
     )
@@ -179,8 +182,11 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     for warning in matte_warnings:
         reporter.message(f"warning: {warning}")
 
-    editor = Editor.from_pretrained(resolve_model(args.model, args.model_dir), args.device, args.dtype)
-    reporter.event("started", model=editor.name, frames=[start, end], output=str(out))
+    editor = Editor.from_pretrained(resolve_model(args.model, args.model_dir), args.device, args.dtype, acceleration)
+    reporter.event("started", model=editor.name, frames=[start, end], output=str(out), execution=editor.execution)
+    if editor.execution["device"] != "cpu":
+        x = editor.execution
+        reporter.message(f"engine: {x['memory_reason']}; compile {x['compile']}; attention {x['attention']}")
     with _Interrupt(reporter) as cancel:
         result = editor.edit(
             EditRequest(frames, matte, args.prompt, settings, return_region=region_out is not None),

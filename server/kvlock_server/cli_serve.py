@@ -10,6 +10,7 @@ from pathlib import Path
 from kvlock_wire import DEFAULT_PORT, default_state_dir
 
 from .app import ServerConfig, create_server, serve_forever
+from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
 from .store import Retention
 
 GB = 1024**3
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=30.0, help="seconds a running job may finish at shutdown")
     parser.add_argument("--preview-every", type=int, default=5)
     parser.add_argument("--max-attempts", type=int, default=2, help="runs of a job interrupted by restarts")
+    add_acceleration_arguments(parser, compile_default="auto")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -56,6 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         preview_every=args.preview_every,
         preload=args.preload,
+        acceleration=acceleration_from_args(args),
     )
     app = create_server(config)
     print(f"kvlock: listening on {app.address}", flush=True)

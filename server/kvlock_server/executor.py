@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from kvlock import Editor
+from kvlock.acceleration import Acceleration
 from kvlock.catalog import resolve_model
 
 from .job_media import ResultFile, build_request, write_results
@@ -24,8 +25,15 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 class InProcessExecutor:
-    def __init__(self, device: str = "cpu", dtype: str = "float32", model_dirs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        dtype: str = "float32",
+        model_dirs: Iterable[str] = (),
+        acceleration: Acceleration | None = None,
+    ) -> None:
         self.device, self.dtype = device, dtype
+        self.acceleration = acceleration
         self.model_dirs = list(model_dirs)
         self._editors: dict[tuple[str, int], Editor] = {}
         self._lock = threading.Lock()
@@ -37,7 +45,7 @@ class InProcessExecutor:
         key = (self.resolve(model), slot)
         with self._lock:
             if key not in self._editors:
-                self._editors[key] = Editor.from_pretrained(key[0], self.device, self.dtype)
+                self._editors[key] = Editor.from_pretrained(key[0], self.device, self.dtype, self.acceleration)
             return self._editors[key]
 
     def loaded(self) -> set[str]:

@@ -1,0 +1,503 @@
+"""GPU speed and memory of KV-Lock against plain diffusers generation, at real Wan2.1 sizes (a benchmark).
+
+    python bench/gpu.py --model 1.3b                 # steps, roofline, whole 50-step edit vs generation
+    python bench/gpu.py --model 1.3b --cap-gb 24 --only edit --edit-steps 20 --variants auto   # a 24 GB card
+    python bench/gpu.py --model 14b --only steps,edit --edit-steps 10 --variants eager --cases 0.3:1
+    python bench/gpu.py --model smoke --device cpu   # the same code on a toy size, to check the script
+
+No checkpoint is downloaded: the transformer, VAE and UMT5 text encoder are built from the real Wan2.1
+configurations with random weights, in the dtype layout ``from_pretrained`` gives (bf16, with the modules
+Wan keeps in fp32 in fp32; VAE fp32). Timings do not depend on weight values; the adaptive α does, so
+per-step rows fix α and the whole-edit row reports the modes the default schedule took.
+
+Rows: the plain ``WanPipeline`` CFG step (two B=1 forwards, diffusers' default attention); the engine's
+step at 10/30/60 % foreground with α = 1 (source pass + foreground-only guidance passes) and with α = 0.5
+(three full passes); each with diffusers' default attention, with cuDNN attention, and compiled; a whole
+edit (encode, 50 steps, decode, composite) against a whole plain generation (50 steps, decode); the peak
+memory of each; and the forward's FLOP rate as a fraction of the measured bf16 matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
+    "14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+    "smoke": dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2),
+}
+TEXT = {  # UMT5-XXL as Wan2.1 uses it; the smoke size is a toy
+    "full": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
+    "smoke": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+}
+GIB = 1024**3
+
+
+def _variants() -> dict[str, Any]:
+    from kvlock.acceleration import Acceleration
+
+    return {
+        "auto": lambda cap: Acceleration(memory_limit_gb=cap),
+        "eager": lambda cap: Acceleration(attention="native", memory_limit_gb=cap),
+        "cudnn": lambda cap: Acceleration(attention="cudnn", memory_limit_gb=cap),
+        "compiled": lambda cap: Acceleration(attention="native", compile="inductor", memory_limit_gb=cap),
+        "offload": lambda cap: Acceleration(memory="model_offload", memory_limit_gb=cap),
+        "compiled+cudnn": lambda cap: Acceleration(attention="cudnn", compile="inductor", memory_limit_gb=cap),
+    }
+
+
+VARIANTS = _variants()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else float("nan")
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def build_pipeline(size: str, device: torch.device, text_length: int) -> Any:
+    """A WanPipeline at ``size`` with random weights, built directly on ``device`` in bf16."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from kvlock.tiny import build_tokenizer
+
+    previous = torch.get_default_dtype()
+    torch.manual_seed(0)
+    with torch.device(device):
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            transformer = WanTransformer3DModel(
+                patch_size=(1, 2, 2),
+                in_channels=16,
+                out_channels=16,
+                text_dim=4096 if size != "smoke" else 64,
+                freq_dim=256,
+                qk_norm="rms_norm_across_heads",
+                cross_attn_norm=True,
+                eps=1e-6,
+                rope_max_seq_len=1024,
+                **CONFIGS[size],
+            )
+            tokenizer = build_tokenizer()
+            tokenizer.model_max_length = text_length
+            text = TEXT["smoke" if size == "smoke" else "full"]
+            text_encoder = UMT5EncoderModel(
+                UMT5Config(
+                    vocab_size=len(tokenizer) if size == "smoke" else 256384,
+                    feed_forward_proj="gated-gelu",
+                    relative_attention_num_buckets=32,
+                    pad_token_id=0,
+                    eos_token_id=1,
+                    decoder_start_token_id=0,
+                    **text,
+                )
+            ).eval()
+        finally:
+            torch.set_default_dtype(previous)
+        vae = AutoencoderKLWan(base_dim=96 if size != "smoke" else 8).eval()
+    keep = set(transformer._keep_in_fp32_modules or [])
+    for name, param in transformer.named_parameters():
+        if keep & set(name.split(".")):
+            param.data = param.data.float()
+    for module in (transformer, text_encoder, vae):
+        module.requires_grad_(False)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+    )
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@dataclass
+class Shape:
+    frames: int
+    height: int
+    width: int
+
+    def latent(self) -> tuple[int, int, int, int, int]:
+        return (1, 16, (self.frames - 1) // 4 + 1, self.height // 8, self.width // 8)
+
+    def tokens(self) -> int:
+        _, _, f, h, w = self.latent()
+        return f * (h // 2) * (w // 2)
+
+
+def forward_flops(cfg: dict[str, Any], queries: int, keys: int, text: int) -> float:
+    """Matmul FLOPs of one transformer pass: ``queries`` tokens computed, attending over ``keys`` tokens."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    per_layer = (
+        8 * queries * d * d  # self-attention q, k, v, out projections
+        + 4 * queries * keys * d  # QKᵀ and PV
+        + 4 * queries * d * d  # cross-attention q and out
+        + 4 * text * d * d  # cross-attention k, v over the prompt
+        + 4 * queries * text * d  # cross-attention scores and values
+        + 4 * queries * d * cfg["ffn_dim"]  # feed-forward
+    )
+    return per_layer * cfg["num_layers"]
+
+
+def matmul_rate(device: torch.device, n: int) -> float:
+    """Best bf16 matmul FLOP/s over square and Wan-shaped products."""
+    if device.type != "cuda":
+        return float("nan")
+    best = 0.0
+    for m, k, nn in ((n, n, n), (32760, 1536, 8960), (32760, 5120, 13824)):
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        b = torch.randn(k, nn, device=device, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        sync(device)
+        t = time.perf_counter()
+        reps = 20
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = max(best, 2 * m * k * nn * reps / (time.perf_counter() - t))
+        del a, b
+    return best
+
+
+def run_plain(
+    pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int, output_type: str, **extra: Any
+) -> float:
+    """Wall seconds of one call of diffusers' own WanPipeline (CFG: two B=1 forwards per step)."""
+    device = pipe.transformer.device
+    sync(device)
+    t = time.perf_counter()
+    pipe(
+        prompt_embeds=embeds[0],
+        negative_prompt_embeds=embeds[1],
+        height=shape.height,
+        width=shape.width,
+        num_frames=shape.frames,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        output_type=output_type,
+        **extra,
+    )
+    sync(device)
+    return time.perf_counter() - t
+
+
+def plain_steps(pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int) -> list[float]:
+    """Per-step seconds of the plain loop, stamped from its step-end callback."""
+    device = pipe.transformer.device
+    stamps = [time.perf_counter()]
+
+    def stamp(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        sync(device)
+        stamps.append(time.perf_counter())
+        return kwargs
+
+    sync(device)
+    stamps[0] = time.perf_counter()
+    run_plain(pipe, shape, embeds, steps, "latent", callback_on_step_end=stamp)
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def time_forward(pipe: Any, shape: Shape, embeds: torch.Tensor, reps: int = 3) -> float:
+    model, device = pipe.transformer, pipe.transformer.device
+    z = torch.randn(shape.latent(), device=device, dtype=model.dtype)
+    t_in = torch.tensor([500.0], device=device)
+    with torch.no_grad():
+        model(hidden_states=z, timestep=t_in, encoder_hidden_states=embeds, return_dict=False)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model(hidden_states=z, timestep=t_in, encoder_hidden_states=embeds, return_dict=False)
+        sync(device)
+    return (time.perf_counter() - t) / reps
+
+
+def box_matte(shape: Shape, fraction: float, cell: int = 16) -> np.ndarray:
+    """A centred box covering about ``fraction`` of every frame, aligned to the token cells so that the
+    token foreground fraction is the same as the pixel one."""
+    rows, cols = shape.height // cell, shape.width // cell
+    h = max(1, round(rows * fraction**0.5))
+    w = max(1, min(cols, round(fraction * rows * cols / h)))
+    top, left = (rows - h) // 2 * cell, (cols - w) // 2 * cell
+    matte = np.zeros((shape.frames, shape.height, shape.width), np.float32)
+    matte[:, top : top + h * cell, left : left + w * cell] = 1.0
+    return matte
+
+
+def attention_backends(device: torch.device, shape: Shape, heads: int, head_dim: int) -> dict[str, float]:
+    """Milliseconds of one self-attention at full length, per PyTorch SDPA backend."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if device.type != "cuda":
+        return {}
+    q = torch.randn(1, heads, shape.tokens(), head_dim, device=device, dtype=torch.bfloat16)
+    times = {}
+    for name, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+    ):
+        try:
+            with sdpa_kernel(backend):
+                torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(5):
+                    torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                sync(device)
+            times[name] = 1e3 * (time.perf_counter() - t) / 5
+        except RuntimeError as exc:
+            times[name] = float("nan")
+            print(f"attention backend {name}: {exc}", flush=True)
+    return times
+
+
+def engine_steps(
+    editor: Any, shape: Shape, fraction: float, alpha: float, steps: int, pair: bool = True
+) -> tuple[list[float], float, str]:
+    """Per-step seconds of the engine's loop at a fixed α, the token foreground fraction, and the modes."""
+    from kvlock.sampler import Prompts, sample_kvlock
+    from kvlock.settings import EditSettings, validate_settings
+    from kvlock.token_mask import build_token_mask
+
+    m = editor.model
+    masks = build_token_mask(torch.from_numpy(box_matte(shape, fraction)), m.compression)
+    gen = torch.Generator("cpu").manual_seed(0)
+    x0 = torch.randn(shape.latent(), generator=gen).to(m.device)
+    noise = torch.randn(shape.latent(), generator=gen).to(m.device)
+    embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
+    settings = validate_settings(EditSettings(alpha_fixed=alpha, steps=steps))
+    with torch.no_grad():
+        _, records = sample_kvlock(
+            m.family,
+            m.pipe,
+            editor.bank,
+            x0,
+            noise,
+            masks,
+            Prompts(*embeds),
+            settings,
+            steps=steps,
+            omega0=5.0,
+            pair_guidance=pair,
+        )
+    return [r.seconds for r in records], masks.foreground_fraction, "/".join(sorted({r.mode for r in records}))
+
+
+def whole_edit(editor: Any, shape: Shape, steps: int, method: str = "kvlock") -> dict[str, Any]:
+    from kvlock import EditRequest, EditSettings
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (shape.frames, shape.height, shape.width, 3), dtype=np.uint8)
+    device = editor.model.device
+    step_peaks: list[float] = []
+
+    def progress(info: dict[str, Any]) -> None:
+        step_peaks.append(peak_gib(device))
+
+    reset_peak(device)
+    sync(device)
+    t = time.perf_counter()
+    result = editor.edit(
+        EditRequest(frames, box_matte(shape, 0.3), "a red car", EditSettings(steps=steps, method=method)), progress
+    )
+    sync(device)
+    seconds = time.perf_counter() - t
+    modes: dict[str, int] = {}
+    for r in result.trace.windows[0].steps:
+        modes[r.mode] = modes.get(r.mode, 0) + 1
+    step_seconds = [r.seconds for r in result.trace.windows[0].steps]
+    return {
+        "seconds": seconds,
+        "denoise_seconds": sum(step_seconds),
+        "peak_gib": peak_gib(device),
+        "peak_after_first_steps_gib": step_peaks[min(2, len(step_peaks) - 1)],
+        "peak_after_last_step_gib": step_peaks[-1],
+        "modes": modes,
+        "method": method,
+        "stage_seconds": result.trace.stage_seconds,
+        "execution": result.trace.execution,
+    }
+
+
+def median_tail(xs: list[float]) -> float:
+    """Median step time, leaving out the first step (allocator and autotuning warm-up)."""
+    return statistics.median(xs[1:] if len(xs) > 1 else xs)
+
+
+def run_variant(
+    editor: Any,
+    label: str,
+    args: argparse.Namespace,
+    shape: Shape,
+    pipe: Any,
+    embeds: tuple[torch.Tensor, torch.Tensor],
+    rows: list[dict[str, Any]],
+    out: dict[str, Any],
+    ctx: dict[str, Any],
+) -> None:
+    """The engine's rows for one execution variant: per-step times, forward rate, whole edit."""
+    device, only = editor.model.device, set(args.only.split(","))
+    print(label, editor.execution, flush=True)
+    if "steps" in only and not args.cap_gb:
+        cases = [(float(f), float(a), True) for f, a in (c.split(":") for c in args.cases.split(","))]
+        if label == "eager" and args.model != "14b":
+            cases.append((0.3, 1.0, False))
+        for fraction, alpha, pair in cases:
+            reset_peak(device)
+            times, fg, modes = engine_steps(editor, shape, fraction, alpha, args.steps, pair)
+            rows.append(
+                {
+                    "row": f"engine α={alpha:g} fg={fg:.0%}{'' if pair else ' unpaired'} [{label}]",
+                    "ms": 1e3 * median_tail(times),
+                    "modes": modes,
+                    "peak_gib": peak_gib(device),
+                    "first_step_ms": 1e3 * times[0],
+                }
+            )
+            print(rows[-1], flush=True)
+    if "roofline" in only and ctx["flops"]:
+        seconds = time_forward(pipe, shape, embeds[0])
+        out[f"forward [{label}]"] = {"ms": 1e3 * seconds, "fraction": ctx["flops"] / seconds / ctx["rate"]}
+        print(out[f"forward [{label}]"], flush=True)
+    if "edit" in only and args.warm and editor.execution["compile"] != "off":
+        t = time.perf_counter()
+        for method in ("fixed_alpha=1", "fixed_alpha=0.5", "no_lock"):  # visit every pass kind once
+            whole_edit(editor, shape, 2, method)
+        out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
+        print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
+    if "edit" in only:
+        methods = ["kvlock"] if label == "eager" or args.cap_gb or args.model == "14b" else ["kvlock", "fixed_alpha=1"]
+        for method in methods:
+            result = whole_edit(editor, shape, args.edit_steps, method)
+            result["label"] = label
+            out.setdefault("edits", []).append(result)
+            print(result, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="1.3b")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--steps", type=int, default=5, help="steps per per-step measurement")
+    parser.add_argument("--edit-steps", type=int, default=50)
+    parser.add_argument("--only", default="steps,roofline,edit", help="comma list of steps, roofline, edit")
+    parser.add_argument("--variants", default="eager,compiled", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--cases", default="0.1:1,0.3:1,0.6:1,0.3:0.5", help="fraction:alpha per step row")
+    parser.add_argument("--warm", action="store_true", help="compile every pass kind before timing edits")
+    parser.add_argument("--cap-gb", type=float, help="simulate a smaller card: cap this process's GPU memory")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    from kvlock.editor import Editor
+    from kvlock.families.base import ModelDefaults
+    from kvlock.families.wan import WanFamily
+    from kvlock.loading import LoadedModel
+
+    device = torch.device(args.device)
+    only = set(args.only.split(","))
+    shape = Shape(args.frames, args.height, args.width)
+    text_length = 512 if args.model != "smoke" else 16
+    out: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "model": args.model,
+        "shape": [shape.frames, shape.height, shape.width],
+        "tokens": shape.tokens(),
+        "cap_gb": args.cap_gb,
+    }
+    import diffusers
+
+    out["diffusers"] = diffusers.__version__
+    t = time.perf_counter()
+    pipe = build_pipeline(args.model, device, text_length)
+    out["build_seconds"] = time.perf_counter() - t
+    cfg = dict(pipe.transformer.config)
+    out["params_b"] = sum(p.numel() for p in pipe.transformer.parameters()) / 1e9
+    gen = torch.Generator("cpu").manual_seed(1)
+    embeds = tuple(
+        torch.randn(1, text_length, cfg["text_dim"], generator=gen).to(device, torch.bfloat16) for _ in range(2)
+    )
+    rows: list[dict[str, Any]] = []
+    print(json.dumps(out), flush=True)
+    if args.cap_gb and device.type == "cuda":
+        # built on the GPU for speed; a small card would load into CPU memory, as the engine's loader does
+        pipe.to("cpu")
+        torch.cuda.empty_cache()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * GIB / total), index)
+
+    if "steps" in only:
+        reset_peak(device)
+        plain = plain_steps(pipe, shape, embeds, args.steps)
+        rows.append({"row": "plain diffusers CFG step", "ms": 1e3 * median_tail(plain), "peak_gib": peak_gib(device)})
+        print(rows[-1], flush=True)
+    flops = rate = None
+    if "roofline" in only:
+        rate = matmul_rate(device, 8192)
+        out["matmul_tflops"] = rate / 1e12
+        flops = forward_flops(cfg, shape.tokens(), shape.tokens(), text_length)
+        seconds = time_forward(pipe, shape, embeds[0])
+        out["forward_default"] = {"ms": 1e3 * seconds, "fraction": flops / seconds / rate}
+        print(out["forward_default"], flush=True)
+        cfg_t = pipe.transformer.config
+        out["attention_ms"] = attention_backends(device, shape, cfg_t.num_attention_heads, cfg_t.attention_head_dim)
+        print(out["attention_ms"], flush=True)
+    if "edit" in only and not args.cap_gb:
+        reset_peak(device)
+        seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
+        out["plain_generation"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
+        print(out["plain_generation"], flush=True)
+
+    defaults = ModelDefaults(
+        height=shape.height, width=shape.width, frames=shape.frames, steps=50, guidance=5.0, text_length=text_length
+    )
+    model = LoadedModel(f"wan2.1-{args.model} (random weights)", WanFamily(), pipe, defaults, device, torch.bfloat16)
+    variants = [(name, VARIANTS[name](args.cap_gb)) for name in args.variants.split(",")]
+    ctx = {"flops": flops, "rate": rate}
+    for label, acc in variants:
+        try:
+            run_variant(Editor(model, acc), label, args, shape, pipe, embeds, rows, out, ctx)
+        except Exception as exc:  # keep the other rows of a long run; the failure is in the output
+            print(f"{label}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            out.setdefault("failures", []).append(f"{label}: {type(exc).__name__}: {exc}")
+    out["rows"] = rows
+    print("\n| row | ms/step | × plain | peak GiB | modes |\n|---|---:|---:|---:|---|")
+    plain_ms = rows[0]["ms"] if rows and rows[0]["row"].startswith("plain") else float("nan")
+    for r in rows:
+        print(f"| {r['row']} | {r['ms']:.0f} | {r['ms'] / plain_ms:.2f} | {r['peak_gib']:.1f} | {r.get('modes', '')} |")
+    print(json.dumps(out, indent=1, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
