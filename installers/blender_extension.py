@@ -1,0 +1,140 @@
+"""Build the Blender extension zip: the add-on, the client as a pure-Python wheel, and grpcio/protobuf wheels.
+
+    python installers/blender_extension.py --out dist/            # this machine's platform
+    python installers/blender_extension.py --out dist/ --platform linux-x64 --platform windows-x64 ...
+
+One zip per platform (``kvlock-0.1.0-linux_x64.zip`` …), as Blender's own ``extension build
+--split-platforms`` makes them: grpcio is compiled, so each zip carries the wheels for that platform and for
+both Pythons current Blenders use (3.11 for 4.5 LTS and 5.0, 3.13 for 5.1 and later). Wheels come from the
+package index with ``pip download``; the client wheel is built here from ``plugins/kvlock_bridge`` and the
+generated ``kvlock_wire``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDON = ROOT / "plugins" / "blender"
+PYTHONS = ("3.11", "3.13")
+GRPCIO, PROTOBUF = "grpcio==1.85.1", "protobuf==7.36.2"
+# Blender platform name → pip platform tags, most specific first
+PLATFORMS = {
+    "linux-x64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "macos-arm64": ("macosx_11_0_arm64", "macosx_10_15_universal2", "macosx_11_0_universal2"),
+    "macos-x64": ("macosx_10_15_x86_64", "macosx_10_9_x86_64", "macosx_10_15_universal2"),
+    "windows-x64": ("win_amd64",),
+}
+CLIENT_FILES = {  # source file → path inside the client wheel
+    **{p: f"kvlock_bridge/{p.name}" for p in sorted((ROOT / "plugins" / "kvlock_bridge").glob("*.py"))},
+    **{p: f"kvlock_wire/{p.name}" for p in sorted((ROOT / "proto" / "kvlock_wire").glob("*.py"))},
+    # the bridge writes results atomically with the engine's helper; only these light modules come along
+    ROOT / "kvlock" / "__init__.py": "kvlock/__init__.py",
+    ROOT / "kvlock" / "errors.py": "kvlock/errors.py",
+    ROOT / "kvlock" / "media" / "__init__.py": "kvlock/media/__init__.py",
+    ROOT / "kvlock" / "media" / "atomic.py": "kvlock/media/atomic.py",
+}
+
+
+def this_platform() -> str:
+    machine = platform.machine().lower()
+    arch = "arm64" if machine in ("arm64", "aarch64") else "x64"
+    system = {"darwin": "macos", "win32": "windows"}.get(sys.platform, "linux")
+    return f"{system}-{arch}"
+
+
+def manifest_version() -> str:
+    text = (ADDON / "blender_manifest.toml").read_text()
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+    if match is None:
+        raise SystemExit("blender_manifest.toml has no version")
+    return match.group(1)
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def build_client_wheel(folder: Path, version: str) -> Path:
+    """A py3-none-any wheel of the bridge and the wire stubs (needs the generated ``editor_pb2*``)."""
+    if not (ROOT / "proto" / "kvlock_wire" / "editor_pb2.py").exists():
+        raise SystemExit("proto/kvlock_wire/editor_pb2.py is missing: run `python proto/generate_stubs.py` first")
+    name = f"kvlock_client-{version}"
+    wheel = folder / f"{name}-py3-none-any.whl"
+    dist = f"{name}.dist-info"
+    files: dict[str, bytes] = {arc: src.read_bytes() for src, arc in CLIENT_FILES.items()}
+    files[f"{dist}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: kvlock-client\nVersion: {version}\n"
+        f"Summary: KV-Lock client bridge for editor plug-ins\nRequires-Dist: {GRPCIO}\nRequires-Dist: {PROTOBUF}\n"
+    ).encode()
+    files[f"{dist}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: kvlock-installers\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = [_record_line(arc, data) for arc, data in files.items()] + [f"{dist}/RECORD,,"]
+    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arc, data in files.items():
+            zf.writestr(zipfile.ZipInfo(arc, date_time=(2026, 1, 1, 0, 0, 0)), data)
+    return wheel
+
+
+def download_wheels(folder: Path, plat: str) -> list[Path]:
+    """grpcio for each Python and protobuf (abi3) for ``plat``, from the package index."""
+    before = set(folder.glob("*.whl"))
+    tags = [arg for tag in PLATFORMS[plat] for arg in ("--platform", tag)]
+    for python in PYTHONS:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
+             "--python-version", python, *tags, GRPCIO, PROTOBUF],
+            check=True,
+        )  # fmt: skip
+    return sorted(set(folder.glob("*.whl")) - before)
+
+
+def manifest_with_wheels(wheels: list[str], plat: str) -> str:
+    text = (ADDON / "blender_manifest.toml").read_text()
+    listed = "wheels = [\n" + "".join(f'  "./wheels/{w}",\n' for w in wheels) + "]"
+    text = re.sub(r"^wheels\s*=\s*\[\]", listed, text, flags=re.M)
+    return text.replace('license = ["SPDX', f'platforms = ["{plat}"]\nlicense = ["SPDX', 1)
+
+
+def build(out: Path, plat: str) -> Path:
+    version = manifest_version()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"kvlock-{version}-{plat.replace('-', '_')}.zip"
+    with tempfile.TemporaryDirectory(prefix="kvlock-ext-") as tmp:
+        wheels_dir = Path(tmp)
+        wheels = [build_client_wheel(wheels_dir, version), *download_wheels(wheels_dir, plat)]
+        partial = target.with_name(f".{target.name}.partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for src in sorted(ADDON.rglob("*")):
+                if src.is_file() and "__pycache__" not in src.parts and src.name != "blender_manifest.toml":
+                    zf.write(src, src.relative_to(ADDON).as_posix())
+            zf.writestr("blender_manifest.toml", manifest_with_wheels([w.name for w in wheels], plat))
+            for wheel in wheels:
+                zf.write(wheel, f"wheels/{wheel.name}")
+        partial.replace(target)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist")
+    parser.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="default: this machine's")
+    args = parser.parse_args()
+    for plat in args.platform or [this_platform()]:
+        print(build(args.out, plat))
+
+
+if __name__ == "__main__":
+    main()

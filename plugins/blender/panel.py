@@ -1,0 +1,47 @@
+"""Sequencer › Sidebar › KV-Lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+
+class SEQUENCER_PT_kvlock(bpy.types.Panel):
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "KV-Lock"
+    bl_label = "KV-Lock"
+
+    def draw(self, context: Any) -> None:
+        props, layout = context.scene.kvlock, self.layout
+        row = layout.row(align=True)
+        row.label(text=props.connection, icon="URL")
+        row.operator("sequencer.kvlock_refresh", text="", icon="FILE_REFRESH")
+        layout.prop(props, "model")
+        col = layout.column(align=True)
+        col.prop(props, "prompt")
+        col.prop(props, "negative_prompt")
+        col.prop(props, "source_prompt")
+        layout.prop(props, "source_range")
+        layout.prop(props, "matte_kind")
+        if props.matte_kind == "MASK":
+            layout.prop(props, "mask")
+        elif context.scene.sequence_editor is not None:
+            layout.prop_search(props, "matte_strip", context.scene.sequence_editor, "strips_all")
+        col = layout.column(align=True)
+        for name in ("strength", "steps", "seed", "guidance"):
+            col.prop(props, name)
+        box = layout.box()
+        box.label(text="Lock")
+        for name in ("method", "kappa", "tau", "b", "alpha_early", "metric_window", "feather"):
+            box.prop(props, name)
+        layout.prop(props, "output_dir")
+        layout.prop(props, "codec")
+        if props.running:
+            layout.progress(factor=props.progress, text=props.step_text)
+            layout.operator("sequencer.kvlock_cancel", icon="CANCEL")
+        else:
+            layout.operator("sequencer.kvlock_render", icon="RENDER_ANIMATION")
+        if props.status:
+            layout.label(text=props.status, icon="ERROR" if props.status.startswith("Error") else "INFO")

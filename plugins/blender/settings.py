@@ -1,0 +1,131 @@
+"""The panel's properties (per scene) and the add-on preferences (server address and token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from kvlock_wire import DEFAULT_ADDRESS, default_token_file
+
+MODELS_CACHE: list[tuple[str, str, str]] = [("tiny", "tiny", "the embedded model")]
+
+
+def _model_items(_self: Any, _context: Any) -> list[tuple[str, str, str]]:
+    return MODELS_CACHE  # a module-level list: Blender keeps pointers into it while the menu is open
+
+
+class KVLockPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    address: StringProperty(name="Server", default=DEFAULT_ADDRESS, description="host:port of `kvlock serve`")
+    token: StringProperty(
+        name="Token", subtype="PASSWORD", default="", description="leave empty to read the token file"
+    )
+    token_file: StringProperty(
+        name="Token file", subtype="FILE_PATH", default=str(default_token_file()), description="written by the server"
+    )
+
+    def draw(self, _context: Any) -> None:
+        col = self.layout.column()
+        col.prop(self, "address")
+        col.prop(self, "token")
+        col.prop(self, "token_file")
+
+
+class KVLockSceneSettings(bpy.types.PropertyGroup):
+    # what to edit
+    model: EnumProperty(name="Model", items=_model_items, description="models the server offers")
+    prompt: StringProperty(name="Prompt", description="what the masked subject should become")
+    negative_prompt: StringProperty(name="Negative", description="what the edit should avoid")
+    source_prompt: StringProperty(name="Source", description="what the clip shows now (helps the lock)")
+    source_range: EnumProperty(
+        name="Range",
+        items=[
+            ("STRIP", "Strip", "the active strip's visible frames (its handles honoured)"),
+            ("PREVIEW", "Preview range", "the scene's preview range"),
+        ],
+        default="STRIP",
+    )
+    matte_kind: EnumProperty(
+        name="Matte",
+        items=[
+            ("STRIP", "Strip", "a mask, movie or image strip (e.g. a matte clip on a channel above)"),
+            ("MASK", "Mask", "a mask data-block"),
+        ],
+        default="STRIP",
+    )
+    matte_strip: StringProperty(name="Matte strip", description="the strip whose image is the matte")
+    mask: PointerProperty(name="Mask", type=bpy.types.Mask)
+    # sampling
+    strength: FloatProperty(name="Strength", default=1.0, min=0.01, max=1.0, description="1 regenerates fully")
+    steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
+    # the lock (paper defaults)
+    method: EnumProperty(
+        name="Method",
+        items=[
+            ("kvlock", "KV-Lock", "dynamic lock and guidance"),
+            ("static_cfg", "Static CFG", "dynamic lock, fixed guidance"),
+            ("paper_omega", "Paper ω", "the paper's guidance form"),
+            ("no_lock", "No lock", "plain regeneration inside the matte"),
+        ],
+        default="kvlock",
+    )
+    kappa: IntProperty(name="Control steps κ", default=20, min=0, description="lock control in the last κ steps")
+    tau: FloatProperty(name="Threshold τ", default=0.01, min=1e-6, precision=4)
+    b: FloatProperty(name="Guidance ceiling b", default=2.0, min=1.0)
+    alpha_early: FloatProperty(name="Early α", default=1.0, min=0.0, max=1.0)
+    metric_window: IntProperty(name="Metric window", default=10, min=2)
+    feather: IntProperty(name="Feather", default=4, min=0, max=64, description="pixels of soft edge")
+    # output
+    output_dir: StringProperty(name="Folder", subtype="DIR_PATH", description="empty: next to the .blend")
+    codec: EnumProperty(
+        name="Codec",
+        items=[("ffv1", "FFV1 (lossless)", ""), ("prores", "ProRes 4444", "")],
+        default="ffv1",
+    )
+    # live state, written only by the timer
+    status: StringProperty(name="Status", default="")
+    connection: StringProperty(name="Connection", default="not checked")
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    step_text: StringProperty(default="")
+
+    def edit_settings(self) -> dict[str, Any]:
+        """The engine's EditSettings fields this panel sets (0 means "the model's default")."""
+        settings: dict[str, Any] = {
+            "negative_prompt": self.negative_prompt,
+            "source_prompt": self.source_prompt,
+            "seed": self.seed,
+            "strength": self.strength,
+            "method": self.method,
+            "kappa": self.kappa,
+            "tau": self.tau,
+            "b": self.b,
+            "alpha_early": self.alpha_early,
+            "metric_window": self.metric_window,
+            "feather": self.feather,
+        }
+        if self.steps > 0:
+            settings["steps"] = self.steps
+        if self.guidance > 0:
+            settings["guidance"] = self.guidance
+        return settings
+
+
+CLASSES = (KVLockPreferences, KVLockSceneSettings)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.kvlock = PointerProperty(type=KVLockSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.kvlock
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
