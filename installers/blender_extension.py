@@ -88,10 +88,13 @@ def build_client_wheel(folder: Path, version: str) -> Path:
     return wheel
 
 
-def download_wheels(folder: Path, plat: str) -> list[Path]:
-    """grpcio for each Python and protobuf (abi3) for ``plat``, from the package index."""
+def download_wheels(folder: Path, plat: str, wheelhouse: Path | None = None) -> list[Path]:
+    """grpcio for each Python and protobuf (abi3) for ``plat``: from the package index, or only from a local
+    ``wheelhouse`` folder when given (offline builds)."""
     before = set(folder.glob("*.whl"))
     tags = [arg for tag in PLATFORMS[plat] for arg in ("--platform", tag)]
+    if wheelhouse is not None:
+        tags += ["--no-index", "--find-links", str(wheelhouse)]
     for python in PYTHONS:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
@@ -108,13 +111,13 @@ def manifest_with_wheels(wheels: list[str], plat: str) -> str:
     return text.replace('license = ["SPDX', f'platforms = ["{plat}"]\nlicense = ["SPDX', 1)
 
 
-def build(out: Path, plat: str) -> Path:
+def build(out: Path, plat: str, wheelhouse: Path | None = None) -> Path:
     version = manifest_version()
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"kvlock-{version}-{plat.replace('-', '_')}.zip"
     with tempfile.TemporaryDirectory(prefix="kvlock-ext-") as tmp:
         wheels_dir = Path(tmp)
-        wheels = [build_client_wheel(wheels_dir, version), *download_wheels(wheels_dir, plat)]
+        wheels = [build_client_wheel(wheels_dir, version), *download_wheels(wheels_dir, plat, wheelhouse)]
         partial = target.with_name(f".{target.name}.partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
             for src in sorted(ADDON.rglob("*")):
@@ -131,9 +134,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
     parser.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="default: this machine's")
+    parser.add_argument("--wheelhouse", type=Path, help="take grpcio/protobuf wheels from this folder only")
     args = parser.parse_args()
     for plat in args.platform or [this_platform()]:
-        print(build(args.out, plat))
+        print(build(args.out, plat, args.wheelhouse))
 
 
 if __name__ == "__main__":

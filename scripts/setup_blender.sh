@@ -27,3 +27,10 @@ make_env() {  # folder, python version, bpy version
 
 make_env .venv-blender-5.0 3.11 5.0.1
 make_env .venv-blender-5.2 3.13 5.2.3
+
+# The extension's Linux wheels, fetched once here so that building the zip in the tests needs no network.
+for python in 3.11 3.13; do
+  .venv-blender-5.2/bin/python -m pip download -q --no-deps --only-binary=:all: --dest .wheelhouse \
+    --python-version "$python" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 "grpcio==1.85.1" "protobuf==7.36.2"
+done

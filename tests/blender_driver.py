@@ -131,7 +131,8 @@ def main() -> None:
 
         def cancel_once(_ticks: int) -> None:
             job = job_module.ACTIVE
-            if job is not None and job.progress is not None and job.progress.total_steps and not job.cancel.is_set():
+            progress = job.render.snapshot().progress if job is not None else None
+            if progress is not None and progress.total_steps and not job.render.cancel.is_set():
                 report["cancelled_at"] = scene.kvlock.step_text
                 bpy.ops.sequencer.kvlock_cancel()
 

@@ -19,7 +19,7 @@ def register() -> None:
 
 def unregister() -> None:
     if job.ACTIVE is not None:
-        job.ACTIVE.cancel.set()
+        job.ACTIVE.render.cancel.set()
     if bpy.app.timers.is_registered(job.poll):
         bpy.app.timers.unregister(job.poll)
     for cls in reversed((*operators.CLASSES, panel.SEQUENCER_PT_kvlock)):

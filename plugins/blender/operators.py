@@ -11,13 +11,14 @@ import numpy as np
 from bpy.props import IntProperty, StringProperty
 
 from kvlock_bridge import ArrayClip, AuthenticationError, BridgeError, Client, Params, ServerUnavailableError
+from kvlock_bridge.background import BackgroundRender, unused_output
 from kvlock_bridge.client import read_token
 
 from . import job as jobs
 from . import settings
 from .compat import top_strips, visible_range
 from .gather import render_frames, temporary_mask_strip
-from .placement import SUFFIX, PlacementError, free_channel_above, output_folder, unused_path
+from .placement import SUFFIX, PlacementError, free_channel_above, output_folder
 
 SOURCE_TYPES = {"MOVIE", "IMAGE"}
 MATTE_TYPES = {"MOVIE", "IMAGE", "MASK"}
@@ -34,6 +35,13 @@ def _prefs(context: Any) -> Any:
 def connect(context: Any) -> Client:
     """A client for the configured server, checked with one call (so a bad token shows up now)."""
     prefs = _prefs(context)
+    host = prefs.address.rsplit(":", 1)[0].strip("[]")
+    remote = host not in ("127.0.0.1", "localhost", "::1") and not prefs.address.startswith("unix:")
+    if remote and not getattr(bpy.app, "online_access", True):
+        raise UserError(
+            f"the server {prefs.address} is on another computer and Blender's online access is off: "
+            "allow it in Preferences › System › Network, or run `kvlock serve` on this computer"
+        )
     token = read_token(prefs.token or None, prefs.token_file or None)
     client = Client(prefs.address, token, timeout=10.0)
     try:
@@ -129,7 +137,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         props.running, props.progress, props.step_text = True, 0.0, "uploading…"
-        props.status = f"Rendering {job.placement.name} → {job.output.name}"
+        props.status = f"Rendering {job.placement.name} → {job.render.output.name}"
         jobs.start(job)
         return {"FINISHED"}
 
@@ -147,7 +155,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             raise UserError(f"the active strip {strip.name} is a {strip.type.lower()} strip; choose a movie or image")
         start, end = source_range(scene, strip, props)
         folder = output_folder(bpy.data.filepath, bpy.path.abspath(props.output_dir) if props.output_dir else "")
-        output = unused_path(folder, _safe_stem(strip.name), SUFFIX[props.codec])
+        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[props.codec])
         channel = free_channel_above(editor, strip.channel, start, end)
         client = connect(context)
         try:
@@ -164,9 +172,8 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             rate=frame_rate(scene),
         )
         placement = jobs.Placement(scene.name, f"{strip.name} KV-Lock", channel, start)
-        return jobs.RunningJob(
-            client, ArrayClip(strip.name, source), ArrayClip("matte", matte), params, output, placement
-        )
+        render = BackgroundRender(client, ArrayClip(strip.name, source), ArrayClip("matte", matte), params, output)
+        return jobs.RunningJob(render, placement)
 
 
 class SEQUENCER_OT_kvlock_cancel(bpy.types.Operator):
@@ -177,7 +184,7 @@ class SEQUENCER_OT_kvlock_cancel(bpy.types.Operator):
     def execute(self, context: Any) -> set[str]:
         if jobs.ACTIVE is None:
             return {"CANCELLED"}
-        jobs.ACTIVE.cancel.set()
+        jobs.ACTIVE.render.cancel.set()
         context.scene.kvlock.step_text = "cancelling…"
         return {"FINISHED"}
 

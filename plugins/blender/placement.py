@@ -26,16 +26,6 @@ def output_folder(blend_path: str, chosen: str) -> Path:
     return Path(blend_path).parent
 
 
-def unused_path(folder: Path, stem: str, suffix: str) -> Path:
-    """``stem.kvlock.mkv``, else ``stem.kvlock.2.mkv`` …: the first name not taken (with its companions)."""
-    for n in range(1, 10_000):
-        name = f"{stem}.kvlock{'' if n == 1 else f'.{n}'}"
-        candidates = [folder / f"{name}{suffix}", folder / f"{name}.trace.json", folder / f"{name}.trace.png"]
-        if not any(c.exists() for c in candidates):
-            return candidates[0]
-    raise PlacementError(f"no free output name for {stem} in {folder}")
-
-
 def free_channel_above(editor: Any, channel: int, start: int, end: int) -> int:
     """The lowest channel above ``channel`` with no strip overlapping [start, end)."""
     busy: set[int] = set()
