@@ -110,6 +110,10 @@ def main() -> None:
     report: dict = {"blender": bpy.app.version_string, "view_before": view}
     if scenario == "no_active":
         scene.sequence_editor.active_strip = None
+    if scenario == "preview":
+        scene.use_preview_range = True
+        scene.frame_preview_start, scene.frame_preview_end = cfg["preview"]
+        scene.kvlock.source_range = "PREVIEW"
     if scenario == "mask":  # a mask data-block: a square in the middle of the frame
         mask = bpy.data.masks.new("square")
         spline = mask.layers.new().splines.new()

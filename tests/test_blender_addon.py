@@ -135,6 +135,13 @@ def test_render_places_the_result_above_the_source(version, tmp_path, server, me
         assert {s["name"] for s in report["strips_after_undo"]} == {"shot", "matte"}
 
 
+def test_preview_range_instead_of_the_whole_strip(tmp_path, server, media):
+    report = drive("5.0", "preview", tmp_path, server, media, preview=[5, 8])
+    assert report["status"].startswith("Done:"), report["status"]
+    strip = next(s for s in report["strips"] if s["name"] == "shot KV-Lock")
+    assert (strip["channel"], strip["start"], strip["end"]) == (3, 5, 9)
+
+
 def test_mask_data_block_matte(tmp_path, server, media):
     report = drive("5.2", "mask", tmp_path, server, media)
     assert report["status"].startswith("Done:"), report["status"]

@@ -148,6 +148,14 @@ def test_clip_matte_of_the_source_clip(tmp_path, servers, media):
     assert_background_is_source(tmp_path / "shot.kvlock.mkv", media, OFFSET, LENGTH)
 
 
+def test_matte_file_chosen_in_the_dialog(tmp_path, servers, media):
+    resolve = make_resolve(media, matte_above=False)
+    fields = {("Matte", "CurrentIndex"): 2, ("MatteFile", "Text"): str(media["folder"] / "matte.mkv")}
+    items, _ = run_dialog(resolve, servers["shared"], fields, tmp_path)
+    assert items["Status"].Text == f"Done: placed on V2 at frame {REC}", items["Status"].Text
+    assert_background_is_source(tmp_path / "shot.kvlock.mkv", media, OFFSET, LENGTH)
+
+
 def test_busy_tracks_get_a_new_track_and_a_dropped_append_is_reported(tmp_path, servers, media):
     resolve = make_resolve(media)
     timeline = resolve.manager.project.timeline
