@@ -172,6 +172,19 @@ def test_server_down_is_a_message_not_a_traceback(tmp_path, server, media):
     assert "Traceback" not in report["reported"]
 
 
+def test_a_failed_job_shows_the_servers_reason(tmp_path, server, media, monkeypatch):
+    import torch
+
+    class ExhaustedEditor:
+        def edit(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(server.executor, "editor", lambda model, slot=0: ExhaustedEditor())
+    report = drive("5.2", "render", tmp_path, server, media)
+    assert report["status"].startswith("Error: the job failed:") and "ran out of memory" in report["status"]
+    assert {s["name"] for s in report["strips"]} == {"shot", "matte"} and list(report["out"].iterdir()) == []
+
+
 def test_bad_token_no_active_strip_and_short_matte_are_explained(tmp_path, server, media):
     cases = [
         ("render", {"token": "wrong"}, "refused the token"),

@@ -177,6 +177,20 @@ def test_busy_tracks_get_a_new_track_and_a_dropped_append_is_reported(tmp_path, 
     assert "KV-Lock bin" in items["Status"].Text and placed_items(resolve, 3) == []
 
 
+def test_a_failed_job_shows_the_servers_reason(tmp_path, servers, media, monkeypatch):
+    import torch
+
+    class ExhaustedEditor:
+        def edit(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(servers["shared"].executor, "editor", lambda model, slot=0: ExhaustedEditor())
+    resolve = make_resolve(media)
+    items, _ = run_dialog(resolve, servers["shared"], {}, tmp_path)
+    assert items["Status"].Text.startswith("Error: the job failed:") and "ran out of memory" in items["Status"].Text
+    assert placed_items(resolve, 3) == [] and list(tmp_path.iterdir()) == []
+
+
 def test_cancel_mid_job(tmp_path, servers, media):
     resolve = make_resolve(media)
     items, _ = run_dialog(resolve, servers["shared"], {"steps": 12}, tmp_path, cancel_after_steps=2)
