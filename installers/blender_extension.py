@@ -13,8 +13,6 @@ generated ``kvlock_wire``.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import platform
 import re
 import subprocess
@@ -23,25 +21,24 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from client_wheel import GRPCIO, PROTOBUF, build_client_wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "plugins" / "blender"
 PYTHONS = ("3.11", "3.13")
-GRPCIO, PROTOBUF = "grpcio==1.85.1", "protobuf==7.36.2"
 # Blender platform name → pip platform tags, most specific first
 PLATFORMS = {
     "linux-x64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
-    "macos-arm64": ("macosx_11_0_arm64", "macosx_10_15_universal2", "macosx_11_0_universal2"),
-    "macos-x64": ("macosx_10_15_x86_64", "macosx_10_9_x86_64", "macosx_10_15_universal2"),
+    "macos-arm64": ("macosx_11_0_arm64", "macosx_11_0_universal2", "macosx_10_15_universal2", "macosx_10_9_universal2"),
+    "macos-x64": (
+        "macosx_11_0_x86_64",
+        "macosx_10_15_x86_64",
+        "macosx_10_9_x86_64",
+        "macosx_11_0_universal2",
+        "macosx_10_15_universal2",
+        "macosx_10_9_universal2",
+    ),
     "windows-x64": ("win_amd64",),
-}
-CLIENT_FILES = {  # source file → path inside the client wheel
-    **{p: f"kvlock_bridge/{p.name}" for p in sorted((ROOT / "plugins" / "kvlock_bridge").glob("*.py"))},
-    **{p: f"kvlock_wire/{p.name}" for p in sorted((ROOT / "proto" / "kvlock_wire").glob("*.py"))},
-    # the bridge writes results atomically with the engine's helper; only these light modules come along
-    ROOT / "kvlock" / "__init__.py": "kvlock/__init__.py",
-    ROOT / "kvlock" / "errors.py": "kvlock/errors.py",
-    ROOT / "kvlock" / "media" / "__init__.py": "kvlock/media/__init__.py",
-    ROOT / "kvlock" / "media" / "atomic.py": "kvlock/media/atomic.py",
 }
 
 
@@ -58,34 +55,6 @@ def manifest_version() -> str:
     if match is None:
         raise SystemExit("blender_manifest.toml has no version")
     return match.group(1)
-
-
-def _record_line(name: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{name},sha256={digest},{len(data)}"
-
-
-def build_client_wheel(folder: Path, version: str) -> Path:
-    """A py3-none-any wheel of the bridge and the wire stubs (needs the generated ``editor_pb2*``)."""
-    if not (ROOT / "proto" / "kvlock_wire" / "editor_pb2.py").exists():
-        raise SystemExit("proto/kvlock_wire/editor_pb2.py is missing: run `python proto/generate_stubs.py` first")
-    name = f"kvlock_client-{version}"
-    wheel = folder / f"{name}-py3-none-any.whl"
-    dist = f"{name}.dist-info"
-    files: dict[str, bytes] = {arc: src.read_bytes() for src, arc in CLIENT_FILES.items()}
-    files[f"{dist}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: kvlock-client\nVersion: {version}\n"
-        f"Summary: KV-Lock client bridge for editor plug-ins\nRequires-Dist: {GRPCIO}\nRequires-Dist: {PROTOBUF}\n"
-    ).encode()
-    files[f"{dist}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: kvlock-installers\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
-    record = [_record_line(arc, data) for arc, data in files.items()] + [f"{dist}/RECORD,,"]
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        for arc, data in files.items():
-            zf.writestr(zipfile.ZipInfo(arc, date_time=(2026, 1, 1, 0, 0, 0)), data)
-    return wheel
 
 
 def download_wheels(folder: Path, plat: str, wheelhouse: Path | None = None) -> list[Path]:

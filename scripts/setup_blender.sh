@@ -28,9 +28,11 @@ make_env() {  # folder, python version, bpy version
 make_env .venv-blender-5.0 3.11 5.0.1
 make_env .venv-blender-5.2 3.13 5.2.3
 
-# The extension's Linux wheels, fetched once here so that building the zip in the tests needs no network.
+# The plug-ins' Linux wheels, fetched once here so that the installers' tests need no network: grpcio and
+# protobuf for the Blender extension (3.11 and 3.13), and numpy and av for the Resolve client (3.11).
 for python in 3.11 3.13; do
   .venv-blender-5.2/bin/python -m pip download -q --no-deps --only-binary=:all: --dest .wheelhouse \
     --python-version "$python" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 "grpcio==1.85.1" "protobuf==7.36.2"
 done
+.venv-blender-5.0/bin/python -m pip download -q --only-binary=:all: --dest .wheelhouse "numpy>=1.26,<2.5" "av>=14" "typing-extensions>=4.12"
