@@ -24,7 +24,8 @@ from kvlock_wire import MAX_MESSAGE_BYTES, default_state_dir
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from .executor import InProcessExecutor
+from .executor import Executor, InProcessExecutor
+from .ray_options import RayOptions
 from .runner import JobRunner
 from .security import BearerTokenInterceptor, MediaRoots, is_loopback, load_or_create_token
 from .servicer import EditorServicer
@@ -51,10 +52,12 @@ class ServerConfig:
     tls_key: str | None = None
     retention: Retention = field(default_factory=Retention)
     limits: Limits = field(default_factory=Limits)
-    max_attempts: int = 2
+    max_attempts: int = 3
     preview_every: int = 5
     preload: list[str] = field(default_factory=list)
     acceleration: Acceleration = field(default_factory=Acceleration)
+    executor: str = "inprocess"  # or "ray"
+    ray: RayOptions = field(default_factory=RayOptions)
 
 
 class ConfigError(Exception):
@@ -67,7 +70,7 @@ class App:
     address: str
     store: JobStore
     runner: JobRunner
-    executor: InProcessExecutor
+    executor: Executor
     health: health.HealthServicer
     token: str | None
     token_created: bool
@@ -79,6 +82,7 @@ class App:
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         parked = self.runner.stop(grace)
         self.server.stop(grace=2.0).wait()
+        self.executor.close()
         self.store.close()
         return parked
 
@@ -97,6 +101,18 @@ def _check_exposure(config: ServerConfig) -> None:
             )
 
 
+def make_executor(config: ServerConfig, store_root: Path) -> Executor:
+    if config.executor == "inprocess":
+        return InProcessExecutor(
+            config.device, config.dtype, config.model_dirs, config.acceleration, concurrency=config.concurrency
+        )
+    if config.executor == "ray":
+        from .ray_executor import RayExecutor  # Ray is needed only by servers that use it
+
+        return RayExecutor(config.ray, store_root, config.device, config.dtype, config.model_dirs, config.acceleration)
+    raise ConfigError(f"unknown executor {config.executor!r}; choose inprocess or ray")
+
+
 def create_server(config: ServerConfig) -> App:
     _check_exposure(config)
     state = Path(config.state_dir).expanduser()
@@ -107,10 +123,10 @@ def create_server(config: ServerConfig) -> App:
     requeued = store.recover()
     if requeued:
         log.info("re-queued after restart: %s", ", ".join(requeued))
-    executor = InProcessExecutor(config.device, config.dtype, config.model_dirs, config.acceleration)
+    executor = make_executor(config, store.root)
     for model in config.preload:
-        executor.editor(model)
-    runner = JobRunner(store, executor, config.concurrency, config.preview_every)
+        executor.preload(model)
+    runner = JobRunner(store, executor, config.preview_every)
     interceptors = [BearerTokenInterceptor(token, str(token_path))] if token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="kvlock-rpc"),

@@ -11,6 +11,7 @@ from kvlock_wire import DEFAULT_PORT, default_state_dir
 
 from .app import ServerConfig, create_server, serve_forever
 from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
+from .ray_options import RayOptions
 from .store import Retention
 
 GB = 1024**3
@@ -35,8 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-age-hours", type=float, default=168.0, help="drop unfetched results after this")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds a running job may finish at shutdown")
     parser.add_argument("--preview-every", type=int, default=5)
-    parser.add_argument("--max-attempts", type=int, default=2, help="runs of a job interrupted by restarts")
+    parser.add_argument(
+        "--max-attempts", type=int, default=3, help="runs of a job interrupted by restarts or lost workers"
+    )
     add_acceleration_arguments(parser, compile_default="auto")
+    farm = parser.add_argument_group("Ray cluster (--executor ray)")
+    farm.add_argument(
+        "--executor", choices=("inprocess", "ray"), default="inprocess", help="run jobs here, or on Ray workers"
+    )
+    farm.add_argument("--ray-address", help="head node, e.g. 10.0.0.2:6379 (default: a Ray instance on this machine)")
+    farm.add_argument("--ray-workers", type=int, default=0, help="workers to start (default: one per GPU)")
+    farm.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPU cores each worker reserves")
+    farm.add_argument("--ray-store-path", help="where the workers see this server's job store, if not the same path")
+    farm.add_argument(
+        "--ray-object-limit-mb", type=float, default=512, help="largest job sent through Ray's object store"
+    )
+    farm.add_argument("--ray-keep-models", type=int, default=1, help="models each worker keeps loaded")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -59,6 +74,15 @@ def run_serve(args: argparse.Namespace) -> int:
         preview_every=args.preview_every,
         preload=args.preload,
         acceleration=acceleration_from_args(args),
+        executor=args.executor,
+        ray=RayOptions(
+            address=args.ray_address,
+            workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus_per_worker,
+            store_path=args.ray_store_path,
+            object_limit_mb=args.ray_object_limit_mb,
+            keep_models=args.ray_keep_models,
+        ),
     )
     app = create_server(config)
     print(f"kvlock: listening on {app.address}", flush=True)

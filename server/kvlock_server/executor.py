@@ -2,6 +2,8 @@
 
 Each concurrent slot has its own editor because an editor's attention processors share one K/V bank:
 two jobs on one editor at once would read each other's keys. The model is loaded on first use and kept.
+Every executor offers the runner the same few calls (``reserve``/``release`` a place to run, ``run`` a
+job under a :class:`JobControl`), so the queue never knows whether the GPU is here or on a Ray farm.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -24,6 +27,44 @@ from .jobs import JobSpec
 Progress = Callable[[dict[str, Any]], None]
 
 
+class WorkerLost(Exception):
+    """The process running a job died under it (killed, out of host memory, node gone); the job may run again."""
+
+
+@dataclass
+class JobControl:
+    """The running job's lines to the queue: where progress goes, the cancel flag, whether anyone watches."""
+
+    progress: Progress
+    cancel: threading.Event
+    previews_wanted: Callable[[], bool]
+    preview_every: int = 5
+
+
+def preview_due(step: int, total: int, every: int) -> bool:
+    """Previews every ``every`` steps and at the last one, so a watcher always sees the final look."""
+    return step % max(1, every) == 0 or step == total - 1
+
+
+def strip_tensors(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k not in ("latents", "x0")}
+
+
+class Executor(Protocol):
+    """What the queue and the service need from wherever jobs run."""
+
+    capacity: int
+
+    def resolve(self, model: str) -> str: ...
+    def preload(self, model: str) -> None: ...
+    def loaded(self) -> set[str]: ...
+    def admit(self, spec: JobSpec) -> None: ...
+    def reserve(self, slot: int, timeout: float) -> Any | None: ...
+    def release(self, ticket: Any) -> None: ...
+    def run(self, spec: JobSpec, folder: Path, ticket: Any, control: JobControl) -> list[ResultFile]: ...
+    def close(self) -> None: ...
+
+
 class InProcessExecutor:
     def __init__(
         self,
@@ -31,10 +72,12 @@ class InProcessExecutor:
         dtype: str = "float32",
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.device, self.dtype = device, dtype
         self.acceleration = acceleration
         self.model_dirs = list(model_dirs)
+        self.capacity = concurrency
         self._editors: dict[tuple[str, int], Editor] = {}
         self._lock = threading.Lock()
 
@@ -48,35 +91,47 @@ class InProcessExecutor:
                 self._editors[key] = Editor.from_pretrained(key[0], self.device, self.dtype, self.acceleration)
             return self._editors[key]
 
+    def preload(self, model: str) -> None:
+        self.editor(model)
+
     def loaded(self) -> set[str]:
         with self._lock:
             return {model for model, _ in self._editors}
 
-    def run(
-        self,
-        spec: JobSpec,
-        folder: Path,
-        slot: int,
-        progress: Progress,
-        cancel: threading.Event,
-        want_preview: Callable[[int, int], bool],
-    ) -> list[ResultFile]:
+    def admit(self, spec: JobSpec) -> None:
+        """Every job that passed validation can run here."""
+
+    def reserve(self, slot: int, timeout: float) -> int | None:
+        return slot  # each runner thread owns its slot
+
+    def release(self, ticket: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, spec: JobSpec, folder: Path, ticket: int, control: JobControl) -> list[ResultFile]:
         request, warnings, timecode = build_request(spec, folder)
-        editor = self.editor(spec.model, slot)
-
-        def report(info: dict[str, Any]) -> None:
-            event = {k: v for k, v in info.items() if k not in ("latents", "x0")}
-            if want_preview(info["step"], info["total"]):
-                event["preview_png"] = png_bytes(editor.preview(info["x0"]))
-            progress(event)
-
-        try:
-            result = editor.edit(request, progress=report, cancel=cancel)
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        editor = self.editor(spec.model, ticket)
+        result = run_edit(editor, request, control)
         result.trace.warnings[:0] = warnings
         return write_results(result, spec, folder, timecode)
+
+
+def run_edit(editor: Editor, request: Any, control: JobControl, extra: dict[str, Any] | None = None) -> Any:
+    """One edit with progress (and previews when someone watches) reported through ``control``."""
+
+    def report(info: dict[str, Any]) -> None:
+        event = strip_tensors(info) | (extra or {})
+        if control.previews_wanted() and preview_due(info["step"], info["total"], control.preview_every):
+            event["preview_png"] = png_bytes(editor.preview(info["x0"]))
+        control.progress(event)
+
+    try:
+        return editor.edit(request, progress=report, cancel=control.cancel)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def png_bytes(pixels: Any) -> bytes:

@@ -88,15 +88,21 @@ def load_job_media(spec: JobSpec, folder: Path) -> tuple[np.ndarray, np.ndarray,
 
 def build_request(spec: JobSpec, folder: Path) -> tuple[EditRequest, list[str], str | None]:
     """Everything validated as the engine will validate it, so a bad job fails before it is queued."""
+    validate_settings(EditSettings(**spec.settings))  # before reading any media: the cheap checks first
+    frames, matte, warnings, timecode = load_job_media(spec, folder)
+    request, more = assemble_request(spec, frames, matte)
+    return request, warnings + more, timecode
+
+
+def assemble_request(spec: JobSpec, frames: np.ndarray, matte: np.ndarray) -> tuple[EditRequest, list[str]]:
+    """The edit request from media already in memory (a Ray worker receives it from the object store)."""
     settings = EditSettings(**spec.settings)
     validate_settings(settings)
-    frames, matte, warnings, timecode = load_job_media(spec, folder)
     check_frames(frames)
     _, matte_warnings = normalise_matte(matte, frames)
     if not spec.prompt.strip():
         raise InvalidRequest("prompt is empty: describe what the masked subject should become")
-    request = EditRequest(frames, matte, spec.prompt, settings, return_region=spec.region)
-    return request, warnings + matte_warnings, timecode
+    return EditRequest(frames, matte, spec.prompt, settings, return_region=spec.region), matte_warnings
 
 
 def write_results(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None) -> list[ResultFile]:

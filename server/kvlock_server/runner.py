@@ -14,7 +14,7 @@ from typing import Any
 
 from kvlock.errors import EditCancelled, KVLockError
 
-from .executor import InProcessExecutor
+from .executor import Executor, JobControl, WorkerLost
 from .jobs import JobState
 from .store import JobStore
 
@@ -56,13 +56,13 @@ def failure_message(error: BaseException) -> str:
 
 
 class JobRunner:
-    def __init__(
-        self, store: JobStore, executor: InProcessExecutor, concurrency: int = 1, preview_every: int = 5
-    ) -> None:
-        if concurrency < 1:
+    """One thread per place a job can run (``executor.capacity``): slots on this GPU, or Ray workers."""
+
+    def __init__(self, store: JobStore, executor: Executor, preview_every: int = 5) -> None:
+        if executor.capacity < 1:
             raise ValueError("concurrency must be at least 1")
         self.store, self.executor = store, executor
-        self.concurrency, self.preview_every = concurrency, preview_every
+        self.concurrency, self.preview_every = executor.capacity, preview_every
         self._changed = threading.Condition()
         self._live: dict[str, LiveStatus] = {}
         self._running: dict[str, _Running] = {}
@@ -152,17 +152,23 @@ class JobRunner:
 
     def _work(self, slot: int) -> None:
         while not self._stopping.is_set():
-            with self._changed:
-                record = self.store.claim_next()
-                if record is not None:
-                    self._running[record.job_id] = _Running()
-            if record is None:
-                with self._changed:
-                    self._changed.wait(timeout=0.5)
+            ticket = self.executor.reserve(slot, timeout=0.5)  # a job is claimed only when it can start
+            if ticket is None:
                 continue
-            self._run(record.job_id, slot)
+            try:
+                with self._changed:
+                    record = None if self._stopping.is_set() else self.store.claim_next()
+                    if record is not None:
+                        self._running[record.job_id] = _Running()
+                if record is None:
+                    with self._changed:
+                        self._changed.wait(timeout=0.5)
+                    continue
+                self._run(record.job_id, ticket)
+            finally:
+                self.executor.release(ticket)
 
-    def _run(self, job_id: str, slot: int) -> None:
+    def _run(self, job_id: str, ticket: Any) -> None:
         record = self.store.get(job_id)
         running = self._running[job_id]
         self._publish(job_id, LiveStatus(state=JobState.RUNNING, message="starting"))
@@ -173,11 +179,13 @@ class JobRunner:
                 fields["total_steps"] = event["total"]
             self._publish(job_id, LiveStatus(state=JobState.RUNNING, **fields))
 
-        def want_preview(step: int, total: int) -> bool:
-            return self._previews.get(job_id, 0) > 0 and (step % self.preview_every == 0 or step == total - 1)
-
+        control = JobControl(
+            progress, running.cancel, lambda: self._previews.get(job_id, 0) > 0, preview_every=self.preview_every
+        )
         try:
-            self.executor.run(record.spec, self.store.folder(job_id), slot, progress, running.cancel, want_preview)
+            self.executor.run(record.spec, self.store.folder(job_id), ticket, control)
+        except WorkerLost as lost:
+            self._after_lost_worker(record.job_id, record.attempts, str(lost))
         except EditCancelled as stop:
             if self._parking.is_set() and not running.cancelled_by_user:
                 self.store.requeue(job_id, f"parked at server shutdown after step {stop.step}; runs again on start")
@@ -191,3 +199,18 @@ class JobRunner:
             with self._changed:
                 self._running.pop(job_id, None)
             self._publish(job_id, None)
+
+    def _after_lost_worker(self, job_id: str, attempts: int, reason: str) -> None:
+        """Run the job again elsewhere, unless it has now taken down ``max_attempts`` workers (or restarts)."""
+        limit = self.store.max_attempts
+        if self._parking.is_set():
+            self.store.requeue(job_id, f"{reason} during server shutdown; runs again on start")
+        elif attempts < limit:
+            self.store.requeue(job_id, f"{reason}; queued again (run {attempts + 1} of at most {limit})")
+        else:
+            self.store.finish(
+                job_id,
+                JobState.FAILED,
+                f"{reason}; the job was interrupted {attempts} times by lost workers or restarts and is not "
+                "retried again: it may be crashing its worker (host memory? a corrupt clip?); see the worker's log",
+            )

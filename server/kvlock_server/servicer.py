@@ -14,7 +14,7 @@ from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from .executor import InProcessExecutor
+from .executor import Executor
 from .job_media import build_request, result_files
 from .jobs import ClipSpec, JobSpec, JobState
 from .runner import JobRunner
@@ -68,7 +68,7 @@ class EditorServicer(pb_grpc.EditorServicer):
         self,
         store: JobStore,
         runner: JobRunner,
-        executor: InProcessExecutor,
+        executor: Executor,
         roots: MediaRoots,
         limits: Limits,
         model_dirs: list[str],
@@ -107,6 +107,7 @@ class EditorServicer(pb_grpc.EditorServicer):
             return self._accepted(record.job_id, record.state, duplicate=True)
         except UnknownJobError:
             pass
+        self.executor.admit(spec)
         self.store.ensure_room(spec.source.nbytes + spec.matte.nbytes)
         with self.store.staging() as folder:
             receive_tracks(requests, spec, folder)
