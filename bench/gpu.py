@@ -1,20 +1,24 @@
-"""GPU speed and memory of KV-Lock against plain diffusers generation, at real Wan2.1 sizes (a benchmark).
+"""GPU speed and memory of KV-Lock against plain diffusers generation, at real model sizes (a benchmark).
 
     python bench/gpu.py --model 1.3b                 # steps, roofline, whole 50-step edit vs generation
     python bench/gpu.py --model 1.3b --cap-gb 24 --only edit --edit-steps 20 --variants auto   # a 24 GB card
     python bench/gpu.py --model 14b --only steps,edit --edit-steps 10 --variants eager --cases 0.3:1
     python bench/gpu.py --model smoke --device cpu   # the same code on a toy size, to check the script
+    python bench/gpu.py --model cogvideox-5b --only steps,edit --variants eager   # 49×480×720
+    python bench/gpu.py --model ltx --only steps,edit --variants eager            # 161×480×704
 
-No checkpoint is downloaded: the transformer, VAE and UMT5 text encoder are built from the real Wan2.1
-configurations with random weights, in the dtype layout ``from_pretrained`` gives (bf16, with the modules
-Wan keeps in fp32 in fp32; VAE fp32). Timings do not depend on weight values; the adaptive α does, so
-per-step rows fix α and the whole-edit row reports the modes the default schedule took.
+No checkpoint is downloaded: the transformer, VAE and text encoder (UMT5-XXL for Wan, T5-XXL for
+CogVideoX and LTX-Video) are built from the real configurations with random weights, in the dtype layout
+``from_pretrained`` gives (bf16, with the modules Wan keeps in fp32 in fp32; VAE fp32). Timings do not
+depend on weight values; the adaptive α does, so per-step rows fix α and the whole-edit row reports the
+modes the default schedule took.
 
 Rows: the plain ``WanPipeline`` CFG step (two B=1 forwards, diffusers' default attention); the engine's
 step at 10/30/60 % foreground with α = 1 (source pass + foreground-only guidance passes) and with α = 0.5
 (three full passes); each with diffusers' default attention, with cuDNN attention, and compiled; a whole
 edit (encode, 50 steps, decode, composite) against a whole plain generation (50 steps, decode); the peak
-memory of each; and the forward's FLOP rate as a fraction of the measured bf16 matmul rate.
+memory of each; and (Wan only) the forward's FLOP rate as a fraction of the measured bf16 matmul rate.
+Each family runs at its native size unless --frames/--height/--width say otherwise.
 """
 
 from __future__ import annotations
@@ -36,7 +40,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
     "14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
     "smoke": dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2),
+    # CogVideoX 1.0 as released (THUDM/CogVideoX-2b, -5b); LTX-Video 0.9 is the diffusers class default
+    "cogvideox-2b": dict(
+        num_attention_heads=30, attention_head_dim=64, num_layers=30, rotary=False, vae_scale=1.15258426
+    ),
+    "cogvideox-5b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=42, rotary=True, vae_scale=0.7),
+    "ltx": {},
+    "cogvideox-smoke": {},
+    "ltx-smoke": {},
 }
+FAMILY = {name: name.split("-")[0] for name in CONFIGS}
+FAMILY.update({"1.3b": "wan", "14b": "wan", "smoke": "wan"})
+NATIVE = {"wan": (81, 480, 832, 512, 5.0), "cogvideox": (49, 480, 720, 226, 6.0), "ltx": (161, 480, 704, 128, 3.0)}
+T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 TEXT = {  # UMT5-XXL as Wan2.1 uses it; the smoke size is a toy
     "full": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
     "smoke": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
@@ -132,18 +148,80 @@ def build_pipeline(size: str, device: torch.device, text_length: int) -> Any:
     return pipe
 
 
+def _t5_xxl(device: torch.device) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    with torch.device(device):
+        return T5EncoderModel(
+            T5Config(vocab_size=32128, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, **T5_XXL)
+        ).eval()
+
+
+def build_family_pipeline(size: str, device: torch.device, text_length: int) -> Any:
+    """A CogVideoXPipeline or LTXPipeline at its released size with random weights, all in bf16."""
+    import diffusers
+
+    from kvlock.tiny import build_tokenizer
+    from kvlock.tiny_families import COGVIDEOX_SCHEDULER, LTX_SCHEDULER, build_tiny_cogvideox, build_tiny_ltx
+
+    if size.endswith("smoke"):  # the tests' tiny pipelines: a check of this script, not a measurement
+        pipe = build_tiny_cogvideox() if FAMILY[size] == "cogvideox" else build_tiny_ltx()
+        return pipe.to(device, torch.bfloat16)
+
+    tokenizer = build_tokenizer()
+    tokenizer.model_max_length = text_length
+    previous = torch.get_default_dtype()
+    torch.manual_seed(0)
+    cfg = dict(CONFIGS[size])
+    try:  # everything in bf16, VAE included: these pipelines decode in the prompt's dtype
+        torch.set_default_dtype(torch.bfloat16)
+        text_encoder = _t5_xxl(device)
+        with torch.device(device):
+            if FAMILY[size] == "cogvideox":
+                rotary, vae_scale = cfg.pop("rotary"), cfg.pop("vae_scale")
+                transformer = diffusers.CogVideoXTransformer3DModel(use_rotary_positional_embeddings=rotary, **cfg)
+                vae = diffusers.AutoencoderKLCogVideoX(scaling_factor=vae_scale).eval()
+                scheduler = diffusers.CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
+                pipe = diffusers.CogVideoXPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
+            else:
+                transformer = diffusers.LTXVideoTransformer3DModel(**cfg)
+                vae = diffusers.AutoencoderKLLTXVideo().eval()
+                scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
+                pipe = diffusers.LTXPipeline(scheduler, vae, text_encoder, tokenizer, transformer)
+    finally:
+        torch.set_default_dtype(previous)
+    for module in (transformer, text_encoder, vae):
+        module.requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @dataclass
 class Shape:
     frames: int
     height: int
     width: int
+    vae_t: int = 4
+    vae_s: int = 8
+    patch: int = 2
+    channels: int = 16
 
     def latent(self) -> tuple[int, int, int, int, int]:
-        return (1, 16, (self.frames - 1) // 4 + 1, self.height // 8, self.width // 8)
+        return (
+            1,
+            self.channels,
+            (self.frames - 1) // self.vae_t + 1,
+            self.height // self.vae_s,
+            self.width // self.vae_s,
+        )
 
     def tokens(self) -> int:
         _, _, f, h, w = self.latent()
-        return f * (h // 2) * (w // 2)
+        return f * (h // self.patch) * (w // self.patch)
+
+    @property
+    def cell(self) -> int:
+        return self.vae_s * self.patch
 
 
 def forward_flops(cfg: dict[str, Any], queries: int, keys: int, text: int) -> float:
@@ -188,6 +266,12 @@ def run_plain(
     device = pipe.transformer.device
     sync(device)
     t = time.perf_counter()
+    family = type(pipe).__name__
+    if family == "LTXPipeline":
+        ones = torch.ones(embeds[0].shape[:2], device=device)
+        extra = {"prompt_attention_mask": ones, "negative_prompt_attention_mask": ones, **extra}
+    if family == "CogVideoXPipeline":
+        extra = {"use_dynamic_cfg": False, **extra}
     pipe(
         prompt_embeds=embeds[0],
         negative_prompt_embeds=embeds[1],
@@ -195,7 +279,7 @@ def run_plain(
         width=shape.width,
         num_frames=shape.frames,
         num_inference_steps=steps,
-        guidance_scale=5.0,
+        guidance_scale={"WanPipeline": 5.0, "CogVideoXPipeline": 6.0}.get(family, 3.0),
         output_type=output_type,
         **extra,
     )
@@ -233,9 +317,10 @@ def time_forward(pipe: Any, shape: Shape, embeds: torch.Tensor, reps: int = 3) -
     return (time.perf_counter() - t) / reps
 
 
-def box_matte(shape: Shape, fraction: float, cell: int = 16) -> np.ndarray:
+def box_matte(shape: Shape, fraction: float) -> np.ndarray:
     """A centred box covering about ``fraction`` of every frame, aligned to the token cells so that the
     token foreground fraction is the same as the pixel one."""
+    cell = shape.cell
     rows, cols = shape.height // cell, shape.width // cell
     h = max(1, round(rows * fraction**0.5))
     w = max(1, min(cols, round(fraction * rows * cols / h)))
@@ -400,9 +485,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), default="1.3b")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--frames", type=int, help="default: the family's native size")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
     parser.add_argument("--steps", type=int, default=5, help="steps per per-step measurement")
     parser.add_argument("--edit-steps", type=int, default=50)
     parser.add_argument("--only", default="steps,roofline,edit", help="comma list of steps, roofline, edit")
@@ -414,14 +499,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from kvlock.editor import Editor
+    from kvlock.families import family_for_pipeline
     from kvlock.families.base import ModelDefaults
-    from kvlock.families.wan import WanFamily
     from kvlock.loading import LoadedModel
 
     device = torch.device(args.device)
     only = set(args.only.split(","))
-    shape = Shape(args.frames, args.height, args.width)
-    text_length = 512 if args.model != "smoke" else 16
+    family = FAMILY[args.model]
+    frames, height, width, text_length, guidance = NATIVE[family]
+    if args.model.endswith("smoke"):
+        text_length = 16
+    if family != "wan":
+        only.discard("roofline")  # the FLOP count below is Wan's block
+    shape = Shape(args.frames or frames, args.height or height, args.width or width)
     out: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -430,21 +520,29 @@ def main() -> None:
         "cudnn": torch.backends.cudnn.version(),
         "model": args.model,
         "shape": [shape.frames, shape.height, shape.width],
-        "tokens": shape.tokens(),
         "cap_gb": args.cap_gb,
     }
     import diffusers
 
     out["diffusers"] = diffusers.__version__
     t = time.perf_counter()
-    pipe = build_pipeline(args.model, device, text_length)
+    if family == "wan":
+        pipe = build_pipeline(args.model, device, text_length)
+    else:
+        pipe = build_family_pipeline(args.model, device, text_length)
     out["build_seconds"] = time.perf_counter() - t
+    adapter = family_for_pipeline(type(pipe).__name__)
+    compression, _ = adapter.geometry(pipe)
+    channels = pipe.transformer.config.in_channels
+    shape = Shape(
+        shape.frames, shape.height, shape.width, compression.vae_t, compression.vae_s, compression.patch[1], channels
+    )
+    out["tokens"] = shape.tokens()
     cfg = dict(pipe.transformer.config)
     out["params_b"] = sum(p.numel() for p in pipe.transformer.parameters()) / 1e9
     gen = torch.Generator("cpu").manual_seed(1)
-    embeds = tuple(
-        torch.randn(1, text_length, cfg["text_dim"], generator=gen).to(device, torch.bfloat16) for _ in range(2)
-    )
+    width_text = cfg.get("text_dim") or cfg.get("text_embed_dim") or cfg.get("caption_channels")
+    embeds = tuple(torch.randn(1, text_length, width_text, generator=gen).to(device, torch.bfloat16) for _ in range(2))
     rows: list[dict[str, Any]] = []
     print(json.dumps(out), flush=True)
     if args.cap_gb and device.type == "cuda":
@@ -478,9 +576,15 @@ def main() -> None:
         print(out["plain_generation"], flush=True)
 
     defaults = ModelDefaults(
-        height=shape.height, width=shape.width, frames=shape.frames, steps=50, guidance=5.0, text_length=text_length
+        height=shape.height,
+        width=shape.width,
+        frames=shape.frames,
+        steps=50,
+        guidance=guidance,
+        text_length=text_length,
     )
-    model = LoadedModel(f"wan2.1-{args.model} (random weights)", WanFamily(), pipe, defaults, device, torch.bfloat16)
+    name = f"{args.model} (random weights)"
+    model = LoadedModel(name, adapter, pipe, defaults, device, torch.bfloat16)
     variants = [(name, VARIANTS[name](args.cap_gb)) for name in args.variants.split(",")]
     ctx = {"flops": flops, "rate": rate}
     for label, acc in variants:

@@ -299,6 +299,7 @@ class Editor:
                 x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
             generator = torch.Generator("cpu").manual_seed(settings.seed)
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(m.device)
+            step_noise = torch.Generator("cpu").manual_seed(settings.seed + 1)  # stochastic schedulers only
             with self._stage("denoise"), self.residency.hold("transformer"):
                 z, records = sample_kvlock(
                     m.family,
@@ -314,6 +315,7 @@ class Editor:
                     callback=self._step_callback(index, count, progress),
                     cancel=cancel,
                     pair_guidance=self.acceleration.pair_guidance,
+                    generator=step_noise,
                 )
             wtrace.steps = records
             with self._stage("decode"), self.residency.hold("vae"):

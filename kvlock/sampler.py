@@ -9,7 +9,6 @@ per step carries everything a progress bar, a preview, a trace or a cancel check
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -138,19 +137,19 @@ def sample_kvlock(
     callback: StepCallback | None = None,
     cancel: threading.Event | None = None,
     pair_guidance: bool = True,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, list[StepRecord]]:
     """Denoise one window; return the final latents and the per-step records.
 
     ``settings`` must already be validated (baselines resolved into knobs). ``pair_guidance`` lets
     foreground-only guidance passes run as one batch (see ``_Passes.can_pair``); results agree with
-    separate passes to float rounding.
+    separate passes to float rounding. ``generator`` feeds a stochastic scheduler's noise, if the family's
+    scheduler has any.
     """
     device = x0_source.device
-    scheduler = copy.deepcopy(pipe.scheduler)
-    scheduler.set_timesteps(steps, device=device)
-    timesteps, sigmas = scheduler.timesteps, scheduler.sigmas.tolist()
+    stepper = family.stepper(pipe, steps, x0_source, generator)
     first = start_index(steps, settings.strength)
-    scheduler.set_begin_index(first)
+    stepper.begin(first)
     run_steps = steps - first
 
     soft = masks.soft[None, None].to(device)
@@ -161,18 +160,18 @@ def sample_kvlock(
     meter = HallucinationMeter(settings.metric_window, region)
     use_uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
 
-    def lock(z: torch.Tensor, sigma: float) -> torch.Tensor:
-        return soft * z + (1.0 - soft) * family.noised(x0_source, noise, sigma)
+    def lock(z: torch.Tensor, i: int) -> torch.Tensor:
+        return soft * z + (1.0 - soft) * stepper.noised(x0_source, noise, i)
 
-    z = noise.clone() if first == 0 else family.noised(x0_source, noise, sigmas[first])
-    z = lock(z, sigmas[first])
+    z = noise.clone() if first == 0 else stepper.noised(x0_source, noise, first)
+    z = lock(z, first)
     records: list[StepRecord] = []
     try:
         for i in range(first, steps):
             if cancel is not None and cancel.is_set():
                 raise EditCancelled(i - first, run_steps)
             began = time.perf_counter()
-            t, sigma = timesteps[i], sigmas[i]
+            t, sigma = stepper.timesteps[i], stepper.levels[i]
             ctl = control_at(
                 i - first,
                 run_steps,
@@ -189,7 +188,7 @@ def sample_kvlock(
             mode = edit_mode(ctl.alpha, has_background, settings.foreground_only)
             fill = None
             if mode != "off":
-                fill = passes.source(family.noised(x0_source, noise, sigma), t, prompts.source)
+                fill = passes.source(stepper.noised(x0_source, noise, i), t, prompts.source)
             paired = use_uncond and pair_guidance and prompts.negative_source is None and passes.can_pair(mode)
             if paired:
                 v_cond, v_uncond = passes.edit_pair(mode, ctl.alpha, z, t, prompts.cond, prompts.uncond, fill)
@@ -200,7 +199,7 @@ def sample_kvlock(
                 if not paired:
                     fill_u = fill
                     if mode != "off" and prompts.negative_source is not None:
-                        fill_u = passes.source(family.noised(x0_source, noise, sigma), t, prompts.negative_source)
+                        fill_u = passes.source(stepper.noised(x0_source, noise, i), t, prompts.negative_source)
                     v_uncond = passes.edit(mode, ctl.alpha, z, t, prompts.uncond, fill_u)
                 if settings.guidance_form == "static":
                     v = classic_cfg(v_cond, v_uncond, ctl.omega)
@@ -209,10 +208,10 @@ def sample_kvlock(
                     v = cfg_zero_star(v_cond, v_uncond, ctl.omega, s_star)
             else:
                 v = v_cond
-            x0_estimate = family.clean_estimate(z, v, sigma)
+            x0_estimate = stepper.clean_estimate(z, v, i)
             h = meter.update(x0_estimate)
-            z = scheduler.step(v, t, z, return_dict=False)[0]
-            z = lock(z, sigmas[i + 1])
+            z = stepper.step(v, i, z)
+            z = lock(z, i + 1)
             record = StepRecord(
                 step=i - first,
                 sigma=float(sigma),

@@ -13,6 +13,18 @@ from .families.base import ModelDefaults
 
 TINY_DEFAULTS = ModelDefaults(height=64, width=64, frames=17, steps=12, guidance=5.0, text_length=64)
 TINY_TEXT_LENGTH = 64
+# a 2-layer T5-style encoder over the byte tokenizer (pad 0, eos 1), shared by every tiny pipeline
+TINY_TEXT_ENCODER = dict(
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
 
 
 def build_tokenizer():
@@ -43,20 +55,7 @@ def build_tiny_wan(seed: int = 0, dtype: torch.dtype = torch.float32):
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    ).eval()
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TINY_TEXT_ENCODER)).eval()
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .base import ModelDefaults, ModelFamily
+from .cogvideox import CogVideoXFamily
+from .ltx import LTXFamily
 from .wan import WanFamily
 
-FAMILIES: tuple[type, ...] = (WanFamily,)
+FAMILIES: tuple[type, ...] = (WanFamily, CogVideoXFamily, LTXFamily)
 
 
 def family_for_pipeline(class_name: str) -> ModelFamily | None:

@@ -2,9 +2,10 @@
 
 A family adapter answers: how pixels map to latents and tokens (:class:`Compression`), which frame counts
 and sizes the model accepts, how to load the diffusers pipeline, how to encode prompts and video, how to
-run one transformer pass (in full, or on a subset of tokens), and how the clean estimate x̂0 follows from
-the model's prediction. The KV-Lock maths (masks, metric, schedules, guidance, fusion) never changes
-when a family is added.
+run one transformer pass (in full, or on a subset of tokens), and how its scheduler walks the noise
+levels (a :class:`~kvlock.steppers.Stepper`: timesteps, noising, x̂0 from the prediction, the step).
+Latents cross this interface as (B, C, F, H, W) whatever layout the model itself takes. The KV-Lock
+maths (masks, metric, schedules, guidance, fusion) never changes when a family is added.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from ..kv_bank import KVBank
+from ..steppers import Stepper
 from ..token_mask import Compression
 
 
@@ -82,6 +84,7 @@ class ModelFamily(Protocol):
         """Run only the tokens in ``token_index``; other tokens of the result are zero."""
         ...
 
-    def clean_estimate(self, z: torch.Tensor, prediction: torch.Tensor, sigma: float) -> torch.Tensor: ...
-
-    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor: ...
+    def stepper(self, pipe: Any, steps: int, like: torch.Tensor, generator: torch.Generator | None = None) -> Stepper:
+        """The noise process as this family's own pipeline runs it, for latents shaped and placed like
+        ``like`` (some schedules shift with the token count); ``generator`` feeds stochastic steps."""
+        ...

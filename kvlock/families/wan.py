@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,29 +9,12 @@ import torch
 
 from ..errors import ModelLoadError
 from ..kv_bank import KVBank
+from ..steppers import FlowMatchStepper
 from ..token_mask import Compression
 from .base import ModelDefaults
+from .folder import load_pipeline
+from .processors import compile_blocks, install, set_backend
 from .wan_attention import KVLockWanAttnProcessor
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Load without progress bars or advisory warnings: the engine prints nothing nobody asked for."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-        diffusers_logging.enable_progress_bar()
-        transformers_logging.enable_progress_bar()
 
 
 def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,48 +53,23 @@ class WanFamily:
         """Load on the CPU; the editor places components on the device by its memory mode."""
         from diffusers import WanPipeline
 
-        try:
-            with quiet_loading():
-                pipe = WanPipeline.from_pretrained(
-                    str(path), dtype={"vae": torch.float32, "default": dtype}, local_files_only=True
-                )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"could not load a WanPipeline from {path}: {exc}") from exc
+        pipe = load_pipeline(WanPipeline, path, {"vae": torch.float32, "default": dtype})
         if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("expand_timesteps"):
             raise ModelLoadError(f"{path} is a two-stage or TI2V Wan2.2 model; only Wan2.1-style T2V is supported")
         if pipe.transformer.config.get("image_dim") is not None:
             raise ModelLoadError(f"{path} is an image-to-video Wan model; KV-Lock needs a text-to-video model")
-        pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def install(self, pipe: Any, bank: KVBank) -> None:
-        """One shared processor on every ``attn1``; it falls back to the model's own processor when off."""
-        current = pipe.transformer.attn_processors
-        first = next(proc for name, proc in current.items() if ".attn1." in name)
-        original = first.original if isinstance(first, KVLockWanAttnProcessor) else first
-        shared = KVLockWanAttnProcessor(bank, original)
-        processors = {name: shared if ".attn1." in name else proc for name, proc in current.items()}
-        pipe.transformer.set_attn_processor(processors)
+        install(pipe.transformer, bank, KVLockWanAttnProcessor)
 
     def set_attention_backend(self, pipe: Any, backend: str | None) -> None:
-        """Route self-attention (KV-Lock's processor and the model's own behind it) to one backend.
-
-        Cross-attention over the 512 prompt tokens keeps the default: a backend tuned for long sequences
-        is not the fastest for it.
-        """
-        from diffusers.models.attention_dispatch import AttentionBackendName
-
-        chosen = AttentionBackendName(backend) if backend else None
-        for name, processor in pipe.transformer.attn_processors.items():
-            if ".attn1." in name:
-                processor._attention_backend = chosen
-                if isinstance(processor, KVLockWanAttnProcessor):
-                    processor.original._attention_backend = chosen
+        """Self-attention only: cross-attention over the 512 prompt tokens keeps the default, since a
+        backend tuned for long sequences is not the fastest for it."""
+        set_backend(pipe.transformer, backend)
 
     def compile(self, pipe: Any, backend: str = "inductor") -> None:
-        """Compile each transformer block in place; identical blocks share one compiled graph."""
-        for block in pipe.transformer.blocks:
-            block.compile(backend=backend, dynamic=None)
+        compile_blocks(pipe.transformer.blocks, backend)
 
     def encode_prompt(self, pipe: Any, text: str, max_length: int, device: torch.device | None = None) -> torch.Tensor:
         embeds, _ = pipe.encode_prompt(
@@ -176,8 +132,7 @@ class WanFamily:
         full[:, token_index] = x
         return unpatchify(full, grid, patch)
 
-    def clean_estimate(self, z: torch.Tensor, prediction: torch.Tensor, sigma: float) -> torch.Tensor:
-        return z - sigma * prediction
-
-    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-        return (1.0 - sigma) * x0 + sigma * noise
+    def stepper(
+        self, pipe: Any, steps: int, like: torch.Tensor, generator: torch.Generator | None = None
+    ) -> FlowMatchStepper:
+        return FlowMatchStepper(pipe.scheduler, steps, like.device)

@@ -2,16 +2,14 @@
 
 Like diffusers' own processors, the module owns the weights (``to_q``, ``norm_q`` …) and this callable
 owns the maths. In ``off`` mode it hands the call to the processor it replaced, so α = 0 runs the model's
-own code path unchanged. One instance serves every layer (the bank numbers layers by call order), which
-keeps the processor free of per-layer state that a compiler would have to specialise on.
+own code path unchanged. One instance serves every layer (see ``processors``).
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-from ..kv_bank import KVBank
+from .processors import KVLockProcessor
 
 
 def rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -30,15 +28,8 @@ def project_qkv(attn: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[tor
     return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
 
 
-class KVLockWanAttnProcessor:
+class KVLockWanAttnProcessor(KVLockProcessor):
     """Processor for all of a Wan model's self-attention layers."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, bank: KVBank, original: object) -> None:
-        self.bank = bank
-        self.original = original
 
     def __call__(
         self,
@@ -58,15 +49,7 @@ class KVLockWanAttnProcessor:
             query = rotate_interleaved(query, *rotary_emb)
             key = rotate_interleaved(key, *rotary_emb)
         key, value = self.bank.attend_kv(key, value)
-        out = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=0.0,
-            is_causal=False,
-            backend=self._attention_backend,
-        )
+        out = self.attend(query, key, value, attention_mask)
         out = out.flatten(2, 3).type_as(query)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
