@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from kvlock.compositing import feather_matte
 from kvlock.demo_clip import demo_clip
 from kvlock.media.decode import probe, read_frames
 from kvlock_bridge import ArrayClip, Client, Params, RequestRejectedError
+from kvlock_server.ray_executor import RayClusterUnreachable
 from kvlock_server.ray_options import RayOptions
 from kvlock_server.ray_pool import Worker, choose_worker
 
@@ -59,6 +62,16 @@ def test_a_large_job_waits_for_a_worker_that_sees_the_store():
     blind, sighted = worker("a", ["wan"], sees_store=False), worker("b", [], sees_store=True)
     assert choose_worker([blind, sighted], "wan", needs_store=True) is sighted
     assert choose_worker([blind], "wan", needs_store=True) is None
+
+
+def test_an_unreachable_head_is_reported_in_seconds(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+    began = time.monotonic()
+    with pytest.raises(RayClusterUnreachable, match="ray start --head"):
+        start(tmp_path / "state", executor="ray", ray=RayOptions(address=closed))
+    assert time.monotonic() - began < 30
 
 
 # -- a real cluster ----------------------------------------------------------------------------------

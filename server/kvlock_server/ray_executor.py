@@ -11,6 +11,7 @@ Ray's object store, which is allowed only up to ``object_limit_mb`` so large cli
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Iterable
@@ -50,6 +51,27 @@ def store_identity(store_root: Path) -> str:
     return marker.read_text().strip()
 
 
+class RayClusterUnreachable(ConnectionError):
+    """The Ray head named by --ray-address does not answer."""
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when the head is not there; Ray itself keeps retrying for minutes."""
+    target = address.removeprefix("ray://")
+    if target == "auto":
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayClusterUnreachable(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.2:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayClusterUnreachable(
+            f"cannot reach the Ray head at {address} ({exc}); start it there with "
+            f"`ray start --head --port {port}` (docs/ray.md), or check the address and the firewall"
+        ) from None
+
+
 def _ray_failures() -> tuple[type[BaseException], ...]:
     from ray import exceptions as rx
 
@@ -75,6 +97,7 @@ class RayExecutor:
         self.store_id = store_identity(self.store_root)
         if not ray.is_initialized():
             if options.address:
+                check_reachable(options.address)
                 ray.init(address=options.address, namespace="kvlock", log_to_driver=True)
             else:
                 ray.init(namespace="kvlock", include_dashboard=False)
