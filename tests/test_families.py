@@ -202,6 +202,23 @@ def test_background_bit_exact_at_source_resolution(case):
     assert {s.mode for s in result.trace.windows[0].steps} <= {"off", "fuse", "foreground"}
 
 
+def test_latent_lock_returns_background_latents_to_the_source_exactly(case):
+    """The stepper's last noise level is zero: background latents end as the source's, bit for bit."""
+    _, editor, _, d = case
+    fam, pipe = editor.model.family, editor.model.pipe
+    frames = make_clip(d.frames, d.height, d.width, seed=8)
+    matte = box_matte(d.frames, d.height, d.width, d.height // 3, d.width // 8, d.height // 3, d.width // 3, drift=1)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=4, alpha_fixed=0.5)))
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
+    with torch.no_grad():
+        x0 = fam.encode_video(pipe, video)
+    masks = build_token_mask(torch.from_numpy(matte), editor.model.compression)
+    background = (~masks.latent)[None, None].expand_as(x0)
+    assert background.any() and (~background).any()
+    assert torch.equal(result.latents[0][background], x0[background])
+    assert not torch.allclose(result.latents[0][~background], x0[~background])
+
+
 def test_families_are_listed_with_their_names(folders):
     listed = {e.name: e for e in list_models([folders])}
     assert {listed[n].family for n in CASES if n.startswith("cogvideox")} == {"cogvideox"}
