@@ -64,16 +64,6 @@ def test_a_large_job_waits_for_a_worker_that_sees_the_store():
     assert choose_worker([blind], "wan", needs_store=True) is None
 
 
-def test_an_unreachable_head_is_reported_in_seconds(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
-    began = time.monotonic()
-    with pytest.raises(RayClusterUnreachable, match="ray start --head"):
-        start(tmp_path / "state", executor="ray", ray=RayOptions(address=closed))
-    assert time.monotonic() - began < 30
-
-
 # -- a real cluster ----------------------------------------------------------------------------------
 
 
@@ -82,6 +72,18 @@ def cluster(tmp_path_factory):
     farm = LocalCluster(tmp_path_factory.mktemp("ray"), workers=2, cpus=1)
     yield farm.address
     farm.stop()
+
+
+def test_an_unreachable_head_is_reported_in_seconds(cluster, tmp_path):
+    # ``cluster`` only for its environment: Ray reads its auth mode once per process, so nothing here may
+    # touch Ray before the cluster's token settings are in place
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+    began = time.monotonic()
+    with pytest.raises(RayClusterUnreachable, match="ray start --head"):
+        start(tmp_path / "state", executor="ray", ray=RayOptions(address=closed))
+    assert time.monotonic() - began < 30
 
 
 @pytest.fixture(scope="module")
