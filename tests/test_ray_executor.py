@@ -25,7 +25,7 @@ from kvlock.media.decode import probe, read_frames
 from kvlock_bridge import ArrayClip, Client, Params, RequestRejectedError
 from kvlock_server.ray_executor import RayClusterUnreachable
 from kvlock_server.ray_options import RayOptions
-from kvlock_server.ray_pool import Worker, choose_worker
+from kvlock_server.ray_pool import Worker, WorkerPool, choose_worker
 
 from .ray_cluster import LocalCluster
 from .server_helpers import client, start, states, wait_for
@@ -84,6 +84,30 @@ def test_an_unreachable_head_is_reported_in_seconds(cluster, tmp_path):
     with pytest.raises(RayClusterUnreachable, match="ray start --head"):
         start(tmp_path / "state", executor="ray", ray=RayOptions(address=closed))
     assert time.monotonic() - began < 30
+
+
+def test_waiting_for_workers_counts_one_the_watcher_has_heard_from_but_not_yet_marked_free(cluster):
+    """The watcher drops a worker's start request a moment before marking it free; a wait that ended in
+    between returned too few workers (a preload then skipped one). ``cluster`` only for its environment:
+    the pool's watcher imports Ray, which reads its auth mode once per process."""
+    pool = WorkerPool(spawn=lambda name: None, count=0)
+    try:
+        up, coming = Worker("worker-1", None, "free"), Worker("worker-2", None, "starting")
+        with pool._cond:
+            pool._workers.update({up.name: up, coming.name: coming})
+
+        def come_up() -> None:
+            time.sleep(0.5)
+            with pool._cond:
+                coming.state = "free"
+                pool._cond.notify_all()
+
+        threading.Thread(target=come_up).start()
+        assert [w.name for w in pool.wait_ready(30)] == ["worker-1", "worker-2"]
+    finally:
+        with pool._cond:
+            pool._workers.clear()  # no actors behind them: closing must not call Ray (it would start one here)
+        pool.close()
 
 
 @pytest.fixture(scope="module")

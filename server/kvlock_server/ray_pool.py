@@ -81,6 +81,7 @@ class WorkerPool:
         self._workers: dict[str, Worker] = {}
         self._starting: dict[Any, Worker] = {}  # describe() ref → worker
         self._reserved = 0
+        self._restarting = 0  # replacements decided on but not yet asked of Ray
         self._closed = False
         self._serial = itertools.count(1)
         for _ in range(count):
@@ -133,11 +134,7 @@ class WorkerPool:
             info = ray.get(ref)
         except Exception as error:  # the actor could not start (import error, node lost …)
             log.error("Ray %s did not start: %s; starting another in 5 s", worker.name, error)
-            self._retire(worker)
-            with self._cond:
-                self._cond.wait_for(lambda: self._closed, timeout=5)
-            if not self._closed:
-                self._start()
+            self._replace(worker, delay=5.0)
             return
         with self._cond:
             worker.node, worker.pid = info["node"], info["pid"]
@@ -158,11 +155,16 @@ class WorkerPool:
             if gone:
                 self.lost(worker, f"found dead while idle: {str(error).splitlines()[0] if str(error) else error}")
 
+    def _coming(self) -> bool:
+        """Whether a worker is on its way: judged by the workers' states, not the watcher's bookkeeping,
+        which drops a worker's start request a moment before it marks the worker free."""
+        return self._restarting > 0 or any(w.state == "starting" for w in self._workers.values())
+
     def wait_ready(self, timeout: float) -> list[Worker]:
         """Block until every worker is up (or ``timeout``); return those that are."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: not self._starting, timeout=max(0.0, deadline - time.monotonic()))
+            self._cond.wait_for(lambda: not self._coming(), timeout=max(0.0, deadline - time.monotonic()))
             return [w for w in self._workers.values() if w.state in ("free", "busy")]
 
     def close(self) -> None:
@@ -202,7 +204,7 @@ class WorkerPool:
                     ticket.worker = worker
                     return worker
                 alive = [w for w in self._workers.values() if w.state != "dead"]
-                if not any(w.sees_store for w in alive) and not self._starting:
+                if not any(w.sees_store for w in alive) and not self._coming():
                     raise NoWorkerForJob("no Ray worker sees the job store")
                 if self._closed:
                     raise NoWorkerForJob("the server is stopping")
@@ -233,9 +235,23 @@ class WorkerPool:
             if worker.state == "dead":  # already replaced (its job and a ping both noticed)
                 return
         log.warning("Ray %s was lost (%s); starting a replacement", worker.label, reason)
+        self._replace(worker)
+
+    def _replace(self, worker: Worker, delay: float = 0.0) -> None:
+        """Retire ``worker`` and start another after ``delay`` seconds; the replacement counts as coming
+        from before the old one is dropped, so nobody waiting for workers sees a moment with none coming."""
+        with self._cond:
+            self._restarting += 1
         self._retire(worker)
-        if not self._closed:
-            self._start()
+        try:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed, timeout=delay)
+            if not self._closed:
+                self._start()
+        finally:
+            with self._cond:
+                self._restarting -= 1
+                self._cond.notify_all()
 
     def _retire(self, worker: Worker) -> None:
         import ray
