@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kvlock.demo_clip import demo_clip
+from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params
 from kvlock_server.app import ServerConfig, create_server
 from kvlock_server.ray_options import RayOptions

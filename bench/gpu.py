@@ -96,7 +96,7 @@ def build_pipeline(size: str, device: torch.device, text_length: int) -> Any:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from kvlock.tiny import build_tokenizer
+    from kvlock.world.tiny import build_tokenizer
 
     previous = torch.get_default_dtype()
     torch.manual_seed(0)
@@ -161,8 +161,8 @@ def build_family_pipeline(size: str, device: torch.device, text_length: int) -> 
     """A CogVideoXPipeline or LTXPipeline at its released size with random weights, all in bf16."""
     import diffusers
 
-    from kvlock.tiny import build_tokenizer
-    from kvlock.tiny_families import COGVIDEOX_SCHEDULER, LTX_SCHEDULER, build_tiny_cogvideox, build_tiny_ltx
+    from kvlock.world.tiny import build_tokenizer
+    from kvlock.world.tiny_families import COGVIDEOX_SCHEDULER, LTX_SCHEDULER, build_tiny_cogvideox, build_tiny_ltx
 
     if size.endswith("smoke"):  # the tests' tiny pipelines: a check of this script, not a measurement
         pipe = build_tiny_cogvideox() if FAMILY[size] == "cogvideox" else build_tiny_ltx()

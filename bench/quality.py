@@ -18,8 +18,8 @@ import platform
 import time
 
 from kvlock import Editor
-from kvlock.edit_cases import edit_cases
-from kvlock.quality import METHODS, run_case, summarise
+from kvlock.world.benchmark import METHODS, run_case, summarise
+from kvlock.world.cases import edit_cases
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvlock.demo_clip import demo_clip
+from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params, render
 from kvlock_server.app import ServerConfig, create_server
 

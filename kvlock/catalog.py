@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
-from .loading import TINY, TINY_RANDOM, inspect_folder
+from .loading import TINY, builtin_models, inspect_folder
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,10 @@ def _entry(folder: Path) -> ModelEntry:
 def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
     entries = [
         ModelEntry(TINY, "embedded", "wan", "ok (the project's own 96×96 model, trained on synthetic clips)"),
-        ModelEntry(TINY_RANDOM, "embedded", "wan", "ok (random weights: for tests, not for results)"),
+    ]
+    entries += [
+        ModelEntry(b.name, "embedded", b.family.name, "ok (random weights: for tests, not for results)")
+        for b in builtin_models().values()
     ]
     for d in configured_dirs(extra_dirs):
         if (d / "model_index.json").is_file() or not d.is_dir():
@@ -80,7 +83,7 @@ def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
 
 def resolve_model(spec: str, extra_dirs: Iterable[str | Path] = ()) -> str:
     """``tiny``, a folder path, or the name of a configured model → what :func:`load_model` takes."""
-    if spec in (TINY, TINY_RANDOM):
+    if spec == TINY or spec in builtin_models():
         return spec
     if Path(spec).expanduser().exists():
         return str(Path(spec).expanduser())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ import torch
 
 from .errors import ModelLoadError, UnsupportedDeviceError
 from .families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
-from .families.wan import WanFamily
 from .token_mask import Compression
 
 DTYPES = {
@@ -32,6 +32,33 @@ DTYPES = {
 TINY = "tiny"  # the project's own trained model, shipped inside the package
 TINY_RANDOM = "tiny-random"  # a random-weight Wan built from config: fast, for exactness tests
 TINY_FOLDER = Path(__file__).resolve().parent / "models" / "kvlock-tiny"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model made in memory rather than read from a folder (test models built from config)."""
+
+    name: str
+    description: str
+    family: ModelFamily
+    defaults: ModelDefaults
+    build: Callable[[torch.dtype], Any]
+
+
+_BUILTINS: dict[str, BuiltinModel] = {}
+
+
+def register_builtin(model: BuiltinModel) -> None:
+    """Make ``model.name`` loadable and listed.
+
+    The engine ships no builders of its own: the research world around it (``kvlock.world``) registers
+    its test models when imported, so the engine never imports the world.
+    """
+    _BUILTINS[model.name] = model
+
+
+def builtin_models() -> dict[str, BuiltinModel]:
+    return dict(_BUILTINS)
 
 
 @dataclass
@@ -129,13 +156,14 @@ def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
 def load_model(
     source: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32
 ) -> LoadedModel:
-    """Load ``"tiny"`` (the shipped model), ``"tiny-random"`` (built in memory) or a local diffusers folder."""
+    """Load ``"tiny"`` (the shipped model), a registered built-in (``"tiny-random"`` once ``kvlock.world`` is
+    imported) or a local diffusers folder."""
     dev, dt = resolve_device(device, dtype)
+    builtin = _BUILTINS.get(str(source))
+    if builtin is not None:
+        return LoadedModel(builtin.description, builtin.family, builtin.build(dt), builtin.defaults, dev, dt)
     if str(source) == TINY_RANDOM:
-        from .tiny import TINY_DEFAULTS, build_tiny_wan
-
-        pipe = build_tiny_wan(dtype=dt)
-        return LoadedModel("tiny-random (random-weight Wan2.1 from config)", WanFamily(), pipe, TINY_DEFAULTS, dev, dt)
+        raise ModelLoadError("'tiny-random' is a test model: import kvlock.world first to register it")
     if str(source) == TINY:
         loaded = load_model(TINY_FOLDER, dev, dt)
         loaded.name = "tiny (kvlock-tiny, the project's own 96×96 model)"

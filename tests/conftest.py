@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kvlock.world  # noqa: F401  (registers tiny-random)
 from kvlock import Editor
 
 

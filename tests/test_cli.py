@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from kvlock.compositing import feather_matte
-from kvlock.demo_clip import demo_clip
 from kvlock.media.decode import probe, read_frames
 from kvlock.media.encode import write_video
-from kvlock.tiny import build_tiny_wan
+from kvlock.world.demo_clip import demo_clip
+from kvlock.world.tiny import build_tiny_wan
 
 RATE = Fraction(24000, 1001)
 KVLOCK = [str(Path(sys.executable).with_name("kvlock"))]

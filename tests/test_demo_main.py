@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from kvlock.compositing import feather_matte
-from kvlock.demo_clip import DEMO_SOURCE, demo_scene
-from kvlock.evaluation import judge
-from kvlock.synthetic import render_scene
+from kvlock.world.demo_clip import DEMO_SOURCE, demo_scene
+from kvlock.world.judges import judge
+from kvlock.world.scenes import render_scene
 
 
 def _decode(path):
@@ -25,7 +25,9 @@ def _decode(path):
 
 def test_demo_turns_the_circle_into_a_blue_square_and_leaves_the_background(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "kvlock.demo", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "kvlock.world.demo", str(out)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     edited, rate, timecode = _decode(out / "edited.mkv")
     source, matte, _, _ = demo_scene()

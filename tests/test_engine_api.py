@@ -20,7 +20,7 @@ from kvlock import (
     SettingsError,
     UnsupportedDeviceError,
 )
-from kvlock.tiny import build_tiny_wan
+from kvlock.world.tiny import build_tiny_wan
 
 from .conftest import box_matte, make_clip
 

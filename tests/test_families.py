@@ -14,14 +14,14 @@ from kvlock import Editor, EditRequest, EditSettings
 from kvlock.catalog import list_models
 from kvlock.compositing import feather_matte
 from kvlock.sampler import _Passes
-from kvlock.tiny import TINY_DEFAULTS, build_tiny_wan
-from kvlock.tiny_families import (
+from kvlock.token_mask import build_token_mask
+from kvlock.world.tiny import TINY_DEFAULTS, build_tiny_wan
+from kvlock.world.tiny_families import (
     TINY_COGVIDEOX_DEFAULTS,
     TINY_LTX_DEFAULTS,
     build_tiny_cogvideox,
     build_tiny_ltx,
 )
-from kvlock.token_mask import build_token_mask
 from kvlock_bridge import ArrayClip, Params
 
 from .conftest import box_matte, make_clip

@@ -9,8 +9,8 @@ below what the full run measured, so seeds that land on a hard case do not fail 
 from __future__ import annotations
 
 from kvlock import Editor
-from kvlock.edit_cases import edit_cases
-from kvlock.quality import run_case, summarise
+from kvlock.world.benchmark import run_case, summarise
+from kvlock.world.cases import edit_cases
 
 
 def test_shipped_model_follows_held_out_edit_prompts():

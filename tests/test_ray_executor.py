@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from kvlock.compositing import feather_matte
-from kvlock.demo_clip import demo_clip
 from kvlock.media.decode import probe, read_frames
+from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params, RequestRejectedError
 from kvlock_server.ray_executor import RayClusterUnreachable
 from kvlock_server.ray_options import RayOptions

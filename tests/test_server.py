@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from kvlock.compositing import feather_matte
-from kvlock.demo_clip import demo_clip
 from kvlock.media.decode import probe, read_frames
 from kvlock.media.encode import write_video
+from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import (
     ArrayClip,
     AuthenticationError,

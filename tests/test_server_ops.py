@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvlock.demo_clip import demo_clip
 from kvlock.media.encode import write_video
+from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params, ServerUnavailableError, render
 from kvlock_server.app import ConfigError
 from kvlock_server.jobs import ClipSpec, JobSpec, JobState

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kvlock.edit_cases import edit_cases
-from kvlock.evaluation import judge, psnr, ssim
-from kvlock.synthetic import COLOURS, HELD_OUT, render_batch, render_scene, sample_scene
+from kvlock.world.cases import edit_cases
+from kvlock.world.judges import judge, psnr, ssim
+from kvlock.world.scenes import COLOURS, HELD_OUT, render_batch, render_scene, sample_scene
 
 
 def test_same_seed_same_clips_and_training_never_draws_held_out_pairs():

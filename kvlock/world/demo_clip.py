@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synthetic import ObjectSpec, SceneSpec, render_scene
+from .scenes import ObjectSpec, SceneSpec, render_scene
 
 DEMO_SOURCE = SceneSpec("stripes", "dark", (ObjectSpec("circle", "red", "large", "right", 0.4, 0.5),), seed=7)
 DEMO_TARGET = DEMO_SOURCE.with_object(0, shape="square", colour="blue")

@@ -4,7 +4,7 @@ saving and tests agree on them.
 
 from __future__ import annotations
 
-from ..synthetic import vocabulary
+from ..scenes import vocabulary
 
 FRAMES, SIZE = 17, 96
 TEXT_LENGTH = 32

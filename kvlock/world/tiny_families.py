@@ -2,7 +2,7 @@
 
 Each keeps its family's real geometry — CogVideoX's (4, 8, 8) VAE with 2×2 patches and joint text-video
 attention, LTX's 8×/32× VAE with 1×1 patches and a masked prompt — and its real scheduler configuration,
-at a size that runs in seconds on two CPU cores, offline (the byte-level tokenizer of ``kvlock.tiny``).
+at a size that runs in seconds on two CPU cores, offline (the byte-level tokenizer of ``kvlock.world.tiny``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .families.base import ModelDefaults
+from ..families.base import ModelDefaults
 from .tiny import TINY_TEXT_ENCODER, build_tokenizer
 
 TINY_COGVIDEOX_DEFAULTS = ModelDefaults(height=64, width=64, frames=17, steps=8, guidance=6.0, text_length=16)

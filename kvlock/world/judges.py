@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic import COLOURS, SHAPES
+from .scenes import COLOURS, SHAPES
 
 TEMPLATE = 32
 

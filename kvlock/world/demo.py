@@ -1,6 +1,6 @@
 """The end-to-end demo: edit a generated clip on the embedded model and write everything an editor gets.
 
-    python -m kvlock.demo out/demo
+    python -m kvlock.world.demo out/demo
 
 turns the red circle of a generated clip into a blue square with the shipped model, and writes
 ``source.mkv``, ``matte.mkv``, ``edited.mkv`` (FFV1, lossless), ``trace.json`` and ``trace.png``.
@@ -13,16 +13,16 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+from ..editor import Editor, EditRequest
+from ..media.encode import write_video
+from ..settings import EditSettings
 from .demo_clip import demo_scene
-from .editor import Editor, EditRequest
-from .media.encode import write_video
-from .settings import EditSettings
 
 RATE = Fraction(24000, 1001)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvlock.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m kvlock.world.demo", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write into (created)")
     parser.add_argument("--model", default="tiny", help="'tiny' or a local diffusers folder")
     parser.add_argument("--prompt", help="default: the demo's edit (circle → blue square)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compositing import feather_matte
-from .edit_cases import EditCase
-from .editor import Editor, EditRequest
-from .evaluation import flicker, judge, psnr, ssim
-from .settings import EditSettings
+from ..compositing import feather_matte
+from ..editor import Editor, EditRequest
+from ..settings import EditSettings
+from .cases import EditCase
+from .judges import flicker, judge, psnr, ssim
 
 METHODS = {
     "kvlock (dynamic)": {},

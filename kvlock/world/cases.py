@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic import HELD_OUT, SceneSpec, render_scene, sample_scene
+from .scenes import HELD_OUT, SceneSpec, render_scene, sample_scene
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .families.base import ModelDefaults
+from ..families.base import ModelDefaults
 
 TINY_DEFAULTS = ModelDefaults(height=64, width=64, frames=17, steps=12, guidance=5.0, text_length=64)
 TINY_TEXT_LENGTH = 64

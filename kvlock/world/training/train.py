@@ -1,7 +1,7 @@
 """Train the project's small model: ``vae`` first, then ``dit`` (transformer + text encoder) on its latents.
 
-    python -m kvlock.training.train vae --minutes 8 --out runs/vae
-    python -m kvlock.training.train dit --vae runs/vae/vae --minutes 8 --out runs/model
+    python -m kvlock.world.training.train vae --minutes 8 --out runs/vae
+    python -m kvlock.world.training.train dit --vae runs/vae/vae --minutes 8 --out runs/model
 
 Every run is reproducible from ``--seed`` (clips, initial weights, noise), logs its loss to stdout and
 ``log.jsonl``, saves a checkpoint (``checkpoint.pt``) every few minutes and at the end, and resumes
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..synthetic import model_batch as render_model_batch
-from ..synthetic import sample_scene
+from ..scenes import model_batch as render_model_batch
+from ..scenes import sample_scene
 from . import recipe
 
 
