@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from .kv_bank import KVBank
 from .loading import LoadedModel, load_model, resolve_device
 from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
-from .settings import EditSettings, validate_settings
+from .settings import DEFAULT_TAU, EditSettings, validate_settings
 from .token_mask import Compression, build_token_mask
 from .trace import Trace, WindowTrace
 from .validation import check_frames, normalise_matte
@@ -188,7 +188,8 @@ class Editor:
             crop_margin=settings.crop_margin,
             min_margin=2 * settings.feather + m.compression.vae_s,
         )
-        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings)
+        settings, tau_source = self._resolve_tau(settings, warnings)
+        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings, tau_source=tau_source)
         trace.execution = dict(self.execution)
         self._stages = trace.stage_seconds
         with self._stage("prompts"), self.residency.hold("text_encoder"):
@@ -222,6 +223,19 @@ class Editor:
             out, region, raw = self._composite(request, matte, plans, decoded, settings.feather)
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
+
+    def _resolve_tau(self, settings: EditSettings, warnings: list[str]) -> tuple[EditSettings, str]:
+        """τ from the request, else the model's calibration, else the documented default with a notice."""
+        if settings.tau is not None:
+            return settings, "set for this edit"
+        d = self.model.defaults
+        if d.tau is not None:
+            return replace(settings, tau=float(d.tau)), d.tau_source or "the model folder's kvlock.json"
+        warnings.append(
+            f"{self.model.name} has no calibrated τ; using the default {DEFAULT_TAU:g}. "
+            "Run `kvlock calibrate --model NAME` once to fit τ to this model."
+        )
+        return replace(settings, tau=DEFAULT_TAU), f"default {DEFAULT_TAU:g} (this model was never calibrated)"
 
     def preview(self, latents: torch.Tensor, max_side: int = 160) -> np.ndarray:
         """A small uint8 RGB picture of the first latent frame (e.g. the clean estimate x̂0 mid-edit).

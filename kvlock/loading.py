@@ -118,6 +118,9 @@ def _folder_defaults(path: Path, family: ModelFamily) -> ModelDefaults:
             raise ModelLoadError(f"{extra} is not valid JSON: {exc}") from exc
         known = {f.name for f in fields(ModelDefaults)}
         defaults = replace(defaults, **{k: v for k, v in data.items() if k in known})
+        tau = defaults.tau
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
+            raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
     return defaults
 
 

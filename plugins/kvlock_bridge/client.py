@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import uuid
@@ -49,7 +50,7 @@ class Progress:
     step: int
     total_steps: int
     sigma: float
-    h: float
+    h: float | None  # None until the metric is measured (the control window)
     alpha: float
     omega: float
     eta_seconds: float
@@ -194,7 +195,7 @@ class Client:
                     u.step,
                     u.total_steps,
                     u.sigma,
-                    u.h,
+                    None if math.isnan(u.h) else u.h,  # NaN on the wire: not measured yet
                     u.alpha,
                     u.omega,
                     u.eta_seconds,

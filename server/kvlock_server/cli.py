@@ -2,6 +2,7 @@
 
     kvlock edit     edit a clip range locally (engine in this process)
     kvlock models   list the models this machine can load
+    kvlock calibrate  fit a model's τ from calibration edits and store it beside the model
     kvlock serve    run the gRPC server
     kvlock submit   send a job to a server (``--wait --out`` follows it and fetches the result)
     kvlock jobs     list a server's jobs
@@ -21,7 +22,7 @@ import sys
 
 from kvlock.catalog import list_models
 
-from . import cli_client, cli_edit, cli_serve
+from . import cli_calibrate, cli_client, cli_edit, cli_serve
 from .exit_codes import OK, exit_code_for
 from .progress import Reporter
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the models this machine can load")
     models.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
     models.add_argument("--json", action="store_true", help="print JSON")
+    cli_calibrate.add_arguments(commands.add_parser("calibrate", help="fit a model's τ and store it beside it"))
     cli_serve.add_arguments(commands.add_parser("serve", help="run the gRPC server"))
     cli_client.add_submit(commands.add_parser("submit", help="send an edit to a server"))
     cli_client.add_jobs(commands.add_parser("jobs", help="list a server's jobs"))
@@ -57,6 +59,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "edit": cli_edit.run_edit,
+    "calibrate": cli_calibrate.run_calibrate,
     "submit": cli_client.run_submit,
     "jobs": cli_client.run_jobs,
     "cancel": cli_client.run_cancel,

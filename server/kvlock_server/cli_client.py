@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -104,7 +105,7 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
                         "windows": update.windows,
                         "step": update.step,
                         "total": update.total_steps,
-                        "h": update.h,
+                        "h": None if math.isnan(update.h) else update.h,
                         "alpha": update.alpha,
                         "omega": update.omega,
                         "eta_seconds": update.eta_seconds,

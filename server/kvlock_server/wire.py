@@ -6,6 +6,7 @@ that needs the pixels is checked after the upload, by the engine's own validatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from kvlock.errors import InvalidRequest
@@ -141,7 +142,7 @@ def update_message(job_id: str, live: LiveStatus) -> pb.JobUpdate:
         step=live.step,
         total_steps=live.total_steps,
         sigma=live.sigma,
-        h=live.h,
+        h=math.nan if live.h is None else live.h,  # NaN: not measured yet (before the control window)
         alpha=live.alpha,
         omega=live.omega,
         s_star=live.s_star,
