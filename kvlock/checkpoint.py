@@ -110,8 +110,6 @@ def _weights_problems(folder: Path) -> list[str]:
 
 def _component_problems(folder: Path, library: str, class_name: str) -> list[str]:
     """What a component folder lacks, judged by the role its class plays in the pipeline."""
-    if not folder.is_dir():
-        return ["folder missing"]
     if class_name.endswith("Scheduler") or (folder / "scheduler_config.json").is_file():
         return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json missing"]
     if "Token" in class_name or (folder / "tokenizer_config.json").is_file():
@@ -147,6 +145,9 @@ def pipeline_problems(path: Path, index: dict[str, Any]) -> list[str]:
     problems = []
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[0] is None:
+            continue
+        if not (path / name).is_dir():
+            problems.append(f"missing component folder {name}/")
             continue
         problems += [f"{name}/: {p}" for p in _component_problems(path / name, str(spec[0]), str(spec[1] or ""))]
     return problems + _unfinished_download(path)

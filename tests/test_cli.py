@@ -343,7 +343,7 @@ def test_models_add_checks_records_once_and_keeps_the_rest_of_the_config(tmp_pat
     broken.mkdir()
     (broken / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "vae": ["diffusers", "X"]}))
     refused = models("add", str(broken))
-    assert refused.returncode == 7 and "vae/: folder missing" in refused.stderr and config.read_text() == text
+    assert refused.returncode == 7 and "missing component folder vae/" in refused.stderr and config.read_text() == text
     assert "Wan2.1-T2V-1.3B-Diffusers" in models().stdout  # listed from the config now
     parent = models("add", str(saved_model.parent))  # a folder of models is a valid entry too
     assert parent.returncode == 0 and tomllib.loads(config.read_text())["model_dirs"][1] == str(
