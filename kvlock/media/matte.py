@@ -31,9 +31,11 @@ class MatteOptions:
 
 
 def pick_channel(pixels: np.ndarray, channel: str) -> np.ndarray:
-    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel."""
-    scale = float(np.iinfo(pixels.dtype).max)
-    x = pixels.astype(np.float32) / scale
+    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel (EXR mattes: clipped, NaN → 0)."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        x = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
+    else:
+        x = np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
     if channel == "auto":
         channel = "alpha" if x.shape[-1] == 4 and (x[..., 3] < 1.0).any() else "luma"
     if channel == "alpha":

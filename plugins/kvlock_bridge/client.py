@@ -22,7 +22,7 @@ from .clips import ArrayClip, Clip, FileClip, Params, frame_bytes
 from .errors import BridgeError, translate
 
 PIXEL_ENUM = {"rgb8": pb.RGB8, "rgb16": pb.RGB16, "gray8": pb.GRAY8, "gray16": pb.GRAY16}
-CODEC_ENUM = {"ffv1": pb.FFV1, "prores": pb.PRORES, "png": pb.PNG, "h264": pb.H264}
+CODEC_ENUM = {"ffv1": pb.FFV1, "prores": pb.PRORES, "png": pb.PNG, "h264": pb.H264, "exr": pb.EXR}
 STATE_NAMES = {
     pb.QUEUED: "queued",
     pb.RUNNING: "running",

@@ -20,7 +20,14 @@ from .runner import LiveStatus
 from .security import MediaRoots
 
 PIXELS = {pb.RGB8: "rgb8", pb.RGB16: "rgb16", pb.GRAY8: "gray8", pb.GRAY16: "gray16"}
-CODECS = {pb.CODEC_UNSPECIFIED: "ffv1", pb.FFV1: "ffv1", pb.PRORES: "prores", pb.PNG: "png", pb.H264: "h264"}
+CODECS = {
+    pb.CODEC_UNSPECIFIED: "ffv1",
+    pb.FFV1: "ffv1",
+    pb.PRORES: "prores",
+    pb.PNG: "png",
+    pb.H264: "h264",
+    pb.EXR: "exr",
+}
 STATES = {
     JobState.QUEUED: pb.QUEUED,
     JobState.RUNNING: pb.RUNNING,
