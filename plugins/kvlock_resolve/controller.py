@@ -47,13 +47,16 @@ class Job:
         return line + "".join(f"; {note}" for note in shot.notes)
 
 
+def _print_traceback(exc: BaseException) -> None:
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)  # Workspace › Console
+
+
 def explain(what: str, exc: BaseException) -> str:
-    """The message for a failed step: the editor's own mistakes as they are, anything else said to be Resolve's
-    (with the traceback in Workspace › Console)."""
+    """The message for a step that failed: the editor's own mistakes as they are, anything else by its type."""
     if isinstance(exc, (host.HostError, FormError)):
         return str(exc)
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    return f"Resolve answered unexpectedly while {what} ({type(exc).__name__}: {exc})"
+    _print_traceback(exc)
+    return f"{type(exc).__name__} while {what}: {exc} (the details are in Workspace › Console)"
 
 
 def guarded(what: str, action: Callable[[], T]) -> T:
@@ -63,7 +66,8 @@ def guarded(what: str, action: Callable[[], T]) -> T:
     except (host.HostError, FormError):
         raise
     except Exception as exc:  # Resolve's proxies raise whatever they raise; the window must keep working
-        raise host.HostError(explain(what, exc)) from None
+        _print_traceback(exc)
+        raise host.HostError(f"Resolve answered unexpectedly while {what} ({type(exc).__name__}: {exc})") from None
 
 
 def _decode(clip: FileClip) -> ArrayClip:
