@@ -91,8 +91,9 @@ def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params
         (source, header.source_inline, header.source_file),
         (matte, header.matte_inline, header.matte_file),
     ):
-        if isinstance(clip, FileClip):
-            file.CopyFrom(pb.FileClip(path=clip.path, start=clip.start, end=clip.end))
+        if isinstance(clip, FileClip):  # unset bounds stay unset: "no range of its own" is part of the contract
+            bounds = {"start": clip.start} if clip.start is not None else {}
+            file.CopyFrom(pb.FileClip(path=clip.path, **bounds, **({"end": clip.end} if clip.end else {})))
         else:
             inline.CopyFrom(
                 pb.InlineClip(frames=clip.frames, width=clip.width, height=clip.height, format=PIXEL_ENUM[clip.pixel])

@@ -74,8 +74,9 @@ def load_job_media(spec: JobSpec, folder: Path) -> tuple[np.ndarray, np.ndarray,
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, axis=-1)
         source_info, start, end = _inline_info(spec.source, rate), 0, spec.source.frames
-    if spec.matte.kind == "file":
-        matte, warnings = load_matte(probe(spec.matte.path, rate), source_info, start, end, options)
+    if spec.matte.kind == "file":  # end 0: no range of its own (it follows the source's)
+        own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
+        matte, warnings = load_matte(probe(spec.matte.path, rate), source_info, start, end, options, own)
     else:
         raw = read_inline(spec.matte, folder)
         values = (
