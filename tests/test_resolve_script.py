@@ -243,10 +243,11 @@ def test_the_page_only_answers_this_machine_with_its_key(media):
                 codes.append(error.code)
         return codes
 
-    actions = [refused, lambda call: call("render", {"form": {"prompt": "x", "tau": "0"}}), lambda c: c("close", {})]
+    actions = [refused, lambda call: call("render", {"form": {"prompt": "x", "tau": "-1"}}), lambda c: c("close", {})]
     (codes, bad_tau, closed), url = run_page(make_resolve(media, "20"), actions)
     assert codes == [404, 421, 403, 415] and url.startswith("http://127.0.0.1:")
-    assert bad_tau["status"] == "Error: Threshold τ must be more than 0 and at most 1e+06, got 0" and closed["closed"]
+    expected = "Error: Threshold τ (0: the model's calibrated τ) must be at least 0 and at most 1e+06, got -1"
+    assert bad_tau["status"] == expected and closed["closed"]
 
 
 BROWSER = """
@@ -274,7 +275,7 @@ eval(script);
   await byId.check.onclick();
   seen.push(byId.server.textContent, byId.model.options.map((o) => o.value));
   field("prompt").value = "a red cube";
-  field("tau").value = "0";
+  field("tau").value = "-1";
   await byId.render.onclick();
   seen.push(byId.status.textContent);
   await byId.close.onclick();
@@ -309,7 +310,7 @@ def test_the_pages_own_script_drives_it(servers, media):
     assert out[1].returncode == 0, out[1].stderr
     checked, models, status, closed = json.loads(out[1].stdout)
     assert checked.startswith(f"connected to {server.address}") and "tiny" in models
-    assert status == "Error: Threshold τ must be more than 0 and at most 1e+06, got 0"
+    assert status == "Error: Threshold τ (0: the model's calibrated τ) must be at least 0 and at most 1e+06, got -1"
     assert closed.startswith("KV-Lock is closed")
 
 
@@ -379,7 +380,7 @@ def test_cancel_mid_job(tmp_path, servers, media):
         ("bad_token", "the server refused the token"),
         ("short_matte", "matte length mismatch"),
         ("half_marks", "only one mark is set: set the Out mark too"),
-        ("tau_zero", "Threshold τ must be more than 0"),
+        ("tau_negative", "Threshold τ (0: the model's calibrated τ) must be at least 0"),
         ("resolve_breaks", "Resolve answered unexpectedly while reading the timeline (RuntimeError: bad handle)"),
         ("api_gone", "Resolve answered unexpectedly while reading the timeline (TypeError:"),
     ],
@@ -404,8 +405,8 @@ def test_problems_are_explained_in_the_dialog(setup, expected, tmp_path, servers
         timeline.put(2, fr.MediaPoolItem(resolve.api, str(media["folder"] / "matte.mkv")), REC + 2, REC + 6)
     elif setup == "half_marks":
         timeline.mark(REC + 2, None)
-    elif setup == "tau_zero":
-        fields = {("Tau", "Decimals"): 6, ("Tau", "Minimum"): 0.0, ("Tau", "Value"): 0.0}  # typed past the box
+    elif setup == "tau_negative":
+        fields = {("Tau", "Decimals"): 6, ("Tau", "Minimum"): -1.0, ("Tau", "Value"): -1.0}  # typed past the box
     elif setup == "resolve_breaks":
         timeline.GetItemListInTrack = lambda *a: (_ for _ in ()).throw(RuntimeError("bad handle"))
     elif setup == "api_gone":
@@ -565,7 +566,9 @@ def test_the_fake_answers_like_resolve():
 def test_form_fields_take_the_engines_whole_range():
     form = Form.from_values({"tau": "0.0005", "strength": "0.001", "seed": str(2**63 - 1), "steps": 0, "b": "1"})
     assert (form.tau, form.strength, form.seed, form.b) == (0.0005, 0.001, 2**63 - 1, 1.0)
-    for field, value in (("tau", "0"), ("strength", "1.5"), ("steps", "-1"), ("alpha_early", "nan"), ("seed", "x")):
+    assert "tau" not in Form.from_values({"tau": "0"}).settings()  # 0: the model's calibrated τ
+    assert Form.from_values({"tau": "0.0005"}).settings()["tau"] == 0.0005
+    for field, value in (("tau", "-0.5"), ("strength", "1.5"), ("steps", "-1"), ("alpha_early", "nan"), ("seed", "x")):
         with pytest.raises(FormError):
             Form.from_values({field: value})
     with pytest.raises(FormError, match="unknown fields: colour"):

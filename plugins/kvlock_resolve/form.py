@@ -1,7 +1,8 @@
 """The render's fields, their bounds and how text becomes them — one table for the Studio dialog and the page.
 
 Each number takes the engine's whole valid range (``kvlock.settings.validate_settings``): strength in
-(0, 1], τ > 0 down to 1e-6 (so 0.005 can be typed), b ≥ 1, α in [0, 1]; counts that the engine does not
+(0, 1], τ > 0 down to 1e-6 (so 0.005 can be typed; 0 leaves the model's calibrated τ), b ≥ 1, α in [0, 1];
+the defaults are the engine's. Counts that the engine does not
 bound stop at 2³¹−1 (what a spin box holds), and the seed is text, since a seed goes to 2⁶³−1.
 """
 
@@ -62,12 +63,12 @@ NUMBERS = (
     Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
     Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
     Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
-    Number("tau", "Tau", "Threshold τ", float, 0.01, 0.0, 1e6, 6, low_open=True),
+    Number("tau", "Tau", "Threshold τ (0: the model's calibrated τ)", float, 0.0, 0.0, 1e6, 6),
     Number("b", "B", "Guidance ceiling b", float, 2.0, 1.0, 1e6, 3),
-    Number("alpha_early", "AlphaEarly", "Early α", float, 1.0, 0.0, 1.0, 3),
+    Number("alpha_early", "AlphaEarly", "Early α", float, 0.0, 0.0, 1.0, 3),
 )
 SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
-SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed", "kappa", "tau", "b", "alpha_early")
+SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed", "kappa", "b", "alpha_early")
 TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
          ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
 
@@ -84,9 +85,9 @@ class Form:
     seed: int = 0
     guidance: float = 0.0
     kappa: int = 20
-    tau: float = 0.01
+    tau: float = 0.0  # 0: the model's calibrated τ
     b: float = 2.0
-    alpha_early: float = 1.0
+    alpha_early: float = 0.0
     matte: str = "above"  # "above" | "clip" | "file"
     matte_file: str = ""
     output_dir: str = ""
@@ -115,7 +116,7 @@ class Form:
         return cls(**out)
 
     def settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this form sets; 0 steps or guidance leaves the model's default."""
+        """The engine's EditSettings fields this form sets; 0 steps, guidance or τ leaves the model's own."""
         out = {name: getattr(self, name) for name in SETTINGS}
-        out.update({name: getattr(self, name) for name in ("steps", "guidance") if getattr(self, name) > 0})
+        out.update({name: getattr(self, name) for name in ("steps", "guidance", "tau") if getattr(self, name) > 0})
         return out
