@@ -10,11 +10,15 @@ the test split with them:
   B. τ = the 0.25 / 0.5 / 0.75 quantile → the quantile rule;
   C. one knob at a time from there: W, κ, b, α_early, ω form, uncond source.
 
-Selection rule, fixed before any run: among the candidates for a knob, those whose accuracy (every
-attribute right) is within 0.02 of the best candidate's; of these the one with the highest mean leftover
-PSNR (the failure KV-Lock exists to prevent); the incumbent value wins ties. Then every method of
-``METHODS`` runs on the test split, each as one change to the chosen defaults, on the same cases and seeds.
-Cases run in parallel worker processes (``--workers``), each with its own model.
+Selection rule: among the candidates, those whose accuracy (every attribute right) is within 0.02 of the
+best candidate's; of these the one with the highest mean leftover PSNR (the failure KV-Lock exists to
+prevent); the incumbent wins ties. In B the candidates are the quantiles; in C they are every single-knob
+variant plus the incumbent, and the winner is one configuration that was itself measured — knobs chosen
+one by one and then combined were never measured together (the 2026-12-01 run did that and landed on
+κ = W, a configuration in which the control can never act). Variants in which the metric window can
+never fill inside the control window (κ ≤ W) are not candidates. Then every method of ``METHODS`` runs on
+the test split, each as one change to the chosen defaults, on the same cases and seeds. Cases run in
+parallel worker processes (``--workers``), each with its own model.
 """
 
 from __future__ import annotations
@@ -173,25 +177,23 @@ def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
     base["quantile"] = quantile
     incumbent_tag = tags[quantile]
 
-    jobs, candidates = [], {}
+    candidates, jobs = {"incumbent": incumbent_tag}, []
+    trials = {incumbent_tag: {k: v for k, v in base.items() if k != "quantile"}}
     for knob, values in KNOBS.items():
-        candidates[knob] = {base.get(knob, "shared" if knob == "uncond_source" else None): incumbent_tag}
         for value in values:
+            trial = {k: v for k, v in {**base, knob: value}.items() if k != "quantile"}
+            if trial["kappa"] <= trial["metric_window"]:
+                continue  # the metric window could never fill inside the control window
             tag = f"{knob}={value}"
-            candidates[knob][value] = tag
-            trial = {**base, knob: value}
+            candidates[tag], trials[tag] = tag, trial
             trial["tau"] = tau_for(trial["metric_window"], trial["kappa"], quantile)
-            trial.pop("quantile")
             jobs += _jobs(tag, "calibration", cases, trial, steps)
+    trials[incumbent_tag]["tau"] = tau_for(base["metric_window"], base["kappa"], quantile)
     rows_c = {**pool.run(jobs), incumbent_tag: rows_b[incumbent_tag]}
-    chosen = {k: v for k, v in base.items() if k != "quantile"}
-    for knob, options in candidates.items():
-        incumbent = next(iter(options))
-        chosen[knob] = _choose(options, rows_c, incumbent)
-    chosen = {k: v for k, v in chosen.items() if v is not None}
-    chosen["tau"] = tau_for(chosen["metric_window"], chosen["kappa"], quantile)
+    winner = _choose(candidates, rows_c, "incumbent")
+    chosen = trials[candidates[winner]]
     log["phase_c"] = {tag: summarise(r) for tag, r in rows_c.items()}
-    log["chosen"] = {**chosen, "quantile": quantile}
+    log["chosen"] = {**chosen, "quantile": quantile, "winner": candidates[winner]}
     print(f"C: chosen {log['chosen']} ({time.time() - began:.0f} s)", flush=True)
     return chosen
 
@@ -206,34 +208,60 @@ def _cell(value) -> str:
     return str(value)
 
 
+QUALITY_COLUMNS = {
+    "all": "all right",
+    "colour": "colour",
+    "shape": "shape",
+    "size": "size",
+    "motion": "motion",
+    "in_matte_psnr": "in-matte PSNR",
+    "leftover_psnr": "leftover PSNR",
+    "bg_psnr_raw": "bg PSNR raw",
+    "bg_ssim_raw": "bg SSIM raw",
+}
+DIAGNOSTIC_COLUMNS = {
+    "flicker_bg": "flicker bg",
+    "flicker_fg": "flicker fg",
+    "h_success": "h right",
+    "h_failure": "h wrong",
+    "h_auc": "h AUC",
+    "alpha_range": "α range",
+    "seconds": "s/edit",
+}
+
+
 def print_table(table: dict, title: str) -> None:
-    keys = (
-        "all",
-        "colour",
-        "shape",
-        "size",
-        "motion",
-        "in_matte_psnr",
-        "leftover_psnr",
-        "bg_psnr_raw",
-        "bg_ssim_raw",
-        "flicker_bg",
-        "flicker_fg",
-        "h_success",
-        "h_failure",
-        "h_auc",
-        "alpha_range",
-        "seconds",
-    )
-    print(f"\n# {title}")
-    print("| method | " + " | ".join(keys) + " | outside exact |")
-    print("|---|" + "|".join("---" for _ in keys) + "|---|")
-    for name, s in table.items():
-        print(f"| {name} | " + " | ".join(_cell(s[k]) for k in keys) + f" | {s['outside_exact']} |")
+    """Two markdown tables (quality, diagnostics); every cell is estimate [95 % interval]."""
+    for columns, suffix in ((QUALITY_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, " — diagnostics")):
+        print(f"\n# {title}{suffix}")
+        extra = ["cases"] + (["outside exact"] if suffix else [])
+        print("| method | " + " | ".join([*extra, *columns.values()]) + " |")
+        print("|---|" + "|".join("---" for _ in [*extra, *columns]) + "|")
+        for name, s in table.items():
+            cells = [str(s["cases"])] + ([str(s["outside_exact"])] if suffix else [])
+            print(f"| {name} | " + " | ".join([*cells, *(_cell(s[k]) for k in columns)]) + " |")
+
+
+def report(path: Path) -> None:
+    """Print the tables of an earlier run's JSON (calibration phases, test split, prompt following)."""
+    log = json.loads(path.read_text())
+    for phase in ("phase_b", "phase_c"):
+        if phase in log:
+            print_table(log[phase], f"calibration split, {phase[-1].upper()}: {log['args']['calibration_cases']} cases")
+    if "chosen" in log:
+        print(f"\nchosen: {log['chosen']}")
+    if "test" in log:
+        print_table(log["test"], f"test split ({log['date']}, {log['machine']} {log['args']['device']})")
+    if log.get("following_summary"):
+        print(f"\n# text-to-video prompt following, {len(log['following'])} held-out prompts:")
+        print("| " + " | ".join(log["following_summary"]) + " |")
+        print("|" + "---|" * len(log["following_summary"]))
+        print("| " + " | ".join(f"{v:.2f}" for v in log["following_summary"].values()) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, help="print the tables of an earlier run's --json file and stop")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--split", default="test", choices=("test", "calibration"))
     parser.add_argument("--cases", type=int, default=72)
@@ -248,6 +276,9 @@ def main() -> None:
     parser.add_argument("--json", help="write every row and summary here (rewritten after each phase)")
     parser.add_argument("--deadline", type=float, default=math.inf, help="seconds after which to stop waiting")
     args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
     log: dict = {"args": vars(args), "date": time.strftime("%Y-%m-%d"), "machine": platform.machine()}
 
     def save() -> None:

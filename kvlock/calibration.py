@@ -34,7 +34,7 @@ from .errors import InvalidRequest
 from .settings import EditSettings
 from .trace import Trace
 
-TAU_QUANTILE = 0.5
+TAU_QUANTILE = 0.75
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def write_calibration(folder: Path, record: dict) -> Path:
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".kvlock.json.")
     try:
         with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=2)
+            json.dump(data, out, indent=2, ensure_ascii=False)
             out.write("\n")
         os.replace(temp, path)
     except BaseException:

@@ -41,11 +41,11 @@ from .acceleration import (
     estimate_need,
     memory_budget,
 )
+from .colour import PixelEncoding, encoding_for
 from .compositing import (
     composite_frame,
     edited_region_rgba,
     feather_matte,
-    full_scale,
     inner_ramp,
     support_box,
     with_source_detail,
@@ -67,7 +67,12 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class EditRequest:
-    """Source frames (T, H, W, 3) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts."""
+    """Source frames (T, H, W, 3|4) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts.
+
+    ``encoding`` says what the numbers mean (:mod:`kvlock.colour`): by default display-referred code values;
+    ``SceneLinear()`` for linear-light plates (EXR), which may hold values above 1.0 and below 0.0. A 4th
+    channel is the plate's alpha: the model edits colour only, so alpha is returned exactly as given.
+    """
 
     frames: np.ndarray
     matte: np.ndarray
@@ -75,6 +80,10 @@ class EditRequest:
     settings: EditSettings = field(default_factory=EditSettings)
     return_region: bool = False
     return_raw: bool = False  # also the decoded edit before compositing (for measuring the lock itself)
+    encoding: PixelEncoding | None = None
+
+    def pixel_encoding(self) -> PixelEncoding:
+        return self.encoding if self.encoding is not None else encoding_for(self.frames.dtype, "display")
 
 
 @dataclass
@@ -98,10 +107,9 @@ def _largest_valid(n: int, valid: Callable[[int], int]) -> int:
     return max(1, n)
 
 
-def _to_unit(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) any pixel dtype → (T, 3, H, W) float32 in [0, 1]."""
-    scale = full_scale(frames.dtype)
-    return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32) / scale).permute(0, 3, 1, 2)
+def _to_model(frames: np.ndarray, encoding: PixelEncoding) -> torch.Tensor:
+    """(T, H, W, 3|4) plate pixels → (T, 3, H, W) float32 display-referred values in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(encoding.to_model(frames[..., :3]))).permute(0, 3, 1, 2)
 
 
 def _tokens(compression: Compression, frames: int, height: int, width: int) -> int:
@@ -205,8 +213,10 @@ class Editor:
     ) -> EditResult:
         began = time.perf_counter()
         settings = validate_settings(request.settings)
-        check_frames(request.frames)
+        encoding = request.pixel_encoding()
+        frame_warnings = check_frames(request.frames, encoding.name)
         matte, warnings = normalise_matte(request.matte, request.frames)
+        warnings = frame_warnings + warnings
         if not isinstance(request.prompt, str) or not request.prompt.strip():
             raise InvalidRequest("prompt is empty: describe what the masked subject should become")
         m = self.model
@@ -237,7 +247,7 @@ class Editor:
         c = m.compression
         slots = max(first_slot(p.start, c.vae_t) + c.latent_frames(p.model_frames) for p in plans)
         noise = NoiseField(settings.seed, slots)
-        composer = _Composer(request, matte, settings.feather)
+        composer = _Composer(request, encoding, matte, settings.feather)
         latents: list[torch.Tensor] = []
         try:
             for index, plan in enumerate(plans):
@@ -246,6 +256,7 @@ class Editor:
                     len(plans),
                     plan,
                     _window_source(plan, request.frames, composer.out),
+                    encoding,
                     matte,
                     prompts,
                     settings,
@@ -327,6 +338,7 @@ class Editor:
         count: int,
         plan: Window,
         source: np.ndarray,
+        encoding: PixelEncoding,
         matte: np.ndarray,
         prompts: Prompts,
         settings: EditSettings,
@@ -346,7 +358,7 @@ class Editor:
         if not (lock_matte > 0).any():
             skipped = "matte empty in this window" + (" after its lead-in" if plan.context else "")
             return WindowTrace(plan.start, plan.end, box, size, 0.0, context=plan.context, skipped=skipped), None, None
-        video = _to_unit(crop_frames(source, plan.box, pad="edge"))
+        video = _to_model(crop_frames(source, plan.box, pad="edge"), encoding)
         video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
         c = m.compression
         masks = build_token_mask(
@@ -431,16 +443,18 @@ class _Composer:
 
     Frame by frame, so memory stays one source frame per window however long or large the clip. Outside
     the feathered matte the output is the source frame itself, so only the matte's box is blended; its
-    cost follows the subject's size. Frames no window edits stay the source.
+    cost follows the subject's size. Frames no window edits stay the source. The edit and the source's
+    detail (``with_source_detail``) are combined in the model's space; the result goes back to the plate's
+    encoding and is blended there (linear light for linear plates). A plate's alpha channel is copied,
+    never edited.
     """
 
-    def __init__(self, request: EditRequest, matte: np.ndarray, feather: int) -> None:
+    def __init__(self, request: EditRequest, encoding: PixelEncoding, matte: np.ndarray, feather: int) -> None:
         src = request.frames
-        self.source, self.matte, self.feather = src, matte, feather
-        self.scale = full_scale(src.dtype)
+        self.source, self.encoding, self.matte, self.feather = src, encoding, matte, feather
         self.out = src.copy()
         self.region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
-        self.raw = src.astype(np.float32) / self.scale if request.return_raw else None
+        self.raw = encoding.to_model(src[..., :3]) if request.return_raw else None
 
     def add(self, plan: Window, decoded: _Decoded | None) -> None:
         if decoded is None:
@@ -449,7 +463,7 @@ class _Composer:
             self._frame(j, plan, decoded, j - plan.start - plan.context)
 
     def _frame(self, j: int, plan: Window, decoded: _Decoded, k: int) -> None:
-        src, scale = self.source[j], self.scale
+        src = self.source[j]
         height, width = src.shape[:2]
         feathered = feather_matte(self.matte[j], self.feather)
         # only the feathered matte's box can differ from the source, unless full-frame outputs are wanted
@@ -461,7 +475,8 @@ class _Composer:
         pb = plan.box
         r0, r1 = max(pb.top, r.start), min(pb.top + pb.height, r.stop)
         c0, c1 = max(pb.left, c.start), min(pb.left + pb.width, c.stop)
-        base = src[r, c].astype(np.float32)
+        source = src[r, c, :3]
+        base = self.encoding.to_model(source)  # the source as the model sees it
         edited, reconstruction = base.copy(), base.copy()
         covered = np.zeros(base.shape[:2], bool)
         if r0 < r1 and c0 < c1:
@@ -470,18 +485,19 @@ class _Composer:
             for target, pixels in ((edited, decoded.edit), (reconstruction, decoded.reconstruction)):
                 if pixels is not None:
                     frame = resize_video(pixels[k : k + 1], pb.height, pb.width)[0].permute(1, 2, 0).numpy()
-                    target[inside] = frame[part] * scale
+                    target[inside] = frame[part]
             covered[inside] = True
         alpha = np.where(covered, feathered[r, c], 0.0).astype(np.float32)
         layer = edited
         if decoded.reconstruction is not None:
             inner = inner_ramp(self.matte[j], self.feather)[r, c]
-            layer = with_source_detail(edited, reconstruction, base, inner, scale)
-        self.out[j][r, c] = composite_frame(src[r, c], layer, alpha)
+            layer = with_source_detail(edited, reconstruction, base, inner, 1.0)
+        plate_layer = np.where(covered[..., None], self.encoding.from_model(layer), source)
+        self.out[j][r, c, :3] = composite_frame(source, plate_layer, alpha)
         if self.region is not None:
-            self.region[j] = edited_region_rgba(layer, alpha, src.dtype)
+            self.region[j] = edited_region_rgba(plate_layer, alpha, src.dtype)
         if self.raw is not None:
-            self.raw[j] = edited / scale
+            self.raw[j] = edited
 
 
 __all__ = ["EditCancelled", "EditRequest", "EditResult", "Editor"]

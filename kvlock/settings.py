@@ -19,8 +19,9 @@ from .errors import SettingsError
 GUIDANCE_FORMS = ("kvlock", "paper", "static")
 GEOMETRIES = ("fit", "crop_to_matte")
 UNCOND_SOURCES = ("shared", "own")
-# τ for a model that was never calibrated: the value calibrated on the embedded model (docs/benchmarks.md)
-DEFAULT_TAU = 0.01
+# τ for a model that was never calibrated: the embedded model's calibrated value (h is relative, so it is a
+# reasonable start; docs/benchmarks.md), with a notice to calibrate
+DEFAULT_TAU = 0.0033
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class EditSettings:
     tau: float | None = None  # None: the model's calibrated τ, else DEFAULT_TAU
     b: float = 2.0
     alpha_min: float = 0.0
-    alpha_early: float = 1.0
+    alpha_early: float = 0.0  # chosen on the calibration split (docs/benchmarks.md); the paper is silent
     alpha_fixed: float | None = None
     guidance_form: str = "kvlock"
     cfg_zero_delta: float = 1e-8
