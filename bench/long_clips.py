@@ -3,6 +3,7 @@ windows, and whether the edited object stays the same object in every window. CP
 
     python bench/long_clips.py                       # 41-frame clips (three 17-frame windows), 20 steps
     python bench/long_clips.py --frames 57 --steps 10 --json out.json
+    python bench/long_clips.py --only long-1 --steps 10    # one case
 
 Each case is a scene of the synthetic world rendered longer than the model's window, its first object
 edited (the generator renders the right answer too, so flicker is measured against the target's own
@@ -152,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=41)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cases", type=int, default=len(SCENES), help=f"how many of the {len(SCENES)} scenes")
+    parser.add_argument("--only", help="comma-separated case names (long-0 …) instead of the first --cases")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     editor = Editor.from_pretrained(args.model)
     rows = []
-    for case in long_cases(args.frames)[: args.cases]:
+    cases = long_cases(args.frames)
+    chosen = [c for c in cases if c.name in args.only.split(",")] if args.only else cases[: args.cases]
+    for case in chosen:
         rows.append(measure(editor, case, args.steps))
         print(f"{case.name}: {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     machine = f"{platform.machine()} {platform.processor()}".strip()
