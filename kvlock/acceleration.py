@@ -70,7 +70,9 @@ class Acceleration:
             raise SettingsError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
         if self.parallel is not None:
             if self.parallel not in PARALLEL_LAYOUTS:
-                raise SettingsError(f"parallel must be one of {sorted(PARALLEL_LAYOUTS)} or None, got {self.parallel!r}")
+                raise SettingsError(
+                    f"parallel must be one of {sorted(PARALLEL_LAYOUTS)} or None, got {self.parallel!r}"
+                )
             if self.attention not in PARALLEL_LAYOUTS[self.parallel]:
                 raise SettingsError(
                     f"parallel {self.parallel!r} runs with attention {' or '.join(PARALLEL_LAYOUTS[self.parallel])}, "

@@ -136,7 +136,9 @@ class _Passes:
         full pass: the batch then costs no more activation memory than a plain step, and the small
         per-pass matrices fill the GPU better.
         """
-        return mode == "foreground" and self.fg_index is not None and 2 * self.fg_index.numel() <= self.masks.flat.numel()
+        if mode != "foreground" or self.fg_index is None:
+            return False
+        return 2 * self.fg_index.numel() <= self.masks.flat.numel()
 
     def edit_pair(
         self,
@@ -270,7 +272,8 @@ def sample_kvlock(
             x0_estimate = stepper.clean_estimate(z, v, i)
             h = meter.update(stepper.clean_estimate(z, v_cond, i)) if controlled else None
             z = stepper.step(v, i, z)
-            z = layout.agree(lock(z, i + 1))
+            z = lock(z, i + 1)
+            z = layout.agree(z)  # every rank continues from rank 0's latents
             record = StepRecord(
                 step=i - first,
                 sigma=float(sigma),

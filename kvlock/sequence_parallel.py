@@ -37,6 +37,7 @@ from .errors import InvalidRequest, SettingsError
 from .sampler import PassTokens
 from .token_mask import TokenMask
 
+
 def shard_bounds(total: int, world: int) -> list[tuple[int, int]]:
     """[start, stop) of each rank's tokens, cut as ``torch.tensor_split`` (diffusers' anything sharder) cuts."""
     base, extra = divmod(total, world)

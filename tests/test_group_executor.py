@@ -1,5 +1,5 @@
 """``kvlock serve --gpus``: one server drives a process group whose ranks share every job, here two CPU
-ranks (gloo) started the way the GPU ranks are (``spawn``), behind the real gRPC service on loopback.
+ranks (gloo) started the way the GPU ranks are (from a fork server), behind the real gRPC service on loopback.
 
 The group's result equals the single-device edit of the same job; a rank killed mid-job loses no job (it
 is queued again and a fresh group runs it); a cancel stops every rank at the same step.

@@ -106,7 +106,7 @@ def single(editor) -> dict:
 
 
 def test_the_clip_gives_the_ranks_different_foreground_counts(editor):
-    frames, matte = clip()
+    _, matte = clip()
     masks = build_token_mask(torch.from_numpy(matte), editor.model.compression)
     shards = foreground_shards(masks.flat, WORLD)
     assert masks.flat.numel() == 16 and shards is not None
@@ -185,7 +185,7 @@ def test_no_foreground_layout_when_a_full_shard_sits_beside_a_shorter_one():
 def test_parallel_settings_are_checked_before_loading():
     with pytest.raises(SettingsError, match="parallel must be one of"):
         Acceleration(parallel="tensor").validated()
-    with pytest.raises(SettingsError, match="ring.*cudnn or flash"):
+    with pytest.raises(SettingsError, match=r"ring.*cudnn or flash"):
         Acceleration(parallel="ring").validated()
     Acceleration(parallel="ring", attention="cudnn").validated()
 

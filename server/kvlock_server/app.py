@@ -105,7 +105,9 @@ def _check_exposure(config: ServerConfig) -> None:
 def make_executor(config: ServerConfig, store_root: Path) -> Executor:
     if config.group:
         if config.executor != "inprocess":
-            raise ConfigError("--gpus spreads each job over this machine's GPUs; it does not combine with --executor ray")
+            raise ConfigError(
+                "--gpus spreads each job over this machine's GPUs; it does not combine with --executor ray"
+            )
         if len(config.group) < 2:
             raise ConfigError(f"--gpus needs at least two GPUs, got {config.group}")
         from .group_executor import GroupExecutor

@@ -7,11 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
+from kvlock.acceleration import PARALLEL_LAYOUTS
 from kvlock_wire import DEFAULT_PORT, default_state_dir
 
 from .app import ServerConfig, create_server, serve_forever
-from kvlock.acceleration import PARALLEL_LAYOUTS
-
 from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
 from .ray_options import RayOptions
 from .store import Retention

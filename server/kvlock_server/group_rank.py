@@ -1,7 +1,7 @@
 """One rank of a GPU group (``kvlock serve --gpus``): a process that joins the group and runs its share of
 every edit.
 
-It runs in a process of its own, started by :mod:`group_executor` with the ``spawn`` method, and talks to
+It runs in a process of its own, started by :mod:`group_executor` from a fork server, and talks to
 the server only through multiprocessing queues: commands in (``load``, ``edit``, ``stop``), events out
 (``ready``, ``loaded``, ``progress`` from rank 0, then one final ``done``/``cancelled``/``failed`` per
 rank and job). Every rank reads the job's media from the job store itself (the same disk), loads the same
@@ -79,9 +79,7 @@ def rank_main(setup: RankSetup, commands: Any, events: Any, cancel: Any, preview
             elif command == "edit":
                 rank.edit(payload)
     finally:
-        import sys, time; t=time.time(); print("destroy start", file=sys.stderr, flush=True)
         dist.destroy_process_group()
-        print("destroy took", time.time()-t, file=sys.stderr, flush=True)
 
 
 class _Rank:
