@@ -206,6 +206,7 @@ def farm_model(args: argparse.Namespace, work: Path) -> str:
 
 
 def farm_on(n: int, args: argparse.Namespace, work: Path, model: str, clip: tuple) -> dict[str, Any]:
+    import ray
     from farm import run_jobs  # bench/farm.py
 
     from kvlock.acceleration import Acceleration
@@ -213,41 +214,46 @@ def farm_on(n: int, args: argparse.Namespace, work: Path, model: str, clip: tupl
     from kvlock_server.ray_options import RayOptions
 
     cuda = args.device == "cuda"
-    app = create_server(
-        ServerConfig(
-            port=0,
-            state_dir=work / f"farm-{n}",
-            device=args.device,
-            dtype="bfloat16" if cuda else "float32",
-            executor="ray",
-            ray=RayOptions(workers=n, cpus_per_worker=args.cpus_per_worker),
-            preload=[model],
-            acceleration=Acceleration(attention=args.attention),
-            max_attempts=3,
-        )
+    config = ServerConfig(
+        port=0,
+        state_dir=work / f"farm-{n}",
+        device=args.device,
+        dtype="bfloat16" if cuda else "float32",
+        executor="ray",
+        ray=RayOptions(workers=n, cpus_per_worker=args.cpus_per_worker),
+        preload=[model],
+        acceleration=Acceleration(attention=args.attention),
+        max_attempts=3,
     )
+    # a Ray instance of this run's own ("local": never one that `ray start` left on the machine); the
+    # executor finds it initialised and uses it
+    ray.init(address="local", namespace="kvlock", include_dashboard=False, log_to_driver=False)
     try:
-        settings = {"height": clip[0].shape[1], "width": clip[0].shape[2]}
-        run_jobs(app, clip, [f"warm-{i}" for i in range(n)], args.steps, model, **settings)  # each worker's first
-        ids = [f"job-{i}" for i in range(args.jobs_per_worker * n)]
-        killed: list[int] = []
-        if args.kill_one:
-            threading.Thread(target=_kill_a_busy_worker, args=(app, killed), daemon=True).start()
-        began = time.perf_counter()
-        latencies = run_jobs(app, clip, ids, args.steps, model, **settings)
-        makespan = time.perf_counter() - began
-        attempts = {job_id: app.store.get(job_id).attempts for job_id in ids}
-        return {
-            "workers": n,
-            "jobs": len(ids),
-            "makespan_s": makespan,
-            "jobs_per_hour": len(ids) / makespan * 3600,
-            "mean_latency_s": sum(latencies.values()) / len(latencies),
-            "killed_pid": killed[0] if killed else None,
-            "jobs_run_twice": sorted(j for j, a in attempts.items() if a > 1),
-        }
+        app = create_server(config)
+        try:
+            settings = {"height": clip[0].shape[1], "width": clip[0].shape[2]}
+            run_jobs(app, clip, [f"warm-{i}" for i in range(n)], args.steps, model, **settings)  # first jobs
+            ids = [f"job-{i}" for i in range(args.jobs_per_worker * n)]
+            killed: list[int] = []
+            if args.kill_one:
+                threading.Thread(target=_kill_a_busy_worker, args=(app, killed), daemon=True).start()
+            began = time.perf_counter()
+            latencies = run_jobs(app, clip, ids, args.steps, model, **settings)
+            makespan = time.perf_counter() - began
+            attempts = {job_id: app.store.get(job_id).attempts for job_id in ids}
+        finally:
+            app.stop(grace=0)
     finally:
-        app.stop(grace=0)
+        ray.shutdown()
+    return {
+        "workers": n,
+        "jobs": len(ids),
+        "makespan_s": makespan,
+        "jobs_per_hour": len(ids) / makespan * 3600,
+        "mean_latency_s": sum(latencies.values()) / len(latencies),
+        "killed_pid": killed[0] if killed else None,
+        "jobs_run_twice": sorted(j for j, a in attempts.items() if a > 1),
+    }
 
 
 def _kill_a_busy_worker(app: Any, killed: list[int]) -> None:
