@@ -25,7 +25,7 @@ from typing import Any
 
 from kvlock.acceleration import Acceleration
 from kvlock.catalog import resolve_model
-from kvlock.errors import EditCancelled, KVLockError
+from kvlock.errors import EditCancelled, KVLockError, UnsupportedDeviceError
 from kvlock.loading import resolve_device
 
 from .executor import JobControl, WorkerLost
@@ -218,8 +218,12 @@ class GroupExecutor:
         self.devices = tuple(devices)
         if len(self.devices) < 2:
             raise ValueError(f"a GPU group needs at least 2 devices, got {list(self.devices)}")
-        for device in self.devices:
-            resolve_device(device, dtype)  # a missing GPU is named now, not by a rank that fails to start
+        for device in self.devices:  # a missing GPU is named now, not by a rank that fails to start
+            try:
+                resolve_device(device, dtype)
+            except UnsupportedDeviceError as error:
+                listed = ",".join(self.devices)
+                raise UnsupportedDeviceError(f"--gpus {listed}: {error} and serve without --gpus") from None
         acc = acceleration or Acceleration()
         self.acceleration = replace(acc, parallel=acc.parallel or "ulysses").validated()
         self.dtype, self.model_dirs = dtype, tuple(model_dirs)
