@@ -1,6 +1,6 @@
 """The client as one pure-Python wheel, for hosts' own Pythons (Blender's, Resolve's): the bridge, the wire
 stubs, the Resolve script's package, and the few light engine modules they import (errors, atomic writes,
-decoding for uploads) — never the engine itself or its models."""
+decoding and timecodes for uploads) — never the engine itself or its models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GRPCIO, PROTOBUF = "grpcio==1.85.1", "protobuf==7.36.2"
-NUMPY, AV = "numpy>=1.26", "av>=14"  # needed only to upload media the server cannot read (Resolve)
+# PyAV reads strip media in the Blender add-on and media the server cannot read in Resolve; Blender bundles numpy
+NUMPY, AV = "numpy>=1.26", "av>=14"
 
 
 def client_files() -> dict[Path, str]:
@@ -23,7 +24,8 @@ def client_files() -> dict[Path, str]:
         ("kvlock_wire", ROOT / "proto" / "kvlock_wire"),
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
-    for rel in ("__init__.py", "errors.py", "media/__init__.py", "media/atomic.py", "media/decode.py"):
+    light = ("__init__.py", "errors.py", "media/__init__.py", "media/atomic.py", "media/decode.py", "media/timecode.py")
+    for rel in light:
         files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
     return files
 

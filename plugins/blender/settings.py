@@ -9,6 +9,11 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
+PLACEMENT_ITEMS = [
+    ("ABOVE", "Directly above", "the channel above the source; if another strip is there, you are asked"),
+    ("SHIFT", "Shift strips above up", "move every strip above the source up one channel to make room"),
+    ("CHANNEL", "Pick a channel", "a free channel above the source"),
+]
 MODELS_CACHE: list[tuple[str, str, str]] = [("tiny", "tiny", "the embedded model")]
 
 
@@ -80,6 +85,9 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     alpha_early: FloatProperty(name="Early α", default=1.0, min=0.0, max=1.0)
     metric_window: IntProperty(name="Metric window", default=10, min=2)
     feather: IntProperty(name="Feather", default=4, min=0, max=64, description="pixels of soft edge")
+    # where the result goes
+    placement: EnumProperty(name="Placement", items=PLACEMENT_ITEMS, default="ABOVE")
+    placement_channel: IntProperty(name="Channel", default=2, min=1, max=128, description="for Pick a channel")
     # output
     output_dir: StringProperty(name="Folder", subtype="DIR_PATH", description="empty: next to the .blend")
     codec: EnumProperty(
@@ -93,6 +101,7 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     running: BoolProperty(default=False)
     progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     step_text: StringProperty(default="")
+    placed_channel: IntProperty(default=0)
 
     def edit_settings(self) -> dict[str, Any]:
         """The engine's EditSettings fields this panel sets (0 means "the model's default")."""
