@@ -67,6 +67,9 @@ def media(tmp_path_factory):
     write_video(folder / "matte.mkv", matte, RATE)
     write_video(folder / "square.mkv", square, Fraction(24))
     write_image_sequence(folder / "seq", plate[:12], start_number=1001)
+    twin = np.zeros((24, PLATE[1], PLATE[0], 3), np.uint8)
+    twin[:, 20:50, 30:70] = 255  # a matte made for the plate: its size, its frames
+    write_video(folder / "twin.mkv", twin, RATE)
     return {"folder": folder, "plate": plate, "matte": matte[..., 0], "square": square}
 
 
@@ -237,6 +240,18 @@ def test_by_path_when_the_server_reads_the_media(tmp_path, media, tmp_path_facto
         first = VISIBLE[0] - PLATE_START + PLATE_TRIM[0]
         assert (job.spec.source.start, job.spec.source.end) == (first, first + VISIBLE[1] - VISIBLE[0])
         assert job.spec.matte.kind == "inline"  # a matte in another place and size is carried into the plate's pixels
+        # a matte made for the plate, placed and trimmed like it: the server reads both files itself
+        cfg = composition(media)
+        cfg["strips"][3] = cfg["strips"][1] | {"name": "matte", "path": str(media["folder"] / "twin.mkv"), "channel": 4}
+        report = drive("5.0", "render", tmp_path / "twin", app, cfg)
+        assert report["status"].startswith("Done:"), report["status"]
+        job = next(j for j in app.store.list(limit=10) if j.job_id != job.job_id)
+        assert job.spec.source.kind == job.spec.matte.kind == "file"
+        edited = read_frames(probe(Path(by_name(report["strips"])["shot KV-Lock"]["filepath"])), 0, 9)[..., :3]
+        box = np.zeros((PLATE[1], PLATE[0]), np.float32)
+        box[20:50, 30:70] = 1.0
+        outside = feather_matte(box, FEATHER) == 0
+        assert np.array_equal(edited[:, outside], plate_frames(media, *VISIBLE)[:, outside])
     finally:
         app.stop(grace=0)
 
