@@ -6,6 +6,7 @@ that needs the pixels is checked after the upload, by the engine's own validatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from kvlock.errors import InvalidRequest
@@ -19,7 +20,14 @@ from .runner import LiveStatus
 from .security import MediaRoots
 
 PIXELS = {pb.RGB8: "rgb8", pb.RGB16: "rgb16", pb.GRAY8: "gray8", pb.GRAY16: "gray16"}
-CODECS = {pb.CODEC_UNSPECIFIED: "ffv1", pb.FFV1: "ffv1", pb.PRORES: "prores", pb.PNG: "png", pb.H264: "h264"}
+CODECS = {
+    pb.CODEC_UNSPECIFIED: "ffv1",
+    pb.FFV1: "ffv1",
+    pb.PRORES: "prores",
+    pb.PNG: "png",
+    pb.H264: "h264",
+    pb.EXR: "exr",
+}
 STATES = {
     JobState.QUEUED: pb.QUEUED,
     JobState.RUNNING: pb.RUNNING,
@@ -63,7 +71,7 @@ def _inline(clip: pb.InlineClip, name: str, file_name: str, limits: Limits, allo
 
 
 def _file(clip: pb.FileClip, name: str, roots: MediaRoots, ranged: bool = True) -> ClipSpec:
-    """A file under the media roots (every file of a sequence too); a matte's range follows the source's."""
+    """A file under the media roots (every file of a sequence too), over its own range when ``ranged``."""
     path = roots.check(clip.path)
     info = probe(path)  # raises MediaNotFoundError / UnreadableMediaError
     roots.check_all(info.files)
@@ -102,8 +110,14 @@ def spec_from_header(header: pb.EditHeader, roots: MediaRoots, limits: Limits, k
             )
         if matte.frames not in (1, source.frames):
             raise InvalidRequest(f"matte has {matte.frames} frames; send {source.frames} (one per source frame) or 1")
-    else:
-        matte = _file(header.matte_file, "matte", roots, ranged=False)
+    else:  # a matte that names its own frames keeps them; one that names none follows the source's range
+        own = header.matte_file.HasField("start") or header.matte_file.HasField("end")
+        matte = _file(header.matte_file, "matte", roots, ranged=own)
+        if own and matte.frames not in (1, source.frames):
+            raise InvalidRequest(
+                f"matte range [{matte.start}, {matte.end}) has {matte.frames} frames but the source's has "
+                f"{source.frames}: give the matte as many frames as the source (or one, used for every frame)"
+            )
     options = header.matte_options
     channel = options.channel if options.HasField("channel") else "auto"
     if channel not in CHANNELS:
@@ -141,7 +155,7 @@ def update_message(job_id: str, live: LiveStatus) -> pb.JobUpdate:
         step=live.step,
         total_steps=live.total_steps,
         sigma=live.sigma,
-        h=live.h,
+        h=math.nan if live.h is None else live.h,  # NaN: not measured yet (before the control window)
         alpha=live.alpha,
         omega=live.omega,
         s_star=live.s_star,
