@@ -1,6 +1,7 @@
 """The client as one pure-Python wheel, for hosts' own Pythons (Blender's, Resolve's): the bridge, the wire
-stubs, the Resolve script's package, and the few light engine modules they import (errors, atomic writes,
-decoding and the matte-range rule for uploads, timecode) — never the engine itself or its models."""
+stubs, the Resolve script's package, and the few light engine modules they import (errors, the edit settings'
+defaults, atomic writes, decoding and the matte-range rule for uploads, timecode) — never the engine itself or
+its models."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def client_files() -> dict[Path, str]:
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
     light = ("atomic.py", "decode.py", "matte_frames.py", "timecode.py")
-    for rel in ("__init__.py", "errors.py", "media/__init__.py", *(f"media/{name}" for name in light)):
+    for rel in ("__init__.py", "errors.py", "settings.py", "media/__init__.py", *(f"media/{name}" for name in light)):
         files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
     return files
 

@@ -123,6 +123,8 @@ def add_strip(scene, strips, spec: dict, by_name: dict):
     for key in ("blend_type", "blend_alpha", "mute", "strobe", "use_reverse_frames", "color_saturation"):
         if key in spec:
             setattr(strip, key, spec[key])
+    if "colorspace" in spec:
+        strip.colorspace_settings.name = spec["colorspace"]
     if "retime_key" in spec:
         strip.retiming_keys.add(timeline_frame=spec["retime_key"])
     by_name[name] = strip
@@ -148,6 +150,8 @@ def build_scene(cfg: dict):
         render.image_settings.color_management = "OVERRIDE"
         render.image_settings.view_settings.view_transform = "Filmic"
         render.image_settings.view_settings.exposure = 1.5
+    if s.get("sequencer_space"):
+        scene.sequencer_colorspace_settings.name = s["sequencer_space"]
     build_masks(cfg)
     editor = scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences
@@ -194,6 +198,10 @@ def strip_info(scene) -> list[dict]:
             "lock": s.lock,
             "blend": [s.blend_type, round(s.blend_alpha, 6)],
         } | content(s)
+        if hasattr(s, "colorspace_settings"):
+            info["colorspace"] = s.colorspace_settings.name
+        if s.type == "IMAGE":
+            info["files"] = [str(Path(bpy.path.abspath(s.directory)) / e.filename) for e in s.elements]
         if hasattr(s, "transform"):
             t, c = s.transform, s.crop
             info["transform"] = [t.offset_x, t.offset_y, t.scale_x, t.scale_y, t.rotation, *t.origin, t.filter]
@@ -219,6 +227,7 @@ def scene_info(scene) -> dict:
     out |= {n: getattr(image, n) for n in ("file_format", "color_mode", "color_depth", "color_management")}
     override = image.view_settings
     out["override"] = [override.view_transform, override.look, override.exposure, override.gamma]
+    out["sequencer_space"] = scene.sequencer_colorspace_settings.name
     out["frame_current"] = scene.frame_current
     out["scenes"] = sorted(s.name for s in bpy.data.scenes)
     return out

@@ -383,6 +383,74 @@ def test_a_mask_data_block_is_rasterised_in_the_plates_pixels(tmp_path, server, 
     assert report["scene_after"]["scenes"] == ["Scene"]  # the temporary scene is gone
 
 
+def exr_plate(folder: Path, frames: int, size: tuple[int, int]) -> np.ndarray:
+    """A scene-linear EXR sequence (float32 RGB, highlights up to 6.0) numbered from 1001; its values."""
+    openexr = pytest.importorskip("OpenEXR")
+    folder.mkdir()
+    w, h = size
+    rng = np.random.default_rng(11)
+    values = (rng.random((frames, h, w, 3)) ** 3 * 6.0).astype(np.float32)  # a third of them above 1.0
+    for n, frame in enumerate(values):
+        channels = {c: np.ascontiguousarray(frame[..., i]) for i, c in enumerate("RGB")}
+        openexr.File({"owner": "scan"}, channels).write(str(folder / f"plate.{1001 + n}.exr"))
+    return values
+
+
+def read_exr_rgb(path: Path) -> np.ndarray:
+    import OpenEXR
+
+    channels = OpenEXR.File(str(path), separate_channels=True).channels()
+    return np.stack([channels[c].pixels for c in "RGB"], axis=-1)
+
+
+def test_a_linear_exr_plate_stays_linear_and_comes_back_as_exr(tmp_path, media, tmp_path_factory):
+    """An EXR image strip (tagged ACEScg) in a linear sequencer: sent by path, written back as EXR with the
+    plate's own float values (highlights above 1.0) outside the matte, placed as an image strip tagged as the
+    source; the panel's lock settings leave the engine's defaults (its calibrated τ, early α 0)."""
+    plate_size, visible = (64, 48), (1003, 1008)
+    values = exr_plate(tmp_path / "exr", 8, plate_size)
+    files = [str(tmp_path / "exr" / f"plate.{1001 + n}.exr") for n in range(8)]
+    app = start(tmp_path_factory.mktemp("exr-server"), preload=["tiny"], media_roots=[str(tmp_path / "exr")])
+    try:
+        cfg = composition(media, masks={"square": [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7]]})
+        cfg["scene"] |= {"sequencer_space": "Linear Rec.709"}
+        cfg["strips"][1] = {
+            "name": "shot",
+            "kind": "image",
+            "files": files,
+            "channel": 2,
+            "start": 1001,
+            "handles": list(visible),  # trimmed at both ends: plate files 2–6
+            "transform": {"offset_x": 6.0, "offset_y": -4.0},
+            "colorspace": "ACEScg",
+        }
+        cfg["props"] = {"matte_kind": "MASK", "mask": "square"}
+        report = drive("5.2", "render", tmp_path / "run", app, cfg)
+        [job] = app.store.list(limit=10)
+    finally:
+        app.stop(grace=0)
+    assert report["status"].startswith("Done: shot.kvlock on channel 3"), report["status"]
+    source = job.spec.source
+    assert job.spec.codec == "exr" and source.kind == "file" and (source.start, source.end) == (2, 7)
+    assert "tau" not in job.spec.settings and job.spec.settings["alpha_early"] == 0.0
+    result = by_name(report["strips"])["shot KV-Lock"]
+    assert result["type"] == "IMAGE" and result["colorspace"] == "ACEScg"
+    assert (result["start"], result["end"], result["channel"]) == (*visible, 3)
+    assert result["transform"] == by_name(report["strips_before"])["shot"]["transform"]
+    written = [Path(f) for f in result["files"]]
+    assert [f.suffix for f in written] == [".exr"] * 5 and written[0].parent == report["out"] / "shot.kvlock"
+    edited = np.stack([read_exr_rgb(f) for f in written])
+    plate = values[2:7]
+    assert edited.shape == plate.shape and edited.dtype == np.float32
+    box = np.zeros(plate_size[::-1], np.float32)
+    box[10:38, 18:46] = 1.0  # the mask square: 0.3–0.7 of the longer side, about the centre, a pixel to spare
+    outside = feather_matte(box, FEATHER) == 0
+    assert np.array_equal(edited[:, outside], plate[:, outside])  # the plate's own floats, bit for bit
+    assert (plate[:, outside] > 1.0).mean() > 0.2  # ... highlights above 1.0 among them
+    assert (edited[:, 14:34, 22:42] != plate[:, 14:34, 22:42]).any(axis=-1).mean() > 0.5
+    assert_composition_unchanged(report, added="shot KV-Lock")
+
+
 def test_retimed_and_transparent_strips_are_refused_with_the_reason(tmp_path, server, media):
     cfg = composition(media)
     cfg["strips"][2] = {"name": "title", "kind": "text", "channel": 6, "start": 1005, "length": 6}

@@ -24,6 +24,7 @@ import bpy
 from kvlock_bridge import Client, FileClip, Params
 from kvlock_bridge.background import BackgroundRender, progress_line
 
+from .colour import ColourPlan
 from .media import (
     MappedClip,
     MediaProblem,
@@ -67,6 +68,7 @@ class Plan:
     scene_rate: Fraction
     source: MediaStrip | Rendered
     matte: MediaStrip | Rendered | MaskBlock
+    colour: ColourPlan  # the source's colour space, and what the result is written as and tagged
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Placement:
     mode: str
     picked: int
     copy_look: bool
+    colour_space: str  # the result strip's colorspace_settings.name
     notes: tuple[str, ...] = ()
 
 
@@ -140,6 +143,7 @@ class Job:
             self._stage = text
 
     def _work(self) -> None:
+        plan = self.plan
         try:
             plate = self._plate()
             matte, matte_by_path = self._matte(plate)
@@ -148,13 +152,20 @@ class Job:
             params = dataclasses.replace(self.params, rate=plate.rate, timecode=plate.timecode)
             self._clips = (plate.upload, matte)
             by_path = plate.clip is not None or matte_by_path is not None
+            linear = params.codec == "exr"
+            if linear and plate.clip is None:
+                raise MediaProblem(
+                    f"{plan.source.name} shows its EXR files out of order or with held frames: a scene-linear "
+                    "plate is read by the server itself, one run of its numbered files; trim the strip to its "
+                    "own frames (no holds before or after)"
+                )
             render = BackgroundRender(
                 self.client,
                 plate.clip or plate.upload,
                 matte_by_path or matte,
                 params,
                 self.output,
-                fallback=self._upload if by_path else None,
+                fallback=self._exr_refused if linear else self._upload if by_path else None,
                 cancel=self.cancel,
             )
             with self._lock:
@@ -169,6 +180,15 @@ class Job:
         finally:
             with self._lock:
                 self._prepared = True
+
+    def _exr_refused(self) -> tuple[MappedClip, MappedClip]:
+        """The server cannot read the EXR plate: an upload would lose its linear values, so say what to do."""
+        folder = Path(self.plan.source.files[0]).parent
+        raise ValueError(
+            f"the server cannot read the EXR plate {self.plan.source.name} in {folder}: a scene-linear plate is "
+            "read by the server itself (an upload carries 8/16-bit display-referred pixels only); run "
+            f"`kvlock serve --media-root {folder}` on a computer that sees that folder"
+        )
 
     def _upload(self) -> tuple[MappedClip, MappedClip]:
         """The server cannot read the media: send the frames instead, through new decoders."""
@@ -318,6 +338,7 @@ class Job:
             placement=p.mode,
             channel=p.picked,
             copy_look=p.copy_look,
+            colour_space=p.colour_space,
             notes="; ".join(p.notes),
         )
         return None

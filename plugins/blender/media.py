@@ -5,6 +5,10 @@ thread probes the files, maps timeline frames to media frames (:mod:`.timing`), 
 bridge sends: the media by path (``FileClip``) when its frames are one contiguous range of the file, else
 :class:`MappedClip`, which decodes the strip's own frames with the project's decoders a few at a time while
 they upload. A matte drawn in another strip is carried into the plate's pixels (:mod:`.geometry`).
+
+OpenEXR media is never decoded here (Blender's Python has no OpenEXR package, and an upload carries 8/16-bit
+display-referred pixels only): an EXR plate, or an EXR matte made for it, goes by path, and the server reads
+its scene-linear values itself; only its size is read, from the header.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from kvlock.media.decode import MediaInfo, frame_to_array, probe, read_frames
+from kvlock.media.decode import MediaInfo, frame_to_array, probe, read_frames, sequence_files
 from kvlock.media.timecode import format_timecode, parse_timecode
 from kvlock_bridge import FileClip
 
+from .exr_header import display_size
 from .geometry import StripGeometry, is_identity, matte_into_plate, plate_to_matte
 from .timing import StripTiming, contiguous, media_indices, rate_problem, retime_problem
 
@@ -167,8 +172,9 @@ class MappedClip:
 
 def matte_values(pixels: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 1]: the alpha of a matte that has a real one, else its luma (Rec. 709)."""
-    scale = float(np.iinfo(pixels.dtype).max)
-    x = pixels.astype(np.float32) / scale
+    floating = np.issubdtype(pixels.dtype, np.floating)
+    scale = 1.0 if floating else float(np.iinfo(pixels.dtype).max)
+    x = np.clip(pixels.astype(np.float32) / scale, 0.0, 1.0)
     if x.shape[-1] == 4 and (x[..., 3] < 1.0).any():
         return x[..., 3]
     return x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
@@ -186,14 +192,26 @@ def quantise(values: np.ndarray, deep: bool) -> np.ndarray:
     return np.rint(np.clip(values, 0.0, 1.0) * top).astype(np.uint16 if deep else np.uint8)
 
 
+def is_exr(strip: MediaStrip) -> bool:
+    return strip.kind == "images" and strip.files[0].lower().endswith(".exr")
+
+
+def _exr_info(strip: MediaStrip, rate: Fraction) -> MediaInfo:
+    """What the add-on needs of an EXR sequence (size and frames), from the first element's header."""
+    width, height = display_size(strip.files[0])
+    files = tuple(Path(f) for f in strip.files)
+    return MediaInfo(files[0], "sequence", len(files), rate, width, height, False, True, None, "exr", files,
+                     transfer="scene_linear")  # fmt: skip
+
+
 def open_media(strip: MediaStrip, scene_rate: Fraction) -> tuple[MediaInfo, int]:
     """The strip's media as the decoders see it, and its length in frames less the hold offsets."""
     problem = retime_problem(strip.name, strip.timing)
     if problem:
         raise MediaProblem(problem)
     try:
-        info = probe(strip.files[0], scene_rate)
-    except Exception as exc:  # MediaNotFoundError, UnreadableMediaError, or FFmpeg's own
+        info = _exr_info(strip, scene_rate) if is_exr(strip) else probe(strip.files[0], scene_rate)
+    except Exception as exc:  # MediaNotFoundError, UnreadableMediaError, ExrHeaderError, FFmpeg's own
         raise MediaProblem(f"{strip.name}: cannot read {strip.files[0]}: {exc}") from None
     if strip.kind == "images":  # exactly the strip's elements, in its order (not whatever else is in the folder)
         files = tuple(Path(f) for f in strip.files)
@@ -219,10 +237,12 @@ def _server_range(strip: MediaStrip, info: MediaInfo, indices: list[int]) -> tup
         span = contiguous(indices)
         return (strip.files[0], *span) if span else None
     try:
-        listed = probe(strip.files[0]).files  # the numbered run the server will find beside the first element
+        found = sequence_files(Path(strip.files[0]))  # the numbered run the server will find beside the first element
     except Exception:
         return None
-    position = {p.resolve(): i for i, p in enumerate(listed)}
+    if found is None:
+        return None
+    position = {p.resolve(): i for i, p in enumerate(found[0])}
     wanted = [position.get(info.files[i].resolve(), -1) for i in indices]
     span = contiguous(wanted) if min(wanted) >= 0 else None
     return (strip.files[0], *span) if span else None
@@ -280,8 +300,8 @@ def _rendered_info(frames: RenderedFrames, rate: Fraction) -> MediaInfo:
 def media_matte(
     strip: MediaStrip, plate: Plate, canvas: tuple[int, int], start: int, end: int, scene_rate: Fraction
 ) -> tuple[MappedClip, FileClip | None]:
-    """The matte strip's own frames at the plate's pixels; and the matte by path when the server would read
-    exactly those frames itself (a file matte is read over the source's range: same frames, size and place)."""
+    """The matte strip's own frames at the plate's pixels; and the matte by path, naming its own frames, when
+    it sits exactly on the plate (same size and place, no crop), so the server reads the same pixels itself."""
     info, length = open_media(strip, scene_rate)
     indices = strip_frames(strip, info, length, start, end)
     geometry = dataclasses.replace(strip.look, width=info.width, height=info.height)
@@ -292,13 +312,15 @@ def media_matte(
 
     size = (plate.geometry.width, plate.geometry.height)
     clip = MappedClip(strip.name, info, indices, convert, size, "gray16" if deep else "gray8")
-    source = plate.clip
     aligned = is_identity(plate_to_matte(plate.geometry, geometry, canvas), plate.geometry, geometry)
-    if source is None or strip.kind != "movie" or not aligned:
-        return clip, None
-    covers = info.frames >= max(source.end, plate.info.frames)
-    same_frames = indices == list(range(source.start, source.end))
-    return clip, FileClip(strip.name, strip.files[0]) if covers and same_frames else None
+    span = _server_range(strip, info, indices) if aligned else None
+    if is_exr(strip) and span is None:
+        raise MediaProblem(
+            f"the matte {strip.name} is EXR and does not sit exactly on the plate (same size and place, its frames "
+            "one run of its files): the add-on cannot decode EXR to carry it into the plate's pixels; give it the "
+            "plate's size and placement, or render it to PNG"
+        )
+    return clip, FileClip(strip.name, *span) if span else None
 
 
 def rendered_matte(frames: RenderedFrames, plate: Plate, canvas: tuple[int, int], scene_rate: Fraction) -> MappedClip:

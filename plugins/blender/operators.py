@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import bpy
@@ -16,7 +17,9 @@ from kvlock_bridge.client import read_token
 
 from . import job as jobs
 from . import settings
+from .colour import colour_plan, tag_space
 from .compat import all_strips, content_start, sequencer_scene, top_strips, visible_range
+from .media import MediaStrip
 from .placement import SUFFIX, PlacementError, choose_channel, copy_look, output_folder, shift_up
 from .settings import PLACEMENT_ITEMS
 from .snapshot import media_strip
@@ -242,8 +245,9 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
         matte = matte_layer(scene, props, strip, start, end)
         # checked now so a taken channel is said before any work; chosen again when the result is placed
         choose_channel(editor, strip.channel, start, end, props.placement, props.placement_channel)
+        colour = colour_plan(scene, strip, source.files[0] if isinstance(source, MediaStrip) else None, props.codec)
         folder = output_folder(bpy.data.filepath, bpy.path.abspath(props.output_dir) if props.output_dir else "")
-        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[props.codec])
+        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[colour.codec])
         render = scene.render
         plan = jobs.Plan(
             scene=scene.name,
@@ -253,6 +257,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             scene_rate=frame_rate(scene),
             source=source,
             matte=matte,
+            colour=colour,
         )
         placement = jobs.Placement(
             scene=scene.name,
@@ -264,6 +269,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             mode=props.placement,
             picked=props.placement_channel,
             copy_look=not isinstance(source, jobs.Rendered),
+            colour_space=colour.output_space,
             notes=_notes(editor, strip),
         )
         client = connect(context)
@@ -271,7 +277,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             prompt=props.prompt,
             model=props.model or "tiny",
             settings=props.edit_settings(),
-            codec=props.codec,
+            codec=colour.codec,
             rate=plan.scene_rate,
         )
         return jobs.Job(client, plan, params, output, placement)
@@ -290,8 +296,22 @@ class SEQUENCER_OT_kvlock_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def add_result(editor: Any, name: str, path: str, channel_number: int, start: int) -> Any:
+    """The result as a movie strip, or as an image strip of its numbered files when it is a folder (EXR)."""
+    strips, folder = top_strips(editor), Path(path)
+    where = {"name": name, "channel": channel_number, "frame_start": start, "fit_method": "ORIGINAL"}
+    if not folder.is_dir():
+        return strips.new_movie(filepath=path, **where)
+    files = sorted(folder.iterdir(), key=lambda f: (len(f.name), f.name))  # NAME.1001.exr …: by number
+    strip = strips.new_image(filepath=str(files[0]), **where)
+    for file in files[1:]:
+        strip.elements.append(file.name)
+    return strip
+
+
 class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
-    """Adds the finished result as a movie strip; an operator so that Undo removes it (and any shift)."""
+    """Adds the finished result as a movie (or EXR image) strip; an operator so that Undo removes it (and any
+    shift)."""
 
     bl_idname = "sequencer.kvlock_place_result"
     bl_label = "Place KV-Lock Result"
@@ -307,6 +327,7 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
     placement: EnumProperty(items=PLACEMENT_ITEMS, default="ABOVE")
     channel: IntProperty(min=1, max=128, default=2)
     copy_look: BoolProperty(default=True, description="the source has media: take its transform too")
+    colour_space: StringProperty(description="the result's colour space (its pixels are in the source's)")
     notes: StringProperty()
 
     def execute(self, context: Any) -> set[str]:
@@ -326,11 +347,10 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
             props.status = f"Error: {exc}; the result is saved at {self.filepath}"
             self.report({"ERROR"}, props.status)
             return {"CANCELLED"}
-        strip = top_strips(editor).new_movie(
-            name=self.name, filepath=self.filepath, channel=number, frame_start=self.frame_start, fit_method="ORIGINAL"
-        )
+        strip = add_result(editor, self.name, self.filepath, number, self.frame_start)
         if source is not None:
             copy_look(source, strip, media=self.copy_look)
+        tagged = not self.colour_space or tag_space(strip, self.colour_space)
         strip.select = True
         props.placed_channel = number
         placed = visible_range(strip)
@@ -339,6 +359,10 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
             props.status += (
                 f"; Blender placed it over frames {placed[0]}–{placed[1] - 1}, not {self.frame_start}–"
                 f"{self.frame_end - 1}: check the movie's and the scene's frame rates"
+            )
+        if not tagged:
+            props.status += (
+                f"; Blender has no colour space {self.colour_space}: set the result's Color Space to the source's"
             )
         if self.notes:
             props.status += f"; note: {self.notes}"

@@ -13,7 +13,7 @@ from typing import Any
 
 from .compat import channel, top_strips, visible_range
 
-SUFFIX = {"ffv1": ".mkv", "prores": ".mov"}
+SUFFIX = {"ffv1": ".mkv", "prores": ".mov", "exr": ""}  # exr: a folder of NAME.NNNN.exr
 MAX_CHANNEL = 128
 # what makes a media strip look as it does on the canvas; copied from the source onto the result
 BLEND = ("blend_type", "blend_alpha")
@@ -128,7 +128,8 @@ def shift_up(editor: Any, source: int) -> None:
 def copy_look(source: Any, result: Any, media: bool) -> None:
     """Give the result the source's blend, and for a media source (the result is at the media's size) its
     transform, crop and colour settings too, so the edit lands exactly where the source showed. A result the
-    sequencer rendered has the transform baked in: it takes the blend only."""
+    sequencer rendered has the transform baked in: it takes the blend only. (Its colour space is the colour
+    module's to set.)"""
     for name in LOOK if media else BLEND:
         if hasattr(source, name) and hasattr(result, name):
             setattr(result, name, getattr(source, name))
@@ -138,6 +139,3 @@ def copy_look(source: Any, result: Any, media: bool) -> None:
         setattr(result.transform, name, getattr(source.transform, name))
     for name in CROP:
         setattr(result.crop, name, getattr(source.crop, name))
-    exr = source.type == "IMAGE" and any(e.filename.lower().endswith(".exr") for e in source.elements[:1])
-    if not exr:  # same code values as the plate's; EXR is decoded to display-referred sRGB, the result's default
-        result.colorspace_settings.name = source.colorspace_settings.name

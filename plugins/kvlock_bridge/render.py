@@ -21,7 +21,8 @@ from .client import Client, Progress
 from .clips import Clip, FileClip, Params
 from .errors import JobFailedError
 
-SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}
+SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}  # "": a folder of images
+MOVIE_SUFFIXES = {suffix for suffix in SUFFIXES.values() if suffix}
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,10 @@ class RenderResult:
 
 
 def companions(output: Path) -> dict[str, Path]:
-    stem = output.name.removesuffix(output.suffix) if output.suffix else output.name
+    """The trace beside the output: ``shot.kvlock.mkv`` → ``shot.kvlock.trace.json``; a folder keeps its name
+    whole (``shot.kvlock`` → ``shot.kvlock.trace.json``)."""
+    suffix = output.suffix.lower()
+    stem = output.name[: -len(suffix)] if suffix in MOVIE_SUFFIXES else output.name
     return {"trace": output.with_name(f"{stem}.trace.json"), "plot": output.with_name(f"{stem}.trace.png")}
 
 
@@ -55,7 +59,8 @@ def render(
     overwrite: bool = False,
 ) -> RenderResult:
     output = Path(output)
-    if output.suffix.lower() != SUFFIXES[params.codec]:
+    expected, suffix = SUFFIXES[params.codec], output.suffix.lower()
+    if suffix != expected and (expected or suffix in MOVIE_SUFFIXES):
         raise ValueError(f"{params.codec} results are written as {SUFFIXES[params.codec] or 'a folder'}, not {output}")
     region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
     region_path = output.with_name(f"{output.stem}.region{region_suffix}") if params.region else None
