@@ -403,7 +403,7 @@ def read_exr_rgb(path: Path) -> np.ndarray:
     return np.stack([channels[c].pixels for c in "RGB"], axis=-1)
 
 
-def test_a_linear_exr_plate_stays_linear_and_comes_back_as_exr(tmp_path, media, tmp_path_factory):
+def test_a_linear_exr_plate_stays_linear_and_comes_back_as_exr(tmp_path, server, media, tmp_path_factory):
     """An EXR image strip (tagged ACEScg) in a linear sequencer: sent by path, written back as EXR with the
     plate's own float values (highlights above 1.0) outside the matte, placed as an image strip tagged as the
     source; the panel's lock settings leave the engine's defaults (its calibrated τ, early α 0)."""
@@ -425,10 +425,14 @@ def test_a_linear_exr_plate_stays_linear_and_comes_back_as_exr(tmp_path, media, 
             "colorspace": "ACEScg",
         }
         cfg["props"] = {"matte_kind": "MASK", "mask": "square"}
+        refused = drive("5.0", "render", tmp_path / "refused", server, cfg)  # a server that cannot read the folder
         report = drive("5.2", "render", tmp_path / "run", app, cfg)
         [job] = app.store.list(limit=10)
     finally:
         app.stop(grace=0)
+    assert refused["status"].startswith("Error: the server cannot read the EXR plate shot"), refused["status"]
+    assert "an upload carries 8/16-bit display-referred pixels only" in refused["status"]
+    assert refused["strips"] == refused["strips_before"] and list(refused["out"].iterdir()) == []
     assert report["status"].startswith("Done: shot.kvlock on channel 3"), report["status"]
     source = job.spec.source
     assert job.spec.codec == "exr" and source.kind == "file" and (source.start, source.end) == (2, 7)

@@ -270,7 +270,7 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             picked=props.placement_channel,
             copy_look=not isinstance(source, jobs.Rendered),
             colour_space=colour.output_space,
-            notes=_notes(editor, strip),
+            notes=_notes(editor, strip) + ((colour.note,) if colour.linear and colour.codec != "exr" else ()),
         )
         client = connect(context)
         params = Params(

@@ -31,7 +31,9 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
         if props.matte_kind == "MASK":
             layout.prop(props, "mask")
         elif scene.sequence_editor is not None:
-            layout.prop_search(props, "matte_strip", scene.sequence_editor, "strips_all")
+            editor = scene.sequence_editor
+            every = "strips_all" if hasattr(editor, "strips_all") else "sequences_all"  # 4.4+ / older
+            layout.prop_search(props, "matte_strip", editor, every)
         col = layout.column(align=True)
         for name in ("strength", "steps", "seed", "guidance"):
             col.prop(props, name)
