@@ -25,7 +25,7 @@ def client_files() -> dict[Path, str]:
         ("kvlock_wire", ROOT / "proto" / "kvlock_wire"),
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
-    light = ("atomic.py", "decode.py", "matte_frames.py", "timecode.py")
+    light = ("atomic.py", "decode.py", "exr.py", "matte_frames.py", "timecode.py")
     for rel in ("__init__.py", "errors.py", "settings.py", "media/__init__.py", *(f"media/{name}" for name in light)):
         files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
     return files

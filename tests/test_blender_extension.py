@@ -53,7 +53,7 @@ def test_zip_holds_the_addon_the_client_and_wheels_for_both_pythons(extension_zi
     assert any("grpcio" in w and "cp311" in w for w in wheels) and any("grpcio" in w and "cp313" in w for w in wheels)
     assert any("protobuf" in w for w in wheels)
     assert any(w.startswith("wheels/av-") and "abi3" in w for w in wheels)  # decodes strip media, both Pythons
-    light = {"kvlock/settings.py", "kvlock/media/atomic.py", "kvlock/media/decode.py", "kvlock/media/timecode.py"}
+    light = {"kvlock/settings.py", *(f"kvlock/media/{m}.py" for m in ("atomic", "decode", "exr", "timecode"))}
     assert {"kvlock_bridge/render.py", "kvlock_wire/editor_pb2.py", *light} <= inside
     assert not any(n.startswith("kvlock/editor") or n.startswith("kvlock/models") for n in inside)  # no engine
 
