@@ -7,9 +7,10 @@ server in this process with the tiny model, and runs the add-on inside real Blen
 ``tests/blender_driver.py``, which stands in for Blender's event loop and times every call the add-on's
 timer gets and the Render button's operator: the longest of those is the longest the interface would
 freeze. The last tick places the result (Blender's ``new_movie`` opens the new file and decodes a frame of
-it, as dropping the file into the sequencer would); it is shown on its own. Three cases: the plate uploaded
-(the server reads no files), the plate by path (the server's media root holds it), and a meta strip (no
-media: rendered by the sequencer, one frame per timer tick).
+it, as dropping the file into the sequencer would); it is shown on its own. Four cases: the plate uploaded
+(the server reads no files), the plate by path (the server's media root holds it), a meta strip (no
+media: rendered by the sequencer, one frame per timer tick), and the plate with a mask data-block as the
+matte (rasterised by Blender at the plate's size, one frame per tick). ``--cases`` picks some of them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def plate_frames(count: int) -> np.ndarray:
     return np.stack(frames)
 
 
+CASES = {"upload": ("movie", False), "by path": ("movie", True), "meta": ("meta", False), "mask": ("mask", False)}
+LABELS = {"upload": "upload", "by path": "by path", "meta": "meta (sequencer)", "mask": "mask data-block"}
+
+
 def scene(folder: Path, frames: int, source: str) -> dict:
     matte = {
         "name": "matte",
@@ -54,13 +59,17 @@ def scene(folder: Path, frames: int, source: str) -> dict:
     plate = {"name": "shot", "kind": "movie", "path": str(folder / "plate.mkv"), "channel": 2, "start": 1}
     if source == "meta":
         plate = {"name": "shot", "kind": "meta", "channel": 2, "start": 1, "inner": [plate | {"name": "inner"}]}
-    return {
+    cfg = {
         "scene": {"width": W, "height": H, "fps": [24, 1.0], "frame_start": 1, "frame_end": frames},
         "strips": [plate, matte],
         "channels": {"4": {"mute": True}},
         "active": "shot",
         "props": {"matte_strip": "matte"},
     }
+    if source == "mask":
+        cfg["masks"] = {"square": [[0.33, 0.4], [0.5, 0.4], [0.5, 0.55], [0.33, 0.55]]}
+        cfg["props"] = {"matte_kind": "MASK", "mask": "square"}
+    return cfg
 
 
 def drive(version: str, cfg: dict, work: Path, address: str, token: str) -> dict:
@@ -76,6 +85,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=21)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--blender", default="5.2", choices=["5.0", "5.2"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kvlock-stall-"))
     media = work / "media"
@@ -85,9 +95,10 @@ def main() -> None:
     matte[:, H // 3 : H // 2, W // 3 : W // 2] = 255
     write_video(media / "plate.mkv", frames, Fraction(24))
     write_video(media / "matte.mkv", matte, Fraction(24))
-    cases = [("upload", "movie", []), ("by path", "movie", [str(media)]), ("meta (sequencer)", "meta", [])]
     rows = []
-    for label, source, roots in cases:
+    for case in args.cases:
+        label, (source, by_path) = LABELS[case], CASES[case]
+        roots = [str(media)] if by_path else []
         config = ServerConfig(port=0, state_dir=work / f"state-{len(rows)}", preload=["tiny"], media_roots=roots)
         app = create_server(config)
         try:
