@@ -29,6 +29,7 @@ def _load(name: str):
 
 timing = _load("timing")
 geometry = _load("geometry")
+exr_header = _load("exr_header")
 
 
 def test_media_frames_follow_content_start_hold_offset_and_held_frames():
@@ -123,3 +124,14 @@ def test_bilinear_sampling_keeps_flat_areas_flat_and_is_zero_outside():
     inverse = np.linalg.inv(geometry.image_to_canvas(half, (10, 10)))
     out = geometry.sample(image, inverse, (10, 10))
     assert np.allclose(out[4:6, 4:6], 0.75) and (out[:2] == 0).all() and (out[:, -2:] == 0).all()
+
+
+def test_an_exr_plates_size_is_its_display_window_read_from_the_header(tmp_path):
+    openexr = pytest.importorskip("OpenEXR")
+    pixels = np.ones((20, 30), np.float32) * 2.5
+    header = {"displayWindow": ((0, 0), (56, 32)), "dataWindow": ((4, 6), (33, 25)), "owner": "scan"}
+    openexr.File(header, {c: pixels.copy() for c in "RGB"}).write(str(tmp_path / "p.1001.exr"))
+    assert exr_header.display_size(tmp_path / "p.1001.exr") == (57, 33)  # not the data window's 30×20
+    (tmp_path / "p.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with pytest.raises(exr_header.ExrHeaderError, match="not an OpenEXR file"):
+        exr_header.display_size(tmp_path / "p.png")

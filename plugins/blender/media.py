@@ -174,7 +174,7 @@ def matte_values(pixels: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 1]: the alpha of a matte that has a real one, else its luma (Rec. 709)."""
     floating = np.issubdtype(pixels.dtype, np.floating)
     scale = 1.0 if floating else float(np.iinfo(pixels.dtype).max)
-    x = np.clip(pixels.astype(np.float32) / scale, 0.0, 1.0)
+    x = np.clip(np.nan_to_num(pixels.astype(np.float32) / scale), 0.0, 1.0)
     if x.shape[-1] == 4 and (x[..., 3] < 1.0).any():
         return x[..., 3]
     return x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
