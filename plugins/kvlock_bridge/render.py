@@ -21,8 +21,7 @@ from .client import Client, Progress
 from .clips import Clip, FileClip, Params
 from .errors import JobFailedError
 
-SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}  # "": a folder of images
-MOVIE_SUFFIXES = {suffix for suffix in SUFFIXES.values() if suffix}
+SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,16 @@ class RenderResult:
         return json.loads(self.trace.read_text())
 
 
+MOVIES = {suffix for suffix in SUFFIXES.values() if suffix}
+
+
+def _stem(output: Path) -> str:
+    """A movie's name without its suffix; a folder's (PNG, EXR) whole name, dots and all (``plate.kvlock``)."""
+    return output.name[: -len(output.suffix)] if output.suffix.lower() in MOVIES else output.name
+
+
 def companions(output: Path) -> dict[str, Path]:
-    """The trace beside the output: ``shot.kvlock.mkv`` → ``shot.kvlock.trace.json``; a folder keeps its name
-    whole (``shot.kvlock`` → ``shot.kvlock.trace.json``)."""
-    suffix = output.suffix.lower()
-    stem = output.name[: -len(suffix)] if suffix in MOVIE_SUFFIXES else output.name
+    stem = _stem(output)
     return {"trace": output.with_name(f"{stem}.trace.json"), "plot": output.with_name(f"{stem}.trace.png")}
 
 
@@ -59,11 +63,11 @@ def render(
     overwrite: bool = False,
 ) -> RenderResult:
     output = Path(output)
-    expected, suffix = SUFFIXES[params.codec], output.suffix.lower()
-    if suffix != expected and (expected or suffix in MOVIE_SUFFIXES):
-        raise ValueError(f"{params.codec} results are written as {SUFFIXES[params.codec] or 'a folder'}, not {output}")
+    wanted = SUFFIXES[params.codec]
+    if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
+        raise ValueError(f"{params.codec} results are written as {wanted or 'a folder'}, not {output}")
     region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
-    region_path = output.with_name(f"{output.stem}.region{region_suffix}") if params.region else None
+    region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if params.region else None
     paths = companions(output)
     for target in (output, *paths.values(), *([region_path] if region_path else [])):
         check_writable(target, overwrite)
