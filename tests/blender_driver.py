@@ -380,6 +380,9 @@ def scenario_refusals(scene, job_module, cfg: dict, report: dict) -> None:
     attempt("retimed")
     shot.retiming_keys.reset()
     del key
+    shot.stream_index = 1
+    attempt("stream")
+    shot.stream_index = 0
     editor.active_strip = strips["title"]
     attempt("transparent")
     report["refusals"] = results

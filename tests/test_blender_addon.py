@@ -465,6 +465,7 @@ def test_retimed_and_transparent_strips_are_refused_with_the_reason(tmp_path, se
         ("reverse", "plays its media reversed"),
         ("speed", "retimed by the speed effect speed"),
         ("retimed", "is retimed ("),
+        ("stream", "shows video stream 1 of its movie; KV-Lock edits a movie's first video stream"),
     ]:
         assert r[case][0] == ["CANCELLED"] and words in r[case][1], (case, r[case])
     assert r["transparent"][0] == ["FINISHED"]  # found while rendering the text through the sequencer

@@ -104,7 +104,10 @@ def _retimed_by_effect(editor: Any, strip: Any, start: int, end: int) -> str | N
 def _layer(editor: Any, strip: Any, role: str, start: int, end: int) -> Any:
     """The worker's description of a strip: its media, or a sequencer render of it."""
     problem = _retimed_by_effect(editor, strip, start, end)
-    media = media_strip(strip)
+    try:
+        media = media_strip(strip)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if media is not None:
         problem = problem or retime_problem(strip.name, media.timing)
     if problem:

@@ -54,10 +54,15 @@ def look_of(strip: Any) -> StripGeometry:
 
 
 def media_strip(strip: Any) -> MediaStrip | None:
-    """The strip's media, or None when it has none (the sequencer must render it)."""
+    """The strip's media, or None when it has none (the sequencer must render it); ValueError (with what to do)
+    for a movie shown from another video stream than its first, which neither the server nor PyAV reads here."""
     if strip.type == "MOVIE":
         if getattr(strip, "stream_index", 0):
-            return None  # another video stream than the first: let the sequencer show it as Blender does
+            raise ValueError(
+                f"{strip.name} shows video stream {strip.stream_index} of its movie; KV-Lock edits a movie's first "
+                f"video stream: extract that stream to its own file (ffmpeg -i IN -map 0:v:{strip.stream_index} "
+                "-c copy OUT) and use it"
+            )
         files: tuple[str, ...] = (_abspath(strip, strip.filepath),)
         kind = "movie"
     elif strip.type == "IMAGE" and len(strip.elements):
