@@ -152,7 +152,7 @@ class Job:
             params = dataclasses.replace(self.params, rate=plate.rate, timecode=plate.timecode)
             self._clips = (plate.upload, matte)
             by_path = plate.clip is not None or matte_by_path is not None
-            linear = params.codec == "exr"
+            linear = plan.colour.codec == "exr"  # an EXR plate: by path only, written back as EXR
             if linear and plate.clip is None:
                 raise MediaProblem(
                     f"{plan.source.name} shows its EXR files out of order or with held frames: a scene-linear "
