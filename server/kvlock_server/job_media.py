@@ -147,3 +147,10 @@ def result_files(folder: Path) -> list[ResultFile]:
     if not listing.is_file():
         return []
     return [ResultFile(**item) for item in json.loads(listing.read_text())]
+
+
+def remove_partials(folder: Path) -> None:
+    """A worker killed while writing leaves half-written outputs under temporary names; the re-run starts clean."""
+    for partial in folder.glob(".*.partial-*"):
+        if partial.is_file():
+            partial.unlink(missing_ok=True)
