@@ -3,6 +3,13 @@
 The feathered matte grows the matte outward by ``feather`` pixels and ramps to zero over another
 ``feather``, so the matte itself is fully edited and the seam is soft. Wherever it is zero, the output
 *is* the source pixel: chosen with ``np.where``, not blended, so it is bit-exact (DESIGN §2.5).
+
+What is blended in is not the decoded edit E itself. Outside the matte the latents are the source's, so E
+there is the VAE's reconstruction R of the source (blurred detail, shifted colours) plus whatever the edit
+spills across the matte's edge; blending E into the feather ring would show R as a halo. So the ring gets
+the source plus the edit's change, S + (E − R), and R is let in only inside the matte, fading in over
+``feather`` pixels from its edge (``inner_ramp``), where the new subject belongs: ``with_source_detail``.
+Nothing of the old subject comes back through it, since R holds the old subject as much as S does.
 """
 
 from __future__ import annotations
@@ -42,6 +49,43 @@ def feather_matte(matte: np.ndarray, feather: int) -> np.ndarray:
         crop = torch.maximum(_pool_separable(grown, k, feather, "mean"), crop)
     out[r0:r1, c0:c1] = crop[0, 0].numpy()
     return out
+
+
+def inner_ramp(matte: np.ndarray, feather: int) -> np.ndarray:
+    """(H, W) float32: 0 outside the matte and at its edge, rising to 1 at ``feather`` pixels inside it.
+
+    Twice the matte's local coverage minus one ((2·feather + 1)² box, the frame's edge not counted as an
+    edge of the matte), so the ramp is linear across a straight edge and zero outside the matte.
+    """
+    inside = np.ascontiguousarray(matte > 0)
+    out = np.zeros(inside.shape, np.float32)
+    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    if rows.size == 0:
+        return out
+    if feather <= 0:
+        out[inside] = 1.0
+        return out
+    margin = feather + 1
+    r0, r1 = max(0, rows[0] - margin), min(inside.shape[0], rows[-1] + margin + 1)
+    c0, c1 = max(0, cols[0] - margin), min(inside.shape[1], cols[-1] + margin + 1)
+    crop = torch.from_numpy(inside[r0:r1, c0:c1].astype(np.float32))[None, None]
+    cover = _pool_separable(crop, 2 * feather + 1, feather, "mean")[0, 0].numpy()
+    out[r0:r1, c0:c1] = np.where(inside[r0:r1, c0:c1], np.clip(2.0 * cover - 1.0, 0.0, 1.0), 0.0)
+    return out
+
+
+def with_source_detail(
+    edited: np.ndarray, reconstruction: np.ndarray, source: np.ndarray, inner: np.ndarray, scale: float
+) -> np.ndarray:
+    """E + (1 − inner)·(S − R), clipped to [0, scale]: the edit with the source's own detail wherever the
+    VAE's reconstruction would otherwise show (everywhere but deep inside the matte). All in source scale.
+
+    Blended over S with the feathered matte w this gives S + w·(E − R) in the ring — the source where the
+    edit changed nothing — and E deep inside the matte.
+    """
+    keep = (1.0 - inner)[..., None]
+    restored = edited + keep * (source.astype(np.float32) - reconstruction)
+    return np.clip(restored, 0.0, scale)
 
 
 def support_box(weight: np.ndarray) -> tuple[slice, slice] | None:

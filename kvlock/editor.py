@@ -4,8 +4,21 @@
     result = editor.edit(EditRequest(frames, matte, "a red cube"), progress=print, cancel=event)
 
 An edit validates everything first, then runs window by window: crop/resize to the model grid, encode the
-source, build the token mask, denoise with KV-Lock, decode; finally it composites every window back into
+source, build the token mask, denoise with KV-Lock, decode, and composite the window's frames back into
 the original frames at source resolution. The source arrays are never written to.
+
+Long clips. Windows start on multiples of the VAE's temporal factor and overlap by ``context`` frames
+(``geometry.temporal_windows``); every window takes its noise from one field in the clip's latent time
+(``noise.NoiseField``). Each window after the first is conditioned on the one before: its source in the
+overlap is the output already made there (the previous window's edit, composited), and its matte is
+zero there, so those frames are locked — background K/V and latent lock — and the new frames are
+generated attending to the previous window's edited subject. The previous result is kept in the overlap
+(this window's decode of it is dropped), so every output frame comes from exactly one window and there is
+no cross-fade of two independent generations. Why this rather than blending in latent space (running
+all windows step by step and averaging the overlaps): it keeps one window in memory at a time and the
+sampler unchanged, and the subject's identity is carried by attention to frames that are already final,
+not averaged between two guesses. The overlap is a whole number of latent frames (4k + 1 frames for a
+4× causal VAE: latent frames 0 … k), so the lock covers exactly the latents of the lead-in.
 """
 
 from __future__ import annotations
@@ -29,11 +42,19 @@ from .acceleration import (
     memory_budget,
 )
 from .colour import PixelEncoding, encoding_for
-from .compositing import composite_frame, edited_region_rgba, feather_matte, support_box
+from .compositing import (
+    composite_frame,
+    edited_region_rgba,
+    feather_matte,
+    inner_ramp,
+    support_box,
+    with_source_detail,
+)
 from .errors import EditCancelled, InvalidRequest
-from .geometry import Window, crossfade_weights, pad_frames, plan_windows, resize_video
+from .geometry import Window, crop_frames, first_slot, pad_frames, plan_windows, resize_video
 from .kv_bank import KVBank
 from .loading import LoadedModel, load_model, resolve_device
+from .noise import NoiseField
 from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
 from .sequence_parallel import join_sequence_parallel
@@ -93,9 +114,26 @@ def _to_model(frames: np.ndarray, encoding: PixelEncoding) -> torch.Tensor:
 
 
 def _tokens(compression: Compression, frames: int, height: int, width: int) -> int:
-    latent_frames = (frames - 1) // compression.vae_t + 1
     pt, ph, pw = compression.patch
+    latent_frames = compression.latent_frames(frames)
     return (latent_frames // pt) * (height // compression.vae_s // ph) * (width // compression.vae_s // pw)
+
+
+def _window_source(plan: Window, source: np.ndarray, made: np.ndarray) -> np.ndarray:
+    """The window's frames as it edits them: the output already made in its lead-in, then the source."""
+    lead = plan.start + plan.context
+    if plan.context == 0:
+        return source[plan.start : plan.end]
+    return np.concatenate([made[plan.start : lead], source[lead : plan.end]])
+
+
+@dataclass
+class _Decoded:
+    """One window's decoded edit E and reconstruction R of its source, (T, 3, h, w) in [0, 1], from the
+    first frame it owns (its lead-in dropped); R is None when nothing needs it (no feather)."""
+
+    edit: torch.Tensor
+    reconstruction: torch.Tensor | None
 
 
 class Editor:
@@ -195,6 +233,7 @@ class Editor:
             matte > 0,
             window=window_len,
             overlap=settings.window_overlap,
+            step=m.compression.vae_t,
             valid_frames=m.family.valid_frames,
             geometry=settings.geometry,
             area=height * width,
@@ -209,38 +248,41 @@ class Editor:
         self._stages = trace.stage_seconds
         with self._stage("prompts"), self.residency.hold("text_encoder"):
             prompts = self._encode_prompts(request.prompt, settings)
-        decoded: list[torch.Tensor | None] = []
+        c = m.compression
+        slots = max(first_slot(p.start, c.vae_t) + c.latent_frames(p.model_frames) for p in plans)
+        noise = NoiseField(settings.seed, slots)
+        composer = _Composer(request, encoding, matte, settings.feather)
         latents: list[torch.Tensor] = []
         if self.group is not None:
             cancel = self.group.agreed(cancel)  # every rank stops at the same step
         try:
             for index, plan in enumerate(plans):
-                window_trace, frames, z = self._edit_window(
+                window_trace, decoded, z = self._edit_window(
                     index,
                     len(plans),
                     plan,
-                    request.frames,
+                    _window_source(plan, request.frames, composer.out),
                     encoding,
                     matte,
                     prompts,
                     settings,
                     steps,
                     omega0,
+                    noise,
                     progress,
                     cancel,
                 )
                 trace.windows.append(window_trace)
-                decoded.append(frames)
+                with self._stage("composite"):
+                    composer.add(plan, decoded)
                 if z is not None:
                     latents.append(z)
         finally:
             self.bank.clear()
             if m.device.type == "cuda":
                 torch.cuda.empty_cache()
-        with self._stage("composite"):
-            out, region, raw = self._composite(request, encoding, matte, plans, decoded, settings.feather)
         trace.seconds = time.perf_counter() - began
-        return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
+        return EditResult(frames=composer.out, trace=trace, latents=latents, region=composer.region, raw=composer.raw)
 
     def _resolve_tau(self, settings: EditSettings, warnings: list[str]) -> tuple[EditSettings, str]:
         """τ from the request, else the model's calibration, else the documented default with a notice."""
@@ -301,37 +343,44 @@ class Editor:
         index: int,
         count: int,
         plan: Window,
-        frames: np.ndarray,
+        source: np.ndarray,
         encoding: PixelEncoding,
         matte: np.ndarray,
         prompts: Prompts,
         settings: EditSettings,
         steps: int,
         omega0: float,
+        noise: NoiseField,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
-    ) -> tuple[WindowTrace, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[WindowTrace, _Decoded | None, torch.Tensor | None]:
+        """Edit one window; ``source`` is its frames as it sees them (the lead-in already edited)."""
         m = self.model
-        rows, cols = plan.box.slices()
         box = (plan.box.top, plan.box.left, plan.box.height, plan.box.width)
         size = (plan.model_frames, plan.model_height, plan.model_width)
-        window_matte = matte[plan.start : plan.end, rows, cols]
-        if not (window_matte > 0).any():
-            return WindowTrace(plan.start, plan.end, box, size, 0.0, skipped="matte empty in this window"), None, None
-        video = _to_model(frames[plan.start : plan.end, rows, cols], encoding)
+        # the lead-in is locked: matte 0 there (a copy, so the caller's matte is never written to)
+        lock_matte = crop_frames(matte[plan.start : plan.end], plan.box, pad="zero").astype(np.float32)
+        lock_matte[: plan.context] = 0.0
+        if not (lock_matte > 0).any():
+            skipped = "matte empty in this window" + (" after its lead-in" if plan.context else "")
+            return WindowTrace(plan.start, plan.end, box, size, 0.0, context=plan.context, skipped=skipped), None, None
+        video = _to_model(crop_frames(source, plan.box, pad="edge"), encoding)
         video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
-        model_matte = torch.from_numpy(np.ascontiguousarray(window_matte))[:, None]
-        model_matte = pad_frames(resize_video(model_matte, plan.model_height, plan.model_width), plan.model_frames)
-        masks = build_token_mask(model_matte[:, 0], m.compression, settings.dilate_tokens)
-        wtrace = WindowTrace(plan.start, plan.end, box, size, masks.foreground_fraction)
+        c = m.compression
+        masks = build_token_mask(
+            pad_frames(torch.from_numpy(lock_matte), plan.model_frames),
+            c,
+            settings.dilate_tokens,
+            latent_size=(plan.model_height // c.vae_s, plan.model_width // c.vae_s),
+        )
+        wtrace = WindowTrace(plan.start, plan.end, box, size, masks.foreground_fraction, context=plan.context)
         vae = m.pipe.vae
         if hasattr(vae, "enable_tiling"):
             vae.enable_tiling() if self._vae_tiling(plan.model_height, plan.model_width) else vae.disable_tiling()
         with torch.no_grad():
             with self._stage("encode"), self.residency.hold("vae"):
                 x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
-            generator = torch.Generator("cpu").manual_seed(settings.seed)
-            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(m.device)
+            window_noise = noise.window(x0.shape, first_slot(plan.start, c.vae_t)).to(m.device)
             step_noise = torch.Generator("cpu").manual_seed(settings.seed + 1)  # stochastic schedulers only
             with self._stage("denoise"), self.residency.hold("transformer"):
                 z, records = sample_kvlock(
@@ -339,7 +388,7 @@ class Editor:
                     m.pipe,
                     self.bank,
                     x0,
-                    noise,
+                    window_noise,
                     masks,
                     prompts,
                     settings,
@@ -353,8 +402,15 @@ class Editor:
                 )
             wtrace.steps = records
             with self._stage("decode"), self.residency.hold("vae"):
-                pixels = m.family.decode_latents(m.pipe, z)[0].permute(1, 0, 2, 3)[: plan.length]
-        return wtrace, ((pixels.clamp(-1, 1) + 1.0) / 2.0).cpu(), z.cpu()
+                edit = self._decode(z, plan)
+                # the source's reconstruction: what the edit shows where it changed nothing (compositing)
+                reconstruction = self._decode(x0, plan) if settings.feather > 0 else None
+        return wtrace, _Decoded(edit, reconstruction), z.cpu()
+
+    def _decode(self, latents: torch.Tensor, plan: Window) -> torch.Tensor:
+        """(T, 3, h, w) in [0, 1] on the CPU: the frames of the window it owns (after its lead-in)."""
+        pixels = self.model.family.decode_latents(self.model.pipe, latents)[0].permute(1, 0, 2, 3)
+        return ((pixels[plan.context : plan.length].clamp(-1, 1) + 1.0) / 2.0).cpu()
 
     @staticmethod
     def _step_callback(index: int, count: int, progress: ProgressCallback | None) -> StepCallback | None:
@@ -388,67 +444,67 @@ class Editor:
 
         return report
 
-    def _composite(
-        self,
-        request: EditRequest,
-        encoding: PixelEncoding,
-        matte: np.ndarray,
-        plans: list[Window],
-        decoded: list[torch.Tensor | None],
-        feather: int,
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Frame by frame, so memory stays one source frame per window however long or large the clip.
 
-        Outside the feathered matte the output is the source frame itself, so only the matte's box is
-        blended; its cost follows the subject's size. Windows are averaged in the model's space, then the
-        edit goes back to the plate's encoding and is blended there (linear light for linear plates). A
-        plate's alpha channel is copied, never edited.
-        """
+class _Composer:
+    """The output of an edit, filled window by window: each window composites the frames it owns.
+
+    Frame by frame, so memory stays one source frame per window however long or large the clip. Outside
+    the feathered matte the output is the source frame itself, so only the matte's box is blended; its
+    cost follows the subject's size. Frames no window edits stay the source. The edit and the source's
+    detail (``with_source_detail``) are combined in the model's space; the result goes back to the plate's
+    encoding and is blended there (linear light for linear plates). A plate's alpha channel is copied,
+    never edited.
+    """
+
+    def __init__(self, request: EditRequest, encoding: PixelEncoding, matte: np.ndarray, feather: int) -> None:
         src = request.frames
-        total, height, width = src.shape[:3]
-        weights = crossfade_weights([(p.start, p.end) for p in plans], total)
-        out = np.empty_like(src)
-        region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
-        raw = np.zeros((*src.shape[:3], 3), dtype=np.float32) if request.return_raw else None
+        self.source, self.encoding, self.matte, self.feather = src, encoding, matte, feather
+        self.out = src.copy()
+        self.region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
+        self.raw = encoding.to_model(src[..., :3]) if request.return_raw else None
+
+    def add(self, plan: Window, decoded: _Decoded | None) -> None:
+        if decoded is None:
+            return
+        for j in range(plan.start + plan.context, plan.end):
+            self._frame(j, plan, decoded, j - plan.start - plan.context)
+
+    def _frame(self, j: int, plan: Window, decoded: _Decoded, k: int) -> None:
+        src = self.source[j]
+        height, width = src.shape[:2]
+        feathered = feather_matte(self.matte[j], self.feather)
+        # only the feathered matte's box can differ from the source, unless full-frame outputs are wanted
         whole = (slice(0, height), slice(0, width))
-        for j in range(total):
-            feathered = feather_matte(matte[j], feather)
-            # only the feathered matte's box can differ from the source, unless full-frame outputs are wanted
-            box = whole if region is not None or raw is not None else support_box(feathered)
-            out[j] = src[j]
-            if box is None:
-                continue
-            r, c = box
-            acc = np.zeros((r.stop - r.start, c.stop - c.start, 3), dtype=np.float32)
-            wsum = np.zeros(acc.shape[:2], dtype=np.float32)
-            for plan, pixels, w in zip(plans, decoded, weights, strict=True):
-                if pixels is None or not plan.start <= j < plan.end:
-                    continue
-                pr, pc = plan.box.slices()
-                r0, r1, c0, c1 = (
-                    max(pr.start, r.start),
-                    min(pr.stop, r.stop),
-                    max(pc.start, c.start),
-                    min(pc.stop, c.stop),
-                )
-                if r0 >= r1 or c0 >= c1:
-                    continue
-                k = j - plan.start
-                frame = resize_video(pixels[k : k + 1], plan.box.height, plan.box.width)[0].permute(1, 2, 0)
-                part = frame[r0 - pr.start : r1 - pr.start, c0 - pc.start : c1 - pc.start].numpy()
-                acc[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k]) * part
-                wsum[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k])
-            covered = wsum > 0
-            source = src[j][r, c, :3]
-            model_view = acc / np.maximum(wsum, 1e-12)[..., None]
-            edited = np.where(covered[..., None], encoding.from_model(model_view), source)
-            alpha = np.where(covered, feathered[r, c], 0.0).astype(np.float32)
-            out[j][r, c, :3] = composite_frame(source, edited, alpha)
-            if region is not None:
-                region[j] = edited_region_rgba(edited, alpha, src.dtype)
-            if raw is not None:
-                raw[j] = np.where(covered[..., None], model_view, encoding.to_model(source))
-        return out, region, raw
+        box = whole if self.region is not None or self.raw is not None else support_box(feathered)
+        if box is None:
+            return
+        r, c = box
+        pb = plan.box
+        r0, r1 = max(pb.top, r.start), min(pb.top + pb.height, r.stop)
+        c0, c1 = max(pb.left, c.start), min(pb.left + pb.width, c.stop)
+        source = src[r, c, :3]
+        base = self.encoding.to_model(source)  # the source as the model sees it
+        edited, reconstruction = base.copy(), base.copy()
+        covered = np.zeros(base.shape[:2], bool)
+        if r0 < r1 and c0 < c1:
+            inside = (slice(r0 - r.start, r1 - r.start), slice(c0 - c.start, c1 - c.start))
+            part = (slice(r0 - pb.top, r1 - pb.top), slice(c0 - pb.left, c1 - pb.left))
+            for target, pixels in ((edited, decoded.edit), (reconstruction, decoded.reconstruction)):
+                if pixels is not None:
+                    frame = resize_video(pixels[k : k + 1], pb.height, pb.width)[0].permute(1, 2, 0).numpy()
+                    target[inside] = frame[part]
+            covered[inside] = True
+        alpha = np.where(covered, feathered[r, c], 0.0).astype(np.float32)
+        layer = edited
+        if decoded.reconstruction is not None:
+            inner = inner_ramp(self.matte[j], self.feather)[r, c]
+            layer = with_source_detail(edited, reconstruction, base, inner, 1.0)
+        plate_layer = np.where(covered[..., None], self.encoding.from_model(layer), source)
+        self.out[j][r, c, :3] = composite_frame(source, plate_layer, alpha)
+        if self.region is not None:
+            self.region[j] = edited_region_rgba(plate_layer, alpha, src.dtype)
+        if self.raw is not None:
+            self.raw[j] = edited
 
 
 __all__ = ["EditCancelled", "EditRequest", "EditResult", "Editor"]

@@ -54,7 +54,7 @@ class EditSettings:
     height: int | None = None
     width: int | None = None
     window_frames: int | None = None
-    window_overlap: int = 8
+    window_overlap: int | None = None  # None: 8, or fewer where windows are too short (geometry.DEFAULT_OVERLAP)
     feather: int = 4
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +121,9 @@ def validate_settings(s: EditSettings) -> EditSettings:
     _require(s.crop_margin >= 0, f"crop_margin must be >= 0, got {s.crop_margin}")
     _require(s.dilate_tokens >= 0, f"dilate_tokens must be >= 0, got {s.dilate_tokens}")
     _require(s.feather >= 0, f"feather must be >= 0 pixels, got {s.feather}")
-    _require(s.window_overlap >= 0, f"window_overlap must be >= 0 frames, got {s.window_overlap}")
+    _require(
+        s.window_overlap is None or s.window_overlap >= 0, f"window_overlap must be >= 0 frames, got {s.window_overlap}"
+    )
     for name in ("height", "width"):
         value = getattr(s, name)
         _require(value is None or value >= 16, f"{name} must be at least 16 pixels, got {value}")

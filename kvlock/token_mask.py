@@ -6,6 +6,11 @@ A causal video VAE encodes frame 0 alone and then windows of ``t`` frames; each 
 max at every level (DESIGN §2.1). The soft mask is what the latent lock blends with: 1 on latent cells
 that touch the matte, fading over one cell outside them, and never outside the foreground tokens, so
 every background token is locked exactly.
+
+The matte may come at any resolution: the spatial pooling is an exact max over each latent cell's footprint
+(adaptive max pooling to the latent grid), so a cell is foreground exactly when a matte pixel that overlaps
+it is non-zero. Resampling the matte to model size first (bilinear, then "> 0") would grow it by a cell
+wherever the filter reaches past the matte's edge.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ class Compression:
     patch: tuple[int, int, int]
     causal_first_frame: bool = True
 
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames for ``frames`` video frames (a causal VAE encodes frame 0 alone)."""
+        return (frames - 1) // self.vae_t + 1 if self.causal_first_frame else frames // self.vae_t
+
 
 def temporal_window_max(matte: torch.Tensor, t: int, causal_first_frame: bool = True) -> torch.Tensor:
     """Max-pool (T, H, W) in time per VAE window: frame 0 alone when causal, then windows of ``t``."""
@@ -39,10 +48,15 @@ def temporal_window_max(matte: torch.Tensor, t: int, causal_first_frame: bool = 
     return matte.unflatten(0, (-1, t)).amax(dim=1)
 
 
-def latent_touch_mask(matte: torch.Tensor, c: Compression) -> torch.Tensor:
-    """Boolean (T', H', W'): latent cells whose pixels touch the matte (any value above zero)."""
+def latent_touch_mask(matte: torch.Tensor, c: Compression, latent_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Boolean (T', H', W'): latent cells whose pixels touch the matte (any value above zero).
+
+    ``matte`` is (T, H, W) at model resolution, or at any resolution with ``latent_size`` = (H', W'), the
+    latent grid it maps onto (e.g. the source crop of a window, so its matte is never resampled).
+    """
     pooled_t = temporal_window_max(matte.float(), c.vae_t, c.causal_first_frame)
-    pooled = F.max_pool2d(pooled_t.unsqueeze(1), kernel_size=c.vae_s).squeeze(1)
+    size = latent_size or (matte.shape[-2] // c.vae_s, matte.shape[-1] // c.vae_s)
+    pooled = F.adaptive_max_pool2d(pooled_t.unsqueeze(1), size).squeeze(1)
     return pooled > 0
 
 
@@ -97,9 +111,11 @@ class TokenMask:
         return float(self.flat.float().mean())
 
 
-def build_token_mask(matte: torch.Tensor, c: Compression, dilate: int = 0) -> TokenMask:
-    """Matte (T, H, W) at model resolution, values in [0, 1] → :class:`TokenMask`."""
-    touch = latent_touch_mask(matte, c)
+def build_token_mask(
+    matte: torch.Tensor, c: Compression, dilate: int = 0, latent_size: tuple[int, int] | None = None
+) -> TokenMask:
+    """Matte (T, H, W), values in [0, 1], at model resolution or mapped onto ``latent_size`` → :class:`TokenMask`."""
+    touch = latent_touch_mask(matte, c, latent_size)
     grid = token_grid(touch, c.patch, dilate)
     latent = tokens_to_latent(grid, c.patch)
     return TokenMask(grid=grid, latent=latent, soft=soft_latent_mask(touch, latent))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import kvlock.editor
 from kvlock import EditRequest, EditSettings
 from kvlock.compositing import feather_matte
 from kvlock.token_mask import build_token_mask
@@ -46,14 +47,83 @@ def test_background_bit_exact_in_crop_to_matte_mode(editor):
     assert box[2] < 300 and box[3] < 400  # a box around the subject, not the frame
 
 
+def test_crop_to_matte_with_a_user_size_pads_the_box_to_the_grid_s_aspect(editor):
+    frames = make_clip(5, 200, 300, seed=12)
+    matte = box_matte(5, 200, 300, 90, 140, 20, 24)
+    settings = EditSettings(steps=1, geometry="crop_to_matte", height=32, width=64)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, settings))
+    top, left, height, width = result.trace.windows[0].box
+    assert result.trace.windows[0].model_size[1:] == (32, 64)
+    assert abs(width / height - 2.0) <= 1.0 / height  # not stretched to 2:1
+    assert 32 / height <= 2.0 and 64 / width <= 2.0  # upscaled 2× at most
+    assert top <= 90 - 16 and left <= 140 - 16 and top + height >= 110 + 16 and left + width >= 164 + 16
+    _assert_background_exact(frames, matte, result, settings.feather)
+
+
 def test_background_bit_exact_for_long_clips_in_windows(editor):
     frames = make_clip(40, 64, 96, seed=4)
     matte = box_matte(40, 64, 96, 16, 4, 24, 24, drift=1)
-    settings = EditSettings(steps=2, window_overlap=6)
+    settings = EditSettings(steps=2)
     result = editor.edit(EditRequest(frames, matte, PROMPT, settings))
-    windows = result.trace.windows
-    assert len(windows) >= 3 and windows[-1].end == 40
+    # evenly spread on latent slots, overlaps of one lead-in latent frame (5 frames), no frame in three
+    assert [(w.start, w.end, w.context) for w in result.trace.windows] == [(0, 17, 0), (12, 29, 5), (24, 40, 5)]
     _assert_background_exact(frames, matte, result, settings.feather)
+
+
+def _encode(editor, frames: np.ndarray) -> torch.Tensor:
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
+    with torch.no_grad():
+        return editor.model.family.encode_video(editor.model.pipe, video)
+
+
+def test_a_window_continues_from_the_previous_window_s_result_with_the_same_noise(editor, monkeypatch):
+    """Window 2 (frames 12–28) sees frames 12–16 as window 1 made them, locked (its latents there are the
+    encoding of the output), and its noise on the clip's latent slots 3–4 is window 1's noise there."""
+    noises = []
+    sample = kvlock.editor.sample_kvlock
+
+    def spy(family, pipe, bank, x0, noise, *args, **kwargs):
+        noises.append(noise.clone())
+        return sample(family, pipe, bank, x0, noise, *args, **kwargs)
+
+    monkeypatch.setattr(kvlock.editor, "sample_kvlock", spy)
+    frames = make_clip(29, 64, 64, seed=9)
+    matte = box_matte(29, 64, 64, 20, 4, 24, 24, drift=1)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2)))
+    assert [(w.start, w.context) for w in result.trace.windows] == [(0, 0), (12, 5)]
+    lead_in = _encode(editor, result.frames[12:17])  # latent frames 0 and 1 of window 2
+    assert torch.equal(result.latents[1][:, :, :2], lead_in)
+    assert not torch.allclose(lead_in, _encode(editor, frames[12:17]), atol=1e-3)  # the edit, not the source
+    assert torch.equal(noises[0][:, :, 3:5], noises[1][:, :, :2])
+    assert not torch.equal(noises[0][:, :, :2], noises[1][:, :, :2])
+
+
+def test_the_matte_is_pooled_onto_the_latent_grid_without_growing(editor):
+    """120-pixel frames on a 64-pixel grid: latent cells of 15 source pixels. A matte on exactly cells 2–3
+    is one token of 4 × 4 per latent frame; resampled to model size first it grew to 3 × 3 tokens."""
+    frames = make_clip(5, 120, 120, seed=10)
+    matte = box_matte(5, 120, 120, 30, 30, 30, 30)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=1, height=64, width=64)))
+    assert result.trace.windows[0].foreground_fraction == 1 / 16
+
+
+def test_the_feather_ring_shows_the_source_plus_the_edit_s_change_not_the_vae_s_reconstruction(editor):
+    """Outside the matte the edit's latents are the source's, so the decoded edit E there is the VAE's
+    reconstruction R. In the ring the output may differ from the source only by the edit's change E − R."""
+    frames = make_clip(9, 64, 64, seed=11)
+    matte = box_matte(9, 64, 64, 20, 20, 20, 20)
+    settings = EditSettings(steps=2, feather=4)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, settings, return_raw=True))
+    with torch.no_grad():
+        decoded = editor.model.family.decode_latents(editor.model.pipe, _encode(editor, frames))
+    reconstruction = ((decoded[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).numpy() * 255.0
+    edited, source = result.raw * 255.0, frames.astype(np.float32)
+    weight = np.stack([feather_matte(m, 4) for m in matte])[..., None]
+    ring = np.broadcast_to(((weight[..., 0] > 0) & (matte == 0))[..., None], source.shape)
+    change = np.abs(result.frames.astype(np.float32) - source)
+    assert (change[ring] <= (weight * np.abs(edited - reconstruction))[ring] + 0.5 + 1e-3).all()
+    halo = weight * np.abs(reconstruction - source)  # what blending E itself would have added
+    assert halo[ring].max() > 20
 
 
 def test_same_seed_same_output_and_another_seed_differs(editor):

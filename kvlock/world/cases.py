@@ -109,14 +109,19 @@ def make_case(split: str, index: int) -> EditCase:
     return case_from_scenes(f"{split}-{index:03d}-{kind}", kind, source, target, seed)
 
 
-def case_from_scenes(name: str, kind: str, source: SceneSpec, target: SceneSpec, seed: int) -> EditCase:
-    """A case whose first object changes from ``source`` to ``target`` (every other object stays)."""
+def case_from_scenes(
+    name: str, kind: str, source: SceneSpec, target: SceneSpec, seed: int, frames: int = 17
+) -> EditCase:
+    """A case whose first object changes from ``source`` to ``target`` (every other object stays).
+
+    ``frames`` longer than the model's window make a long-clip case (``bench/long_clips.py``).
+    """
     edited = 0
     others = source.objects[1:]
-    video, source_alpha, _ = render_scene(source)
-    target_video, target_alpha, _ = render_scene(target)
+    video, source_alpha, _ = render_scene(source, frames)
+    target_video, target_alpha, _ = render_scene(target, frames)
     without = SceneSpec(source.background, source.tone, others, source.seed)
-    reference = render_scene(without)[0] if others else render_scene(target)[2]
+    reference = render_scene(without, frames)[0] if others else render_scene(target, frames)[2]
     matte = _grow((source_alpha[edited] > 0) | (target_alpha[edited] > 0), GROW)
     leftover = matte & (target_alpha.amax(dim=0) == 0)
     to_hwc = lambda v: v.permute(0, 2, 3, 1).numpy()  # noqa: E731
