@@ -219,7 +219,7 @@ class Editor:
             if m.device.type == "cuda":
                 torch.cuda.empty_cache()
         with self._stage("composite"):
-            out, region, raw = self._composite(request, matte, plans, decoded, settings.feather)
+            out, region, raw = self._composite(request, matte, plans, decoded, settings.feather, cancel, steps)
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
 
@@ -361,11 +361,13 @@ class Editor:
         plans: list[Window],
         decoded: list[torch.Tensor | None],
         feather: int,
+        cancel: threading.Event | None = None,
+        steps: int = 0,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Frame by frame, so memory stays one source frame per window however long or large the clip.
 
         Outside the feathered matte the output is the source frame itself, so only the matte's box is
-        blended; its cost follows the subject's size.
+        blended; its cost follows the subject's size. A cancel is honoured between frames, as between steps.
         """
         src = request.frames
         total, height, width = src.shape[:3]
@@ -376,6 +378,8 @@ class Editor:
         raw = np.zeros(src.shape, dtype=np.float32) if request.return_raw else None
         whole = (slice(0, height), slice(0, width))
         for j in range(total):
+            if cancel is not None and cancel.is_set():
+                raise EditCancelled(steps, steps)
             feathered = feather_matte(matte[j], feather)
             # only the feathered matte's box can differ from the source, unless full-frame outputs are wanted
             box = whole if region is not None or raw is not None else support_box(feathered)

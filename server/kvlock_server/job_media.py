@@ -1,11 +1,14 @@
 """Turning a job's stored media into an edit request, and an edit's result into files to deliver.
 
-Both run on the server only: at submission (to validate before a job is accepted) and when the job runs.
+Both run on the server only, when the job runs (a submission is checked by ``upload_checks``, in pieces).
+Files named by the client are read through descriptors opened and judged again now (``media_roots``), and
+must be the very files the job was accepted with.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +25,7 @@ from kvlock.settings import validate_settings
 from kvlock.validation import check_frames, normalise_matte
 
 from .jobs import PIXEL_LAYOUTS, ClipSpec, JobSpec
+from .media_roots import MediaRoots
 
 OUTPUT_SUFFIX = {codec: spec.suffix for codec, spec in CODECS.items()}
 
@@ -40,7 +44,19 @@ def read_inline(clip: ClipSpec, folder: Path) -> np.ndarray:
     return data if dtype.isnative else data.astype(dtype.newbyteorder("="))
 
 
-def _inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
+def inline_matte_values(raw: np.ndarray, channel: str) -> np.ndarray:
+    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement."""
+    if raw.shape[-1] == 1:
+        return raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
+    return pick_channel(raw, channel)
+
+
+def pin(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path) -> Path:
+    """Open a file clip's files (checked by descriptor, same identity as accepted); the path to read them by."""
+    return held.enter_context(roots.pinned(clip.path, clip.fingerprint, where=folder)).path
+
+
+def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
     return MediaInfo(
         Path("<upload>"),
         "video",
@@ -55,13 +71,22 @@ def _inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
     )
 
 
-def load_job_media(spec: JobSpec, folder: Path) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
+def load_job_media(
+    spec: JobSpec, folder: Path, roots: MediaRoots
+) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
     """Source frames (T, H, W, 3), matte (T, H, W) float, warnings and the source timecode of frame 0."""
+    with ExitStack() as held:
+        return _load(spec, folder, roots, held)
+
+
+def _load(
+    spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack
+) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
     rate = Fraction(*spec.rate)
     options = MatteOptions(**spec.matte_options)
     timecode = spec.timecode
     if spec.source.kind == "file":
-        source_info = probe(spec.source.path, rate)
+        source_info = probe(pin(held, spec.source, roots, folder), rate)
         end = spec.source.end or source_info.frames
         start = spec.source.start
         frames = read_frames(source_info, start, end)[..., :3]
@@ -72,24 +97,20 @@ def load_job_media(spec: JobSpec, folder: Path) -> tuple[np.ndarray, np.ndarray,
         frames = read_inline(spec.source, folder)
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, axis=-1)
-        source_info, start, end = _inline_info(spec.source, rate), 0, spec.source.frames
+        source_info, start, end = inline_info(spec.source, rate), 0, spec.source.frames
     if spec.matte.kind == "file":
-        matte, warnings = load_matte(probe(spec.matte.path, rate), source_info, start, end, options)
+        matte_info = probe(pin(held, spec.matte, roots, folder), rate)
+        matte, warnings = load_matte(matte_info, source_info, start, end, options)
     else:
         raw = read_inline(spec.matte, folder)
-        values = (
-            raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
-            if raw.shape[-1] == 1
-            else (pick_channel(raw, options.channel))
-        )
-        matte, warnings = refine(values, options), []
+        matte, warnings = refine(inline_matte_values(raw, options.channel), options), []
     return frames, matte, warnings, timecode
 
 
-def build_request(spec: JobSpec, folder: Path) -> tuple[EditRequest, list[str], str | None]:
-    """Everything validated as the engine will validate it, so a bad job fails before it is queued."""
+def build_request(spec: JobSpec, folder: Path, roots: MediaRoots) -> tuple[EditRequest, list[str], str | None]:
+    """The job's edit request, validated as the engine will validate it."""
     validate_settings(EditSettings(**spec.settings))  # before reading any media: the cheap checks first
-    frames, matte, warnings, timecode = load_job_media(spec, folder)
+    frames, matte, warnings, timecode = load_job_media(spec, folder, roots)
     request, more = assemble_request(spec, frames, matte)
     return request, warnings + more, timecode
 
@@ -124,8 +145,25 @@ def write_results(result: EditResult, spec: JobSpec, folder: Path, timecode: str
     return files
 
 
-def result_files(folder: Path) -> list[ResultFile]:
+class ResultsMissingError(Exception):
+    """A finished job's result files are not (all) in its folder any more."""
+
+
+def result_files(folder: Path, job_id: str = "") -> list[ResultFile]:
+    """The files a succeeded job delivers; raise :class:`ResultsMissingError` if any of them is gone."""
     listing = folder / "results.json"
-    if not listing.is_file():
-        return []
-    return [ResultFile(**item) for item in json.loads(listing.read_text())]
+    try:
+        items = [ResultFile(**item) for item in json.loads(listing.read_text())]
+    except (OSError, ValueError, TypeError) as error:
+        raise ResultsMissingError(_gone(job_id, f"its list of results cannot be read ({error})")) from None
+    for item in items:
+        if not (folder / item.name).exists():
+            raise ResultsMissingError(_gone(job_id, f"{item.name} is missing"))
+    return items
+
+
+def _gone(job_id: str, what: str) -> str:
+    return (
+        f"job {job_id} succeeded but its results are gone from the server's store ({what}; removed outside "
+        "the server?); nothing can be fetched: submit the edit again under a new job id"
+    )
