@@ -1,82 +1,319 @@
-"""Edit quality of KV-Lock and its baselines on held-out synthetic edits, with the shipped model.
+"""Edit quality of KV-Lock and its baselines on the synthetic world's edit cases, with the shipped model.
 
-    python bench/quality.py [--cases 8] [--steps 20]
+    python bench/quality.py                                    # test split, every method (CPU: hours)
+    python bench/quality.py --device cuda --workers 14 --calibrate --json out.json   # the full run
 
-Each case asks the object of a clip to become a (shape, colour) pair never seen in training. Every method
-runs on the same cases and seeds. Columns: edit accuracy (colour, shape, both), background PSNR and SSIM
-outside the matte before compositing (after compositing, outside the feathered matte, they are perfect
-by construction: the "bg PSNR comp" column checks that it is ∞),
-temporal flicker of the background and the foreground, the metric h in the control window for edits
-that succeeded and failed, and seconds per edit on this machine.
+``--calibrate`` first chooses the defaults on the calibration split (never on the test split), then runs
+the test split with them:
+
+  A. h under a firm lock (α = 1, b = 1), once per W → τ candidates for every (W, κ) (``kvlock.calibration``);
+  B. τ = the 0.25 / 0.5 / 0.75 quantile → the quantile rule;
+  C. one knob at a time from there: W, κ, b, α_early, ω form, uncond source.
+
+Selection rule: among the candidates, those whose accuracy (every attribute right) is within 0.02 of the
+best candidate's; of these the one with the highest mean leftover PSNR (the failure KV-Lock exists to
+prevent); the incumbent wins ties. In B the candidates are the quantiles; in C they are every single-knob
+variant plus the incumbent, and the winner is one configuration that was itself measured — knobs chosen
+one by one and then combined were never measured together (the 2026-12-01 run did that and landed on
+κ = W, a configuration in which the control can never act). Variants in which the metric window can
+never fill inside the control window (κ ≤ W) are not candidates. Then every method of ``METHODS`` runs on
+the test split, each as one change to the chosen defaults, on the same cases and seeds. Cases run in
+parallel worker processes (``--workers``), each with its own model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
 import platform
+import queue
+import sys
 import time
+from pathlib import Path
 
-from kvlock import Editor
-from kvlock.world.benchmark import METHODS, run_case, summarise
-from kvlock.world.cases import edit_cases
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "server")]
+
+from kvlock.calibration import tau_from_samples  # noqa: E402
+from kvlock.world.benchmark import METHODS, summarise  # noqa: E402
+from kvlock.world.following import ATTRIBUTES  # noqa: E402
+
+QUANTILES = (0.25, 0.5, 0.75)
+BASE = {"metric_window": 10, "kappa": 20, "b": 2.0, "alpha_early": 1.0, "guidance_form": "kvlock"}
+KNOBS = {
+    "metric_window": [5],
+    "kappa": [10, 30],
+    "b": [1.0, 3.0],
+    "alpha_early": [0.0, 0.5],
+    "guidance_form": ["paper"],
+    "uncond_source": ["own"],
+}
+
+
+def _worker(device: str, model: str, jobs, results) -> None:
+    import kvlock.world  # noqa: F401  (registers the test models)
+    from kvlock import Editor
+    from kvlock.world.benchmark import run_case
+    from kvlock.world.cases import make_case
+    from kvlock.world.following import judge_prompt
+
+    editor = Editor.from_pretrained(model, device=device)
+    cases = {}
+    for tag, split, index, overrides, steps in iter(jobs.get, None):
+        try:
+            if split == "following":  # a plain text-to-video prompt, judged per attribute
+                results.put((tag, judge_prompt(editor, index, steps)))
+                continue
+            key = (split, index)
+            if key not in cases:
+                cases[key] = make_case(split, index)
+            results.put((tag, run_case(editor, cases[key], overrides, steps)))
+        except Exception as error:  # a failed case is reported with its reason, never silently dropped
+            results.put((tag, {"case": f"{split}-{index}", "error": f"{type(error).__name__}: {error}"}))
+
+
+class Pool:
+    """Worker processes fed (tag, split, case, overrides, steps) jobs; ``run`` returns rows per tag."""
+
+    def __init__(self, workers: int, device: str, model: str, deadline: float = math.inf) -> None:
+        self.deadline = deadline  # time.time() after which results stop being waited for
+        self.late = False
+        ctx = mp.get_context("spawn")
+        self.jobs, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [
+            ctx.Process(target=_worker, args=(device, model, self.jobs, self.results)) for _ in range(workers)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def run(self, jobs: list[tuple]) -> dict[str, list[dict]]:
+        for job in jobs:
+            self.jobs.put(job)
+        rows: dict[str, list[dict]] = {}
+        for _ in jobs:
+            try:
+                left = self.deadline - time.time()
+                tag, row = self.results.get(timeout=max(0.1, left) if math.isfinite(left) else None)
+            except queue.Empty:
+                self.late = True
+                print(f"  ! deadline reached: {sum(map(len, rows.values()))} of {len(jobs)} jobs done", flush=True)
+                break
+            if "error" in row:
+                print(f"  ! {tag} {row['case']}: {row['error']}", flush=True)
+                continue
+            rows.setdefault(tag, []).append(row)
+        for tag in rows:
+            rows[tag].sort(key=lambda r: str(r.get("case", r.get("prompt"))))
+        return rows
+
+    def close(self) -> None:
+        if self.late:
+            for p in self.procs:
+                p.terminate()
+            return
+        for _ in self.procs:
+            self.jobs.put(None)
+        for p in self.procs:
+            p.join()
+
+
+def _jobs(tag: str, split: str, cases: int, overrides: dict, steps: int) -> list[tuple]:
+    return [(tag, split, i, dict(overrides), steps) for i in range(cases)]
+
+
+def _choose(candidates: dict, rows: dict[str, list[dict]], incumbent) -> object:
+    """The selection rule of the module docstring."""
+
+    def mean(tag, key):
+        values = [r[key] for r in rows.get(tag, []) if not math.isnan(r[key])]
+        return sum(values) / len(values) if values else -math.inf
+
+    accuracy = {value: mean(tag, "all") for value, tag in candidates.items()}
+    best = max(accuracy.values())
+    eligible = [v for v in candidates if accuracy[v] >= best - 0.02]
+    leftover = {v: mean(candidates[v], "leftover_psnr") for v in eligible}
+    top = max(leftover.values())
+    return incumbent if incumbent in eligible and leftover[incumbent] >= top else max(leftover, key=leftover.get)
+
+
+def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
+    """Phases A–C on the calibration split; returns the chosen overrides (τ included)."""
+    # With α fixed at 1 and b = 1 nothing depends on κ or W, so one run per W at the longest κ gives every
+    # (W, κ): the metric's windows inside a shorter control window are the last κ − W + 1 full ones.
+    windows = sorted({BASE["metric_window"], *KNOBS["metric_window"]})
+    longest = max(BASE["kappa"], *KNOBS["kappa"])
+    jobs = []
+    for w in windows:
+        firm = {"method": "fixed_alpha=1", "b": 1.0, "metric_window": w, "kappa": longest}
+        jobs += _jobs(f"h W={w}", "calibration", cases, firm, steps)
+    began = time.time()
+    rows = pool.run(jobs)
+    kappas = sorted({BASE["kappa"], *KNOBS["kappa"]})
+    samples = {
+        (w, k): [h for r in rows[f"h W={w}"] for h in r["h_full"][-(k - w + 1) :]]
+        for w in windows
+        for k in kappas
+        if k >= w
+    }
+    log["phase_a"] = {f"W={w} κ={k}": {q: tau_from_samples(v, q) for q in QUANTILES} for (w, k), v in samples.items()}
+    print(f"A: τ candidates {log['phase_a']} ({time.time() - began:.0f} s)", flush=True)
+
+    def tau_for(w: int, k: int, q: float) -> float:
+        return tau_from_samples(samples[(w, k)], q)
+
+    base = dict(BASE)
+    tags = {q: f"q={q}" for q in QUANTILES}
+    jobs = []
+    for q, tag in tags.items():
+        jobs += _jobs(
+            tag, "calibration", cases, {**base, "tau": tau_for(base["metric_window"], base["kappa"], q)}, steps
+        )
+    rows_b = pool.run(jobs)
+    quantile = _choose(tags, rows_b, 0.5)
+    log["phase_b"] = {tag: summarise(rows_b[tag]) for tag in tags.values()}
+    print(f"B: quantile {quantile} ({time.time() - began:.0f} s)", flush=True)
+    base["quantile"] = quantile
+    incumbent_tag = tags[quantile]
+
+    candidates, jobs = {"incumbent": incumbent_tag}, []
+    trials = {incumbent_tag: {k: v for k, v in base.items() if k != "quantile"}}
+    for knob, values in KNOBS.items():
+        for value in values:
+            trial = {k: v for k, v in {**base, knob: value}.items() if k != "quantile"}
+            if trial["kappa"] <= trial["metric_window"]:
+                continue  # the metric window could never fill inside the control window
+            tag = f"{knob}={value}"
+            candidates[tag], trials[tag] = tag, trial
+            trial["tau"] = tau_for(trial["metric_window"], trial["kappa"], quantile)
+            jobs += _jobs(tag, "calibration", cases, trial, steps)
+    trials[incumbent_tag]["tau"] = tau_for(base["metric_window"], base["kappa"], quantile)
+    rows_c = {**pool.run(jobs), incumbent_tag: rows_b[incumbent_tag]}
+    winner = _choose(candidates, rows_c, "incumbent")
+    chosen = trials[candidates[winner]]
+    log["phase_c"] = {tag: summarise(r) for tag, r in rows_c.items()}
+    log["chosen"] = {**chosen, "quantile": quantile, "winner": candidates[winner]}
+    print(f"C: chosen {log['chosen']} ({time.time() - began:.0f} s)", flush=True)
+    return chosen
+
+
+def _cell(value) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        estimate, low, high = value
+        if math.isnan(estimate):
+            return "—"
+        digits = 3 if abs(estimate) < 10 else 1
+        return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return str(value)
+
+
+QUALITY_COLUMNS = {
+    "all": "all right",
+    "colour": "colour",
+    "shape": "shape",
+    "size": "size",
+    "motion": "motion",
+    "in_matte_psnr": "in-matte PSNR",
+    "leftover_psnr": "leftover PSNR",
+    "bg_psnr_raw": "bg PSNR raw",
+    "bg_ssim_raw": "bg SSIM raw",
+}
+DIAGNOSTIC_COLUMNS = {
+    "flicker_bg": "flicker bg",
+    "flicker_fg": "flicker fg",
+    "h_success": "h right",
+    "h_failure": "h wrong",
+    "h_auc": "h AUC",
+    "alpha_range": "α range",
+    "seconds": "s/edit",
+}
+
+
+def print_table(table: dict, title: str) -> None:
+    """Two markdown tables (quality, diagnostics); every cell is estimate [95 % interval]."""
+    for columns, suffix in ((QUALITY_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, " — diagnostics")):
+        print(f"\n# {title}{suffix}")
+        extra = ["cases"] + (["outside exact"] if suffix else [])
+        print("| method | " + " | ".join([*extra, *columns.values()]) + " |")
+        print("|---|" + "|".join("---" for _ in [*extra, *columns]) + "|")
+        for name, s in table.items():
+            cells = [str(s["cases"])] + ([str(s["outside_exact"])] if suffix else [])
+            print(f"| {name} | " + " | ".join([*cells, *(_cell(s[k]) for k in columns)]) + " |")
+
+
+def report(path: Path) -> None:
+    """Print the tables of an earlier run's JSON (calibration phases, test split, prompt following)."""
+    log = json.loads(path.read_text())
+    for phase in ("phase_b", "phase_c"):
+        if phase in log:
+            print_table(log[phase], f"calibration split, {phase[-1].upper()}: {log['args']['calibration_cases']} cases")
+    if "chosen" in log:
+        print(f"\nchosen: {log['chosen']}")
+    if "test" in log:
+        print_table(log["test"], f"test split ({log['date']}, {log['machine']} {log['args']['device']})")
+    if log.get("following_summary"):
+        print(f"\n# text-to-video prompt following, {len(log['following'])} held-out prompts:")
+        print("| " + " | ".join(log["following_summary"]) + " |")
+        print("|" + "---|" * len(log["following_summary"]))
+        print("| " + " | ".join(f"{v:.2f}" for v in log["following_summary"].values()) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--report", type=Path, help="print the tables of an earlier run's --json file and stop")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--split", default="test", choices=("test", "calibration"))
+    parser.add_argument("--cases", type=int, default=72)
+    parser.add_argument("--calibration-cases", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
-    parser.add_argument("--json", help="also write the per-case rows here")
+    parser.add_argument("--calibrate", action="store_true", help="choose the defaults on the calibration split first")
+    parser.add_argument("--defaults", help="a JSON file of chosen overrides (from an earlier --calibrate run)")
+    parser.add_argument("--following", type=int, default=0, help="also judge N held-out text-to-video prompts")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", help="write every row and summary here (rewritten after each phase)")
+    parser.add_argument("--deadline", type=float, default=math.inf, help="seconds after which to stop waiting")
     args = parser.parse_args()
-    editor = Editor.from_pretrained("tiny")
-    cases = edit_cases(args.cases)
-    table, raw_rows = {}, {}
+    if args.report:
+        report(args.report)
+        return
+    log: dict = {"args": vars(args), "date": time.strftime("%Y-%m-%d"), "machine": platform.machine()}
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(log, indent=1, default=str))
+
     began = time.time()
-    for name in args.methods:
-        rows = [run_case(editor, case, METHODS[name], args.steps) for case in cases]
-        table[name], raw_rows[name] = summarise(rows), rows
-        print(f"... {name}: done ({time.time() - began:.0f} s)", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"summary": table, "rows": raw_rows}, handle, indent=2, default=str)
-    print(
-        f"\n# edit quality, {args.cases} held-out cases, {args.steps} steps, model tiny, "
-        f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}"
-    )
-    head = (
-        "method",
-        "colour",
-        "shape",
-        "both",
-        "bg PSNR raw",
-        "bg SSIM raw",
-        "bg PSNR comp",
-        "flicker bg",
-        "flicker fg",
-        "h ok",
-        "h failed",
-        "s/edit",
-    )
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for name, s in table.items():
-        comp = s["bg_psnr_composited"]
-        cells = [
-            name,
-            f"{s['colour']:.2f}",
-            f"{s['shape']:.2f}",
-            f"{s['both']:.2f}",
-            f"{s['bg_psnr_raw']:.2f}",
-            f"{s['bg_ssim_raw']:.3f}",
-            comp if isinstance(comp, str) else f"{comp:.2f}",
-            f"{s['flicker_bg']:.4f}",
-            f"{s['flicker_fg']:.4f}",
-            f"{s['h_success']:.4f}",
-            f"{s['h_failure']:.4f}",
-            f"{s['seconds']:.1f}",
-        ]
-        print("| " + " | ".join(cells) + " |")
+    pool = Pool(args.workers, args.device, args.model, began + args.deadline)
+    try:
+        chosen = json.loads(Path(args.defaults).read_text()) if args.defaults else {}
+        if args.calibrate:
+            chosen = calibrate(pool, args.calibration_cases, args.steps, log)
+            save()
+        jobs = [("following", "following", i, {}, None) for i in range(args.following)]
+        for i in range(args.cases):  # case-major, so a run cut short still covers every method
+            for name in args.methods:
+                jobs.append((name, args.split, i, {**chosen, **METHODS[name]}, args.steps))
+        rows = pool.run(jobs)
+        following = rows.pop("following", [])
+        table = {name: summarise(rows[name]) for name in args.methods if name in rows}
+        log.update(test_rows=rows, test=table, following=following)
+        save()
+        print_table(
+            table,
+            f"{args.split} split, {args.cases} cases, {args.steps} steps, model {args.model}, "
+            f"defaults {chosen or 'as shipped'}, {platform.machine()} {args.device}, {time.strftime('%Y-%m-%d')}, "
+            f"{time.time() - began:.0f} s",
+        )
+        if following:
+            summary = {a: sum(r[a] for r in following) / len(following) for a in (*ATTRIBUTES, "all")}
+            log["following_summary"] = summary
+            save()
+            print(f"\n# text-to-video prompt following, {len(following)} held-out prompts: {summary}")
+    finally:
+        pool.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The client as one pure-Python wheel, for hosts' own Pythons (Blender's, Resolve's): the bridge, the wire
 stubs, the Resolve script's package, and the few light engine modules they import (errors, atomic writes,
-decoding for uploads) — never the engine itself or its models."""
+decoding and the matte-range rule for uploads, timecode) — never the engine itself or its models."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def client_files() -> dict[Path, str]:
         ("kvlock_wire", ROOT / "proto" / "kvlock_wire"),
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
-    for rel in ("__init__.py", "errors.py", "media/__init__.py", "media/atomic.py", "media/decode.py"):
+    light = ("atomic.py", "decode.py", "matte_frames.py", "timecode.py")
+    for rel in ("__init__.py", "errors.py", "media/__init__.py", *(f"media/{name}" for name in light)):
         files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
     return files
 

@@ -3,18 +3,23 @@
 Folders come from ``--model-dir`` options, the ``KVLOCK_MODEL_DIRS`` environment variable (separated like
 PATH) and ``model_dirs = [...]`` in the config file (``$KVLOCK_CONFIG``, else
 ``$XDG_CONFIG_HOME/kvlock/config.toml``, else ``~/.config/kvlock/config.toml``). A configured folder is
-either a diffusers model itself or a parent whose sub-folders are models. Listing never loads weights.
+either a diffusers model itself or a parent whose sub-folders are models. Listing never loads weights; it
+checks each folder's files (:mod:`kvlock.checkpoint`), so a broken download shows with what it lacks.
+
+``kvlock models add PATH`` (:func:`add_model_dir`) checks a folder and records it in ``model_dirs``, keeping
+everything else in the config file.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import looks_like_model
+from .config_file import ConfigError, read_config, write_array
 from .errors import ModelLoadError
 from .loading import TINY, builtin_models, inspect_folder
 
@@ -40,18 +45,23 @@ def config_path() -> Path:
 def configured_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
     dirs = [Path(d).expanduser() for d in extra]
     dirs += [Path(d).expanduser() for d in os.environ.get("KVLOCK_MODEL_DIRS", "").split(os.pathsep) if d]
-    config = config_path()
-    if config.is_file():
-        try:
-            data = tomllib.loads(config.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ModelLoadError(f"config file {config} is not valid TOML: {exc}") from exc
-        dirs += [Path(d).expanduser() for d in data.get("model_dirs", [])]
+    dirs += [Path(d).expanduser() for d in _config_dirs(config_path())]
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
             unique.append(d)
     return unique
+
+
+def _config_dirs(config: Path) -> list[str]:
+    try:
+        data = read_config(config)
+    except ConfigError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    dirs = data.get("model_dirs", [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ModelLoadError(f"model_dirs in {config} must be a list of folder names, got {dirs!r}")
+    return dirs
 
 
 def _entry(folder: Path) -> ModelEntry:
@@ -71,14 +81,38 @@ def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
         for b in builtin_models().values()
     ]
     for d in configured_dirs(extra_dirs):
-        if (d / "model_index.json").is_file() or not d.is_dir():
-            entries.append(_entry(d))
-            continue
-        children = sorted(c for c in d.iterdir() if (c / "model_index.json").is_file())
-        if not children:
-            entries.append(ModelEntry(d.name, str(d), "?", f"{d} holds no diffusers model folder"))
-        entries.extend(_entry(c) for c in children)
+        entries.extend(_entry(folder) for folder in _model_folders(d))
     return entries
+
+
+def _model_folders(folder: Path) -> list[Path]:
+    """``folder`` itself if it is (or tries to be) one model, else its sub-folders that try to be models."""
+    if (folder / "model_index.json").is_file() or not folder.is_dir():
+        return [folder]
+    children = sorted(c for c in folder.iterdir() if looks_like_model(c))
+    return children or [folder]  # nothing inside looks like a model: say what is wrong with the folder itself
+
+
+def add_model_dir(path: str | Path) -> tuple[bool, list[ModelEntry]]:
+    """Check ``path`` (a model folder, or a folder of models) and record it in the config's ``model_dirs``.
+
+    Returns (whether the config changed, the models found there). A folder in which nothing loads is refused
+    with the reason, and the config is left as it was; adding a folder already recorded changes nothing.
+    """
+    folder = Path(path).expanduser().resolve()
+    entries = [_entry(f) for f in _model_folders(folder)]
+    if not any(e.status == "ok" for e in entries):
+        reasons = "; ".join(e.status for e in entries)
+        raise ModelLoadError(f"not added: {reasons}")
+    config = config_path()
+    recorded = _config_dirs(config)
+    if any(Path(d).expanduser().resolve() == folder for d in recorded):
+        return False, entries
+    try:
+        write_array(config, "model_dirs", [*recorded, str(folder)])
+    except (ConfigError, OSError) as exc:
+        raise ModelLoadError(f"could not record {folder} in {config}: {exc}") from exc
+    return True, entries
 
 
 def resolve_model(spec: str, extra_dirs: Iterable[str | Path] = ()) -> str:

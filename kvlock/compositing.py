@@ -60,10 +60,16 @@ def full_scale(dtype: np.dtype) -> float:
 def composite_frame(source: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Blend one frame: ``edited`` (float, source's scale) over ``source`` where ``weight`` > 0.
 
-    Pixels with weight 0 are copied from ``source`` untouched; the rest are rounded back to its dtype.
+    Pixels with weight 0 are copied from ``source`` untouched (whatever they hold, NaN included); the rest
+    are rounded back to its dtype. A non-finite source value under the feather is replaced by the edit
+    rather than blended, so nothing the edit touches comes out NaN or infinite.
     """
     w = weight[..., None].astype(np.float32)
-    blended = source.astype(np.float32) * (1.0 - w) + edited.astype(np.float32) * w
+    edit = edited.astype(np.float32)
+    base = source.astype(np.float32)
+    if np.issubdtype(source.dtype, np.floating):
+        base = np.where(np.isfinite(base), base, edit)
+    blended = base * (1.0 - w) + edit * w
     if np.issubdtype(source.dtype, np.integer):
         info = np.iinfo(source.dtype)
         blended = np.clip(np.rint(blended), info.min, info.max)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,14 +28,15 @@ from .acceleration import (
     estimate_need,
     memory_budget,
 )
-from .compositing import composite_frame, edited_region_rgba, feather_matte, full_scale, support_box
+from .colour import PixelEncoding, encoding_for
+from .compositing import composite_frame, edited_region_rgba, feather_matte, support_box
 from .errors import EditCancelled, InvalidRequest
 from .geometry import Window, crossfade_weights, pad_frames, plan_windows, resize_video
 from .kv_bank import KVBank
 from .loading import LoadedModel, load_model, resolve_device
 from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
-from .settings import EditSettings, validate_settings
+from .settings import DEFAULT_TAU, EditSettings, validate_settings
 from .token_mask import Compression, build_token_mask
 from .trace import Trace, WindowTrace
 from .validation import check_frames, normalise_matte
@@ -45,7 +46,12 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class EditRequest:
-    """Source frames (T, H, W, 3) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts."""
+    """Source frames (T, H, W, 3|4) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts.
+
+    ``encoding`` says what the numbers mean (:mod:`kvlock.colour`): by default display-referred code values;
+    ``SceneLinear()`` for linear-light plates (EXR), which may hold values above 1.0 and below 0.0. A 4th
+    channel is the plate's alpha: the model edits colour only, so alpha is returned exactly as given.
+    """
 
     frames: np.ndarray
     matte: np.ndarray
@@ -53,6 +59,10 @@ class EditRequest:
     settings: EditSettings = field(default_factory=EditSettings)
     return_region: bool = False
     return_raw: bool = False  # also the decoded edit before compositing (for measuring the lock itself)
+    encoding: PixelEncoding | None = None
+
+    def pixel_encoding(self) -> PixelEncoding:
+        return self.encoding if self.encoding is not None else encoding_for(self.frames.dtype, "display")
 
 
 @dataclass
@@ -76,10 +86,9 @@ def _largest_valid(n: int, valid: Callable[[int], int]) -> int:
     return max(1, n)
 
 
-def _to_unit(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) any pixel dtype → (T, 3, H, W) float32 in [0, 1]."""
-    scale = full_scale(frames.dtype)
-    return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32) / scale).permute(0, 3, 1, 2)
+def _to_model(frames: np.ndarray, encoding: PixelEncoding) -> torch.Tensor:
+    """(T, H, W, 3|4) plate pixels → (T, 3, H, W) float32 display-referred values in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(encoding.to_model(frames[..., :3]))).permute(0, 3, 1, 2)
 
 
 def _tokens(compression: Compression, frames: int, height: int, width: int) -> int:
@@ -166,8 +175,10 @@ class Editor:
     ) -> EditResult:
         began = time.perf_counter()
         settings = validate_settings(request.settings)
-        check_frames(request.frames)
+        encoding = request.pixel_encoding()
+        frame_warnings = check_frames(request.frames, encoding.name)
         matte, warnings = normalise_matte(request.matte, request.frames)
+        warnings = frame_warnings + warnings
         if not isinstance(request.prompt, str) or not request.prompt.strip():
             raise InvalidRequest("prompt is empty: describe what the masked subject should become")
         m = self.model
@@ -188,7 +199,8 @@ class Editor:
             crop_margin=settings.crop_margin,
             min_margin=2 * settings.feather + m.compression.vae_s,
         )
-        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings)
+        settings, tau_source = self._resolve_tau(settings, warnings)
+        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings, tau_source=tau_source)
         trace.execution = dict(self.execution)
         self._stages = trace.stage_seconds
         with self._stage("prompts"), self.residency.hold("text_encoder"):
@@ -202,6 +214,7 @@ class Editor:
                     len(plans),
                     plan,
                     request.frames,
+                    encoding,
                     matte,
                     prompts,
                     settings,
@@ -219,9 +232,24 @@ class Editor:
             if m.device.type == "cuda":
                 torch.cuda.empty_cache()
         with self._stage("composite"):
-            out, region, raw = self._composite(request, matte, plans, decoded, settings.feather, cancel, steps)
+            out, region, raw = self._composite(
+                request, encoding, matte, plans, decoded, settings.feather, cancel, steps
+            )
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=out, trace=trace, latents=latents, region=region, raw=raw)
+
+    def _resolve_tau(self, settings: EditSettings, warnings: list[str]) -> tuple[EditSettings, str]:
+        """τ from the request, else the model's calibration, else the documented default with a notice."""
+        if settings.tau is not None:
+            return settings, "set for this edit"
+        d = self.model.defaults
+        if d.tau is not None:
+            return replace(settings, tau=float(d.tau)), d.tau_source or "the model folder's kvlock.json"
+        warnings.append(
+            f"{self.model.name} has no calibrated τ; using the default {DEFAULT_TAU:g}. "
+            "Run `kvlock calibrate --model NAME` once to fit τ to this model."
+        )
+        return replace(settings, tau=DEFAULT_TAU), f"default {DEFAULT_TAU:g} (this model was never calibrated)"
 
     def preview(self, latents: torch.Tensor, max_side: int = 160) -> np.ndarray:
         """A small uint8 RGB picture of the first latent frame (e.g. the clean estimate x̂0 mid-edit).
@@ -270,6 +298,7 @@ class Editor:
         count: int,
         plan: Window,
         frames: np.ndarray,
+        encoding: PixelEncoding,
         matte: np.ndarray,
         prompts: Prompts,
         settings: EditSettings,
@@ -285,7 +314,7 @@ class Editor:
         window_matte = matte[plan.start : plan.end, rows, cols]
         if not (window_matte > 0).any():
             return WindowTrace(plan.start, plan.end, box, size, 0.0, skipped="matte empty in this window"), None, None
-        video = _to_unit(frames[plan.start : plan.end, rows, cols])
+        video = _to_model(frames[plan.start : plan.end, rows, cols], encoding)
         video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
         model_matte = torch.from_numpy(np.ascontiguousarray(window_matte))[:, None]
         model_matte = pad_frames(resize_video(model_matte, plan.model_height, plan.model_width), plan.model_frames)
@@ -357,6 +386,7 @@ class Editor:
     def _composite(
         self,
         request: EditRequest,
+        encoding: PixelEncoding,
         matte: np.ndarray,
         plans: list[Window],
         decoded: list[torch.Tensor | None],
@@ -367,15 +397,16 @@ class Editor:
         """Frame by frame, so memory stays one source frame per window however long or large the clip.
 
         Outside the feathered matte the output is the source frame itself, so only the matte's box is
-        blended; its cost follows the subject's size. A cancel is honoured between frames, as between steps.
+        blended; its cost follows the subject's size. Windows are averaged in the model's space, then the
+        edit goes back to the plate's encoding and is blended there (linear light for linear plates). A
+        plate's alpha channel is copied, never edited. A cancel is honoured between frames, as between steps.
         """
         src = request.frames
         total, height, width = src.shape[:3]
-        scale = full_scale(src.dtype)
         weights = crossfade_weights([(p.start, p.end) for p in plans], total)
         out = np.empty_like(src)
         region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
-        raw = np.zeros(src.shape, dtype=np.float32) if request.return_raw else None
+        raw = np.zeros((*src.shape[:3], 3), dtype=np.float32) if request.return_raw else None
         whole = (slice(0, height), slice(0, width))
         for j in range(total):
             if cancel is not None and cancel.is_set():
@@ -404,16 +435,18 @@ class Editor:
                 k = j - plan.start
                 frame = resize_video(pixels[k : k + 1], plan.box.height, plan.box.width)[0].permute(1, 2, 0)
                 part = frame[r0 - pr.start : r1 - pr.start, c0 - pc.start : c1 - pc.start].numpy()
-                acc[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k]) * part * scale
+                acc[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k]) * part
                 wsum[r0 - r.start : r1 - r.start, c0 - c.start : c1 - c.start] += float(w[k])
             covered = wsum > 0
-            edited = np.where(covered[..., None], acc / np.maximum(wsum, 1e-12)[..., None], src[j][r, c])
+            source = src[j][r, c, :3]
+            model_view = acc / np.maximum(wsum, 1e-12)[..., None]
+            edited = np.where(covered[..., None], encoding.from_model(model_view), source)
             alpha = np.where(covered, feathered[r, c], 0.0).astype(np.float32)
-            out[j][r, c] = composite_frame(src[j][r, c], edited, alpha)
+            out[j][r, c, :3] = composite_frame(source, edited, alpha)
             if region is not None:
                 region[j] = edited_region_rgba(edited, alpha, src.dtype)
             if raw is not None:
-                raw[j] = edited / scale
+                raw[j] = np.where(covered[..., None], model_view, encoding.to_model(source))
         return out, region, raw
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint import checkpoint_for, layout_problem, pipeline_problems
 from .errors import ModelLoadError, UnsupportedDeviceError
 from .families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
 from .token_mask import Compression
@@ -118,21 +119,24 @@ def _folder_defaults(path: Path, family: ModelFamily) -> ModelDefaults:
             raise ModelLoadError(f"{extra} is not valid JSON: {exc}") from exc
         known = {f.name for f in fields(ModelDefaults)}
         defaults = replace(defaults, **{k: v for k, v in data.items() if k in known})
+        tau = defaults.tau
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
+            raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
     return defaults
 
 
 def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
-    """Check a diffusers folder's shape and return its family and model index, or say what is missing."""
+    """Check a diffusers folder's shape and files and return its family and model index, or say what is wrong.
+
+    See :mod:`kvlock.checkpoint` for what is recognised (wrong layouts, missing shards, tokenizer files …).
+    """
     if not path.exists():
         raise ModelLoadError(f"model folder {path} does not exist; give a local diffusers folder or 'tiny'")
     if not path.is_dir():
         raise ModelLoadError(f"{path} is a file; give the folder that holds model_index.json")
     index_file = path / "model_index.json"
     if not index_file.is_file():
-        raise ModelLoadError(
-            f"{path} has no model_index.json; expected a diffusers pipeline folder "
-            "(model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
-        )
+        raise ModelLoadError(layout_problem(path))
     try:
         index = json.loads(index_file.read_text())
     except json.JSONDecodeError as exc:
@@ -143,13 +147,15 @@ def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
         raise ModelLoadError(
             f"{path} holds a {class_name or 'unnamed'} pipeline; supported: {', '.join(supported_pipelines())}"
         )
-    missing = [
-        name
-        for name, spec in index.items()
-        if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None and not (path / name).is_dir()
-    ]
-    if missing:
-        raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {', '.join(sorted(missing))}")
+    problems = pipeline_problems(path, index)
+    if problems:
+        known = checkpoint_for(index, path)
+        fix = (
+            f"; fetch what is missing with: {known.command(str(path))} (it resumes)"
+            if known
+            else "; download the folder again"
+        )
+        raise ModelLoadError(f"{path} is incomplete: " + "; ".join(problems) + fix)
     return family, index
 
 

@@ -3,8 +3,9 @@
 Per step k (DESIGN §2.3): choose α_k, ω_k from the metric; if α_k > 0 run the source pass on the noised
 source and capture background K/V; run the conditional and unconditional edit passes with the K/V fused
 (foreground tokens only when α_k = 1); combine them with CFG-Zero* (or classic CFG); take the scheduler
-step; reset the background latents to the noised source at the next σ; update the metric. One callback
-per step carries everything a progress bar, a preview, a trace or a cancel check needs.
+step; reset the background latents to the noised source at the next σ; update the metric (on the
+conditional prediction's x̂0, from the first controlled step on). One callback per step carries everything
+a progress bar, a preview, a trace or a cancel check needs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .errors import EditCancelled
 from .families.base import ModelFamily
 from .guidance import cfg_zero_star, classic_cfg, optimal_scale
 from .kv_bank import KVBank
-from .metric import HallucinationMeter
+from .metric import HallucinationMeter, latent_scale
 from .schedules import control_at
 from .settings import EditSettings
 from .token_mask import TokenMask
@@ -41,11 +42,12 @@ class Prompts:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One row of the trace. ``h`` is the metric after this step; α and ω were chosen from the one before."""
+    """One row of the trace. ``h`` is the metric after this step (None before the control window, or while
+    it holds a single sample); α and ω were chosen from the one before."""
 
     step: int
     sigma: float
-    h: float
+    h: float | None
     alpha: float
     omega: float
     s_star: float
@@ -157,7 +159,8 @@ def sample_kvlock(
     has_background = not bool(masks.flat.all())
     bank.background_index = masks.background_index.to(device)
     passes = _Passes(family, pipe, bank, masks, device)
-    meter = HallucinationMeter(settings.metric_window, region)
+    meter = HallucinationMeter(settings.metric_window, region, latent_scale(x0_source))
+    control_start = max(0, run_steps - settings.kappa)
     use_uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
 
     def lock(z: torch.Tensor, i: int) -> torch.Tensor:
@@ -172,10 +175,12 @@ def sample_kvlock(
                 raise EditCancelled(i - first, run_steps)
             began = time.perf_counter()
             t, sigma = stepper.timesteps[i], stepper.levels[i]
+            controlled = i - first >= control_start
             ctl = control_at(
                 i - first,
                 run_steps,
                 meter.value,
+                ready=meter.full,
                 kappa=settings.kappa,
                 tau=settings.tau,
                 omega0=omega0,
@@ -209,7 +214,7 @@ def sample_kvlock(
             else:
                 v = v_cond
             x0_estimate = stepper.clean_estimate(z, v, i)
-            h = meter.update(x0_estimate)
+            h = meter.update(stepper.clean_estimate(z, v_cond, i)) if controlled else None
             z = stepper.step(v, i, z)
             z = lock(z, i + 1)
             record = StepRecord(

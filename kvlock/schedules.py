@@ -2,7 +2,10 @@
 
 Notation follows the paper (arXiv 2603.09657, §3.3): the hallucination metric h_k is compared with a
 threshold τ. Control is active only in the last κ steps; earlier every sample still has high variance,
-so the metric says nothing about risk there and fixed values apply (α_early, ω0).
+so the metric says nothing about risk there and fixed values apply (α_early, ω0). Inside the control
+window the metric's own window starts afresh, and until it holds W samples h is not yet the figure τ was
+calibrated on, so the early values still apply: a half-filled window reads as calm and would drop the
+lock exactly at the noisiest controlled steps.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class StepControl:
 def control_at(
     step: int,
     total_steps: int,
-    h: float,
+    h: float | None,
     *,
     kappa: int,
     tau: float,
@@ -58,20 +61,23 @@ def control_at(
     alpha_early: float,
     alpha_fixed: float | None = None,
     guidance_form: str = "kvlock",
+    ready: bool = True,
 ) -> StepControl:
     """Choose α_k and ω_k for step ``step`` (0-based) of ``total_steps`` given the current metric.
 
-    ``alpha_fixed`` overrides the α schedule (the fixed-α and no-lock baselines); ``guidance_form`` is
-    ``"kvlock"`` (default form), ``"paper"`` (Eq. 8) or ``"static"`` (ω0 throughout, classic CFG).
+    ``ready`` says whether ``h`` was measured over a full window; ``alpha_fixed`` overrides the α schedule
+    (the fixed-α and no-lock baselines); ``guidance_form`` is ``"kvlock"`` (default form), ``"paper"``
+    (Eq. 8) or ``"static"`` (ω0 throughout, classic CFG).
     """
     active = step >= total_steps - kappa
+    measured = active and ready and h is not None
     if alpha_fixed is not None:
         alpha = alpha_fixed
-    elif active:
+    elif measured:
         alpha = fusion_ratio(h, tau, alpha_min)
     else:
         alpha = alpha_early
-    if guidance_form == "static" or not active:
+    if guidance_form == "static" or not measured:
         omega = omega0
     elif guidance_form == "paper":
         omega = guidance_scale_paper(h, tau, omega0, b)

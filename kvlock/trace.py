@@ -34,6 +34,7 @@ class Trace:
     seconds: float = 0.0
     execution: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    tau_source: str = ""  # where this edit's τ came from: the request, the model's calibration, or the default
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,9 +54,11 @@ class Trace:
         for w in self.windows:
             if not w.steps:
                 continue
-            x = [r.step for r in w.steps]
             for ax, (key, _) in zip(axes, rows, strict=True):
-                ax.plot(x, [getattr(r, key) for r in w.steps], marker=".", label=f"frames {w.start}–{w.end - 1}")
+                points = [(r.step, getattr(r, key)) for r in w.steps if getattr(r, key) is not None]
+                if points:
+                    x, y = zip(*points, strict=True)
+                    ax.plot(x, y, marker=".", label=f"frames {w.start}–{w.end - 1}")
         for ax, (_, label) in zip(axes, rows, strict=True):
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
@@ -64,7 +67,7 @@ class Trace:
             axes[0].axhline(tau, color="grey", linestyle="--", linewidth=1, label="τ")
         axes[0].legend(fontsize=7)
         axes[-1].set_xlabel("denoising step")
-        fig.suptitle(f"KV-Lock trace — {self.model}")
+        fig.suptitle(f"KV-Lock trace — {self.model}" + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)

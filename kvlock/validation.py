@@ -10,22 +10,43 @@ import numpy as np
 
 from .errors import InvalidRequest, MatteError
 
-PIXEL_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+PIXEL_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
 
 
-def check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+def check_frames(frames: np.ndarray, transfer: str = "display") -> list[str]:
+    """Check (T, H, W, 3|4) source frames (a 4th channel is alpha, kept as is); return warnings.
+
+    Display-referred floats must be finite and in [0, 1]. Scene-linear floats may hold anything — values
+    above 1.0, negative, even NaN or infinite (renders do): those are kept outside the matte and only the
+    model sees them clipped, which the warning says.
+    """
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         shape = getattr(frames, "shape", type(frames).__name__)
-        raise InvalidRequest(f"frames must be an array of shape (T, H, W, 3) (RGB), got {shape}")
+        raise InvalidRequest(f"frames must be an array of shape (T, H, W, 3) (RGB) or (T, H, W, 4) (RGBA), got {shape}")
     if frames.shape[0] < 1 or frames.shape[1] < 8 or frames.shape[2] < 8:
         raise InvalidRequest(f"frames must hold at least one frame of 8×8 pixels, got {frames.shape}")
     if frames.dtype.type not in PIXEL_DTYPES:
-        raise InvalidRequest(f"frames must be uint8, uint16 or float in [0, 1], got {frames.dtype}")
-    if np.issubdtype(frames.dtype, np.floating):
-        if not np.isfinite(frames).all():
-            raise InvalidRequest("frames contain NaN or infinite values")
-        if frames.min() < 0.0 or frames.max() > 1.0:
-            raise InvalidRequest(f"float frames must be in [0, 1], got [{frames.min():.3g}, {frames.max():.3g}]")
+        raise InvalidRequest(f"frames must be uint8, uint16 or float, got {frames.dtype}")
+    if not np.issubdtype(frames.dtype, np.floating):
+        return []
+    colour = frames[..., :3]
+    finite = np.isfinite(colour)
+    if transfer == "scene_linear":
+        bad = int(finite.size - np.count_nonzero(finite))
+        if not bad:
+            return []
+        return [
+            f"{bad} colour values are NaN or infinite: the model sees them as 0 (NaN, −inf) or the highlight "
+            "ceiling (+inf); they are kept outside the matte and replaced inside it"
+        ]
+    if not finite.all():
+        raise InvalidRequest("frames contain NaN or infinite values")
+    if colour.min() < 0.0 or colour.max() > 1.0:
+        raise InvalidRequest(
+            f"float frames must be in [0, 1], got [{colour.min():.3g}, {colour.max():.3g}]; scene-linear "
+            "plates need EditRequest(encoding=SceneLinear())"
+        )
+    return []
 
 
 def normalise_matte(matte: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -1,24 +1,48 @@
-"""A fake of the DaVinci Resolve scripting objects the KV-Lock script uses, for tests (Resolve cannot run here).
+"""A fake of DaVinci Resolve's scripting objects, per version, for tests (Resolve cannot run here).
 
-Behaviour encoded, and where it comes from:
+Everything below is Blackmagic's scripting README (Developer/Scripting/README.txt) unless marked
+UNDOCUMENTED: those are choices — third-party measurements where there are any — and where the script
+depends on one, it is tested under each reading (``Api.end_frame``). Sources, cited by tag:
 
-- From Resolve's scripting README (``Developer/Scripting/README.txt``): the object tree Resolve →
-  ProjectManager → Project → MediaPool / Timeline → TimelineItem → MediaPoolItem; ``GetCurrentProject``,
-  ``GetCurrentTimeline``, ``GetCurrentVideoItem``, ``GetMarkInOut`` (``{"video": {"in", "out"}}``),
-  ``GetItemListInTrack``, ``GetTrackCount``, ``AddTrack``, ``GetSetting("timelineFrameRate")``,
-  ``GetStart/GetEnd/GetLeftOffset/GetMediaPoolItem``, ``GetClipProperty("File Path" | "FPS" | "Frames")``,
-  ``ImportMedia``, ``AddSubFolder``, ``SetCurrentFolder``, ``GetClipMatteList``, and ``AppendToTimeline``
-  with clip-info dicts whose ``endFrame`` is exclusive; menu scripts get ``resolve``, ``fusion``, ``bmd``.
-- From the project's host notes (DESIGN §5, measured against Resolve): timeline frames are absolute (they
-  include the start timecode); ``GetEnd`` is exclusive; items cannot be moved after placement (no setters
-  here); an append overlapping an existing item is dropped silently while the call still returns an item
-  object that is on no track; a Studio-only call on Free opens a modal dialog (recorded in ``modals``);
-  Resolve objects answer every attribute, so ``hasattr`` is always true — only ``dir()`` tells.
-- Assumed, not documented: the Out mark is inclusive (as the editor sees it in the UI); the current video
-  item is the topmost item under the playhead.
-- UIManager/UIDispatcher: just enough of Fusion's UI for a dialog — elements with ``Text``/``Value``/
-  ``CurrentIndex``, ``GetItems``, ``On.<ID>.<Event>`` handlers, timers, and a ``RunLoop`` that plays the
-  test's scripted actions (Resolve's real loop waits for clicks).
+[R18.5] README "Updated as of 26 May 2023" (Resolve 18.5): github.com/francisqureshi/Resolve-API,
+        "DVR 18.5 API README.txt".
+[R20]   README "Last Updated: 7 Oct 2025" (Resolve 20.x): github.com/samuelgursky/davinci-resolve-mcp,
+        docs/reference/resolve_scripting_api.txt at commit 320ce22.
+[R21]   README "Last Updated: 24 Jul 2026" (Resolve 21.x): the same file at commit 3874ee5 — the first
+        with Timeline.GetSelectedClips (the one of 5 May 2026, at a0efd28, has only MediaPool's).
+[N19.1] a community copy of the README with per-version notes ("> New in 19.1.0" over Timeline.GetMarkInOut,
+        "> New in 19.0.0" over TimelineItem.GetTrackTypeAndIndex; its repository could not be identified);
+        consistent with the READMEs: both absent from [R18.5], present in [R20].
+[STUB]  the 21.x Python type stub: MarkInOutRange "'in': int,  # Record frame relative to timeline start";
+        ClipProperties "'FPS': float".
+[EX7]   Blackmagic's example 7_add_subclips_to_timeline.py: "Adds subclips [frame 0 .. 23]" with
+        "startFrame": 0, "endFrame": 23, "(first 24 frames)": github.com/deric/DaVinciResolve-API-Docs,
+        examples/python/7_add_subclips_to_timeline.py.
+[M]     a third party's live measurements: github.com/samuelgursky/davinci-resolve-mcp,
+        docs/reference/api-limitations.md — "hasattr() / getattr() on Resolve API objects" (Studio 19.1.3.7:
+        hasattr is true for every name, getattr returns None), "AppendToTimeline (overlapping records —
+        earlier item wins)", "(null-id timeline items)", "TimelineItem.GetSourceStartFrame" (GetLeftOffset
+        equals the startFrame sent), the Studio-only "limitation" dialog that blocks later calls;
+        docs/guides/headless-edit-loop.md ("endFrame is inclusive-of-the-last-frame" there) against the
+        same repository's "endFrame EXCLUSIVE (verified at 1, 119 and 120 frames)" on 21.0.4.5.
+[F19.1] reports that Free 19.1 shows no UIManager window for third-party scripts but "You've reached a
+        limitation with DaVinci Resolve": github.com/YourAverageMo/auto-silence-cut/issues/3,
+        github.com/tmoroney/auto-subs/issues/116.
+[QT]    UIManager's widgets are Qt's (QSpinBox, QDoubleSpinBox): decimals default to 2 and a value is
+        rounded to them; minimum/maximum default to 0–99 (99.99); a value outside is clamped.
+
+Per version (``VERSIONS``):
+
+    behaviour                               18.5      19.1      20        21
+    Timeline.GetMarkInOut                   absent    yes       yes       yes     [R18.5] [N19.1] [R20]
+    TimelineItem.GetTrackTypeAndIndex       absent    yes       yes       yes     [N19.1] [R20]
+    Timeline.GetSelectedClips               absent    absent    absent    yes     [R20] [R21]
+    UIManager windows on Free               shown     none      none      none    [F19.1]
+    clip property "FPS"                     text      text      text      number  [STUB]; text: UNDOCUMENTED
+
+Unknown members answer as [M] measured: ``hasattr`` is true, the value is ``None`` (so calling it raises
+``TypeError`` — a typo is never a silent no-op), and ``dir`` lists only what the version has. Lower-case
+methods are the tests' own set-up helpers, not Resolve's API.
 """
 
 from __future__ import annotations
@@ -28,33 +52,71 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kvlock.media.decode import probe
+from kvlock.media.timecode import format_timecode
 
+VERSIONS = {"18.5": (18, 5, 1, 6), "19.1": (19, 1, 3, 7), "20": (20, 3, 2, 9), "21": (21, 0, 4, 5)}
+PLAYHEAD_PAGES = {"cut", "edit", "color", "fairlight", "deliver"}  # GetCurrentTimecode's pages [R18.5]
 _ids = itertools.count(1)
 
 
-class ResolveObject:
-    """Answers any attribute (as Resolve's proxies do) with a no-op; ``dir`` lists only what exists."""
+def since(*version: int) -> Callable[[Callable], Callable]:
+    """The first version whose README has the call; older versions answer it as an unknown name."""
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
+    def mark(method: Callable) -> Callable:
+        method.since = version  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+@dataclass
+class Api:
+    """The Resolve being faked, shared by all its objects."""
+
+    version: tuple[int, ...]
+    studio: bool
+    end_frame: str = "exclusive"  # UNDOCUMENTED: clipInfo endFrame; "inclusive" is [EX7]'s reading
+    faults: set[str] = field(default_factory=set)  # not Resolve's behaviour: injected failures (see MediaPool)
+    page: str = "edit"
+    modals: list[str] = field(default_factory=list)  # dialogs Resolve raised (a human must dismiss them)
+    unknown: list[str] = field(default_factory=list)  # unknown names the script asked for
+
+
+class ResolveObject:
+    """Answers unknown names with None and hides calls newer than its version, as Resolve's proxies do [M]."""
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        first = getattr(value, "since", None) if not name.startswith("_") else None
+        if first is not None and object.__getattribute__(self, "_api").version < first:
+            object.__getattribute__(self, "_api").unknown.append(f"{type(self).__name__}.{name}")
+            return None
+        return value
+
+    def __getattr__(self, name: str) -> None:  # only names the class does not have
         if name.startswith("_"):
             raise AttributeError(name)
-        return lambda *args, **kwargs: None
+        self._api.unknown.append(f"{type(self).__name__}.{name}")
+        return None
 
     def __dir__(self) -> list[str]:
-        return [n for n in type(self).__dict__ if n[:1].isupper()] + [
-            n for base in type(self).__mro__[1:] for n in base.__dict__ if n[:1].isupper()
-        ]
+        version = self._api.version
+        return sorted({name for cls in type(self).__mro__ for name, value in vars(cls).items()
+                       if name[:1].isupper() and getattr(value, "since", ()) <= version})  # fmt: skip
 
 
 class MediaPoolItem(ResolveObject):
-    def __init__(self, path: str, fps: Fraction | None = None) -> None:
+    def __init__(self, api: Api, path: str, fps: Fraction | None = None) -> None:
+        super().__init__(api)
         info = probe(path)
         self._path, self._uid = str(path), f"mpi-{next(_ids)}"
-        self._fps = fps if fps is not None else info.rate
-        self._frames = info.frames
+        self._fps, self.frames = fps if fps is not None else info.rate, info.frames
 
     def GetName(self) -> str:
         return Path(self._path).name
@@ -62,114 +124,166 @@ class MediaPoolItem(ResolveObject):
     def GetUniqueId(self) -> str:
         return self._uid
 
-    def GetClipProperty(self, key: str) -> str:
-        props = {
-            "File Path": self._path,
-            "FPS": f"{float(self._fps):.3f}".rstrip("0").rstrip("."),
-            "Frames": str(self._frames),
-        }
-        return props.get(key, "")
+    def GetClipProperty(self, key: str | None = None) -> Any:
+        fps = round(float(self._fps), 3)  # 23.976, 29.97: a number in 21.x [STUB], text before (UNDOCUMENTED)
+        props = {"File Path": self._path, "FPS": fps if self._api.version >= (21,) else f"{fps:g}",
+                 "Frames": str(self.frames)}  # fmt: skip
+        return props if key is None else props.get(key, "")
 
 
 class TimelineItem(ResolveObject):
-    def __init__(self, media: MediaPoolItem, start: int, end: int, left_offset: int) -> None:
-        self._media, self._start, self._end, self._left = media, start, end, left_offset
-        self._uid = f"ti-{next(_ids)}"
+    def __init__(self, api: Api, media: MediaPoolItem | None, start: int, end: int, left: int, name: str = "") -> None:
+        super().__init__(api)
+        self._media, self._start, self._end, self._left = media, start, end, left
+        self._name = name or (media.GetName() if media else "Text+")
+        self._uid, self._timeline = f"ti-{next(_ids)}", None
 
     def GetName(self) -> str:
-        return self._media.GetName()
+        return self._name
 
     def GetUniqueId(self) -> str:
         return self._uid
 
-    def GetStart(self) -> int:
+    def GetStart(self, subframe_precision: bool = False) -> int:
         return self._start
 
-    def GetEnd(self) -> int:  # exclusive
+    def GetEnd(self, subframe_precision: bool = False) -> int:  # exclusive: GetEnd − GetStart = GetDuration
         return self._end
 
-    def GetDuration(self) -> int:
+    def GetDuration(self, subframe_precision: bool = False) -> int:
         return self._end - self._start
 
-    def GetLeftOffset(self) -> int:
+    def GetLeftOffset(self, subframe_precision: bool = False) -> int:  # the first media frame shown [M]
         return self._left
 
-    def GetMediaPoolItem(self) -> MediaPoolItem:
+    def GetMediaPoolItem(self) -> MediaPoolItem | None:  # "if one exists": titles and generators have none
         return self._media
+
+    @since(19, 0)
+    def GetTrackTypeAndIndex(self) -> list[Any]:
+        return ["video", self._timeline._track_of(self)] if self._timeline else []
 
 
 class Timeline(ResolveObject):
-    def __init__(self, name: str, start_frame: int, rate: Fraction, tracks: int = 1) -> None:
-        self._name, self._start_frame, self._rate = name, start_frame, rate
+    def __init__(self, api: Api, name: str, start_frame: int, rate: Fraction, drop: bool = False, tracks: int = 1):
+        super().__init__(api)
+        self._name, self._start_frame, self._rate, self._drop = name, start_frame, rate, drop
         self._tracks: list[list[TimelineItem]] = [[] for _ in range(tracks)]
+        self._locked: set[int] = set()
+        self._disabled: set[int] = set()
         self._marks: dict[str, dict[str, int]] = {}
+        self._selected: list[TimelineItem] = []
         self.playhead = start_frame
 
-    # test set-up helpers (lower-case: not part of Resolve's API)
-    def put(self, track: int, media: MediaPoolItem, start: int, end: int, left_offset: int = 0) -> TimelineItem:
+    # test set-up helpers
+    def put(self, track: int, media: MediaPoolItem | None, start: int, end: int, left_offset: int = 0,
+            name: str = "") -> TimelineItem:  # fmt: skip
         while len(self._tracks) < track:
             self._tracks.append([])
-        item = TimelineItem(media, start, end, left_offset)
+        item = TimelineItem(self._api, media, start, end, left_offset, name)
+        item._timeline = self
         self._tracks[track - 1].append(item)
         return item
 
-    def mark(self, mark_in: int, mark_out: int) -> None:
-        self._marks = {"video": {"in": mark_in, "out": mark_out}}
+    def mark(self, mark_in: int | None, mark_out: int | None) -> None:
+        """Set In/Out at absolute frames; Resolve reports them relative to the timeline start [STUB]."""
+        marks = {k: v - self._start_frame for k, v in (("in", mark_in), ("out", mark_out)) if v is not None}
+        self._marks = {"video": marks, "audio": dict(marks)} if marks else {}
 
-    def append(self, media: MediaPoolItem, info: dict[str, Any]) -> TimelineItem:
-        start = int(info.get("recordFrame", self._end_of_track(info.get("trackIndex", 1))))
-        item = TimelineItem(
-            media, start, start + int(info["endFrame"]) - int(info["startFrame"]), int(info["startFrame"])
-        )
-        track = int(info.get("trackIndex", 1))
-        if track > len(self._tracks):
-            return item  # no such track: not placed
-        if any(i.GetStart() < item.GetEnd() and item.GetStart() < i.GetEnd() for i in self._tracks[track - 1]):
-            return item  # overlap: silently dropped, the returned item is on no track
+    def select(self, *items: TimelineItem) -> None:
+        self._selected = list(items)
+
+    def lock(self, track: int) -> None:
+        self._locked.add(track)
+
+    def disable(self, track: int) -> None:
+        self._disabled.add(track)
+
+    def items(self, track: int) -> list[TimelineItem]:
+        return sorted(self._tracks[track - 1], key=lambda i: i._start) if 1 <= track <= len(self._tracks) else []
+
+    def _track_of(self, item: TimelineItem) -> int:
+        return next(n for n, items in enumerate(self._tracks, 1) if item in items)
+
+    def _place(self, media: MediaPoolItem, track: int, record: int, first: int, count: int) -> TimelineItem | None:
+        """An append's item, or None where Resolve places nothing (no such or a locked track: UNDOCUMENTED)."""
+        if not 1 <= track <= len(self._tracks) or track in self._locked:
+            return None
+        item = TimelineItem(self._api, media, record, record + count, first)
+        if any(i._start < item._end and item._start < i._end for i in self._tracks[track - 1]):
+            item._uid = ""  # overlap: dropped, and the returned item is on no track, with no id [M]
+            return item
+        item._timeline = self
         self._tracks[track - 1].append(item)
         return item
 
-    def _end_of_track(self, track: int) -> int:
-        items = self._tracks[track - 1] if track <= len(self._tracks) else []
-        return max((i.GetEnd() for i in items), default=self._start_frame)
-
-    # Resolve API
+    # Resolve API [R18.5] unless marked
     def GetName(self) -> str:
         return self._name
 
     def GetStartFrame(self) -> int:
         return self._start_frame
 
-    def GetSetting(self, key: str) -> str:
-        return {"timelineFrameRate": f"{float(self._rate):.3f}".rstrip("0").rstrip(".")}.get(key, "")
+    def GetStartTimecode(self) -> str:
+        return format_timecode(self._start_frame, self._rate, self._drop)
 
-    def GetTrackCount(self, kind: str) -> int:
-        return len(self._tracks) if kind == "video" else 0
+    def GetSetting(self, key: str | None = None) -> str:
+        """'timelineFrameRate' is e.g. "23.976", or "29.97 DF" with drop frame ("appending the frame rate with DF")."""
+        rate = f"{float(self._rate):.3f}".rstrip("0").rstrip(".") + (" DF" if self._drop else "")
+        return {"timelineFrameRate": rate}.get(key or "", "")
 
-    def GetItemListInTrack(self, kind: str, index: int) -> list[TimelineItem]:
-        if kind != "video" or not 1 <= index <= len(self._tracks):
-            return []
-        return sorted(self._tracks[index - 1], key=lambda i: i.GetStart())
+    def GetTrackCount(self, track_type: str) -> int:
+        return len(self._tracks) if track_type == "video" else 0
 
-    def AddTrack(self, kind: str, *args: Any) -> bool:
-        if kind != "video":
+    def GetItemListInTrack(self, track_type: str, index: int) -> list[TimelineItem]:
+        return self.items(index) if track_type == "video" else []  # outside 1..count: [] (UNDOCUMENTED)
+
+    def AddTrack(self, track_type: str, sub_track_type: Any = None) -> bool:
+        if track_type != "video":
             return False
-        self._tracks.append([])
+        self._tracks.append([])  # added above the others (UNDOCUMENTED before 21's 'index' option)
         return True
 
-    def GetMarkInOut(self) -> dict[str, dict[str, int]]:
-        return self._marks
+    def GetIsTrackEnabled(self, track_type: str, index: int) -> bool:
+        return index not in self._disabled
+
+    def GetIsTrackLocked(self, track_type: str, index: int) -> bool:
+        return index in self._locked
+
+    def DeleteClips(self, items: list[TimelineItem], ripple: bool = False) -> bool:
+        if "no_delete" in self._api.faults:
+            return False
+        found = [i for i in items if any(i in t for t in self._tracks)]
+        for item in found:
+            self._tracks[self._track_of(item) - 1].remove(item)
+        return len(found) == len(items)
+
+    def GetCurrentTimecode(self) -> str:
+        """The playhead on the Cut, Edit, Color, Fairlight and Deliver pages; elsewhere "" (UNDOCUMENTED).
+        On a drop-frame timeline the last separator is ";" (UNDOCUMENTED: as Resolve displays it)."""
+        return format_timecode(self.playhead, self._rate, self._drop) if self._api.page in PLAYHEAD_PAGES else ""
 
     def GetCurrentVideoItem(self) -> TimelineItem | None:
+        """UNDOCUMENTED which item of a stack: the topmost one, as the viewer shows it."""
         for items in reversed(self._tracks):
             for item in items:
-                if item.GetStart() <= self.playhead < item.GetEnd():
+                if item._start <= self.playhead < item._end:
                     return item
         return None
 
+    @since(19, 1)
+    def GetMarkInOut(self) -> dict[str, dict[str, int]]:
+        """Relative to the timeline start [STUB], keys omitted when not set [R20]; Out inclusive (UNDOCUMENTED)."""
+        return {kind: dict(marks) for kind, marks in self._marks.items()}
+
+    @since(21)
+    def GetSelectedClips(self) -> list[TimelineItem]:
+        return list(self._selected)
+
 
 class Folder(ResolveObject):
-    def __init__(self, name: str) -> None:
+    def __init__(self, api: Api, name: str) -> None:
+        super().__init__(api)
         self._name, self.clips, self.subfolders = name, [], []
 
     def GetName(self) -> str:
@@ -183,17 +297,22 @@ class Folder(ResolveObject):
 
 
 class MediaPool(ResolveObject):
-    def __init__(self, project: Project) -> None:
-        self._project, self.root = project, Folder("Master")
+    """``faults`` (not Resolve's behaviour, to exercise the script's safety nets): "drop" — appends place
+    nothing and return an item on no track; "misplace" — appends land one frame late; "no_delete" —
+    DeleteClips refuses."""
+
+    def __init__(self, api: Api, project: Project) -> None:
+        super().__init__(api)
+        self._project, self.root = project, Folder(api, "Master")
         self._current = self.root
         self.mattes: dict[str, list[str]] = {}
-        self.drop_appends = False  # a returned item that is unusable (Resolve sometimes does this)
+        self.appends: list[dict[str, Any]] = []
 
     def GetRootFolder(self) -> Folder:
         return self.root
 
     def AddSubFolder(self, parent: Folder, name: str) -> Folder:
-        folder = Folder(name)
+        folder = Folder(self._api, name)
         parent.subfolders.append(folder)
         return folder
 
@@ -205,18 +324,29 @@ class MediaPool(ResolveObject):
         return self._current
 
     def ImportMedia(self, paths: list[str]) -> list[MediaPoolItem]:
-        items = [MediaPoolItem(p) for p in paths if Path(p).exists()]
+        items = [MediaPoolItem(self._api, p) for p in paths if Path(p).exists()]  # missing: none (UNDOCUMENTED)
         self._current.clips.extend(items)
         return items
 
     def AppendToTimeline(self, infos: list[dict[str, Any]]) -> list[TimelineItem]:
-        timeline = self._project.GetCurrentTimeline()
-        placed = []
+        """Returns the appended items [R18.5]. endFrame per ``Api.end_frame`` (UNDOCUMENTED); a range outside
+        the media places nothing ([M]: an inclusive endFrame one too far "appends nothing")."""
+        timeline, placed = self._project.GetCurrentTimeline(), []
         for info in infos:
-            if self.drop_appends:
-                placed.append(TimelineItem(info["mediaPoolItem"], 0, 0, 0))
+            self.appends.append(dict(info))
+            media = info["mediaPoolItem"]
+            first, end = int(info.get("startFrame", 0)), int(info.get("endFrame", media.frames))
+            count = end - first + (1 if self._api.end_frame == "inclusive" else 0)
+            track = int(info.get("trackIndex", 1))
+            record = int(info.get("recordFrame", max((i._end for i in timeline.items(track)), default=0)))
+            if count < 1 or first < 0 or first + count > media.frames:
                 continue
-            placed.append(timeline.append(info["mediaPoolItem"], info))
+            if "drop" in self._api.faults:
+                placed.append(TimelineItem(self._api, media, 0, 0, 0))
+                continue
+            item = timeline._place(media, track, record + ("misplace" in self._api.faults), first, count)
+            if item is not None:
+                placed.append(item)
         return placed
 
     def GetClipMatteList(self, item: MediaPoolItem) -> list[str]:
@@ -224,9 +354,10 @@ class MediaPool(ResolveObject):
 
 
 class Project(ResolveObject):
-    def __init__(self, name: str) -> None:
+    def __init__(self, api: Api, name: str) -> None:
+        super().__init__(api)
         self._name, self.timeline = name, None
-        self.media_pool = MediaPool(self)
+        self.media_pool = MediaPool(api, self)
 
     def GetName(self) -> str:
         return self._name
@@ -239,49 +370,71 @@ class Project(ResolveObject):
 
 
 class ProjectManager(ResolveObject):
-    def __init__(self) -> None:
+    def __init__(self, api: Api) -> None:
+        super().__init__(api)
         self.project: Project | None = None
 
     def GetCurrentProject(self) -> Project | None:
         return self.project
 
 
-@dataclass
 class Resolve(ResolveObject):
-    studio: bool = False
-    studio_only: frozenset[str] = frozenset({"ExportCurrentFrameAsStill", "GetFusionCompByIndex"})
-    modals: list[str] = field(default_factory=list)
+    def __init__(self, version: str = "21", studio: bool = False, **options: Any) -> None:
+        super().__init__(Api(VERSIONS[version], studio, **options))
+        self.manager = ProjectManager(self._api)
+        self.fusion = Fusion(self._api)
 
-    def __post_init__(self) -> None:
-        self.manager = ProjectManager()
+    @property
+    def api(self) -> Api:
+        return self._api
 
     def GetProductName(self) -> str:
-        return "DaVinci Resolve Studio" if self.studio else "DaVinci Resolve"
+        return "DaVinci Resolve Studio" if self._api.studio else "DaVinci Resolve"
+
+    def GetVersion(self) -> list[Any]:  # [major, minor, patch, build, suffix]
+        return [*self._api.version, ""]
+
+    def GetVersionString(self) -> str:  # "major.minor.patch[suffix].build"
+        return ".".join(str(v) for v in self._api.version)
 
     def GetProjectManager(self) -> ProjectManager:
         return self.manager
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name in self.studio_only and not self.studio:
-            self.modals.append(name)  # on Free this opens a modal "Studio only" dialog
-        return super().__getattr__(name)
+    def Fusion(self) -> Fusion:
+        return self.fusion
 
 
-# --- Fusion UIManager, just enough for a dialog ---------------------------------------------------------
+# --- Fusion's UIManager, as much as a dialog needs [QT] ---------------------------------------------------
 
 
 class Element:
+    """A widget. SpinBox/DoubleSpinBox clamp (and round to ``Decimals``) every value set, as Qt does [QT]."""
+
+    SPIN: ClassVar = {"SpinBox": (0, 99, 0), "DoubleSpinBox": (0.0, 99.99, 2)}  # Qt's default min, max, decimals
+
     def __init__(self, kind: str, props: dict[str, Any], children: list[Element] | None = None) -> None:
-        self.kind, self.ID = kind, props.get("ID")
-        self.Text = props.get("Text", "")
-        self.Value = props.get("Value", 0)
-        self.CurrentIndex = 0
+        low, high, decimals = self.SPIN.get(kind, (None, None, 0))
+        object.__setattr__(self, "kind", kind)
+        self.Minimum, self.Maximum, self.Decimals = props.get("Minimum", low), props.get("Maximum", high), decimals
+        if kind == "DoubleSpinBox":
+            self.Decimals = props.get("Decimals", decimals)
+        self.ID, self.Text, self.children = props.get("ID"), props.get("Text", ""), children or []
+        self.Value = props.get("Value", low or 0)
         self.entries: list[str] = []
-        self.children = children or []
-        self.running = False
+        self.CurrentIndex, self.running = -1, False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "Value" and self.kind in self.SPIN:
+            value = min(max(value, self.Minimum), self.Maximum)
+            value = round(value, self.Decimals) if self.kind == "DoubleSpinBox" else int(value)
+        object.__setattr__(self, name, value)
 
     def AddItem(self, text: str) -> None:
         self.entries.append(text)
+        self.CurrentIndex = max(self.CurrentIndex, 0)
+
+    def Clear(self) -> None:
+        self.entries, self.CurrentIndex = [], -1
 
     def Start(self) -> None:
         self.running = True
@@ -309,9 +462,14 @@ class _Slot:
 
 
 class UIManager:
-    def __getattr__(self, kind: str) -> Callable[..., Element]:
-        if kind.startswith("_") or kind == "timers":
-            raise AttributeError(kind)
+    KINDS: ClassVar = {"VGroup", "HGroup", "Label", "LineEdit", "Button", "ComboBox", "SpinBox", "DoubleSpinBox"}
+
+    def __init__(self) -> None:
+        self.timers: dict[str, Element] = {}
+
+    def __getattr__(self, kind: str) -> Callable[..., Element] | None:
+        if kind not in self.KINDS:
+            return None  # an unknown widget is an unknown name, answered None like any other [M]
 
         def make(props: Any = None, children: Any = None) -> Element:
             if isinstance(props, list):
@@ -320,10 +478,32 @@ class UIManager:
 
         return make
 
+    def Timer(self, props: dict[str, Any]) -> Element:
+        element = Element("Timer", props)
+        self.timers[props["ID"]] = element
+        return element
+
+
+class Fusion:
+    """``resolve.Fusion()`` [R18.5]. On Free from 19.1 its UI raises the "limitation" dialog [F19.1]."""
+
+    def __init__(self, api: Api) -> None:
+        self._api, self._ui = api, UIManager()
+
+    @property
+    def windows_blocked(self) -> bool:
+        return not self._api.studio and self._api.version >= (19, 1)
+
+    @property
+    def UIManager(self) -> UIManager:
+        if self.windows_blocked:
+            self._api.modals.append("You've reached a limitation with DaVinci Resolve")
+        return self._ui
+
 
 class Window:
-    def __init__(self, props: dict[str, Any], root: Element) -> None:
-        self.ID, self.root, self.On, self.visible = props["ID"], root, _Handlers(), False
+    def __init__(self, props: dict[str, Any], root: Element, blocked: bool) -> None:
+        self.ID, self.root, self.On, self.visible, self._blocked = props["ID"], root, _Handlers(), False, blocked
         self._items: dict[str, Element] = {}
         self._collect(root)
 
@@ -340,21 +520,21 @@ class Window:
         return self._items[ident]
 
     def Show(self) -> None:
-        self.visible = True
+        self.visible = not self._blocked
 
     def Hide(self) -> None:
         self.visible = False
 
 
 class Dispatcher:
-    """``bmd.UIDispatcher(ui)``. ``script`` holds the test's actions, played by ``RunLoop``."""
+    """``bmd.UIDispatcher(ui)``. ``RunLoop`` plays the test's actions (Resolve's real loop waits for clicks)."""
 
-    def __init__(self, ui: UIManager, script: list[Callable[[Dispatcher], Any]]) -> None:
-        self.ui, self.On, self.windows, self.script = ui, _Handlers(), [], script
+    def __init__(self, ui: UIManager, script: list[Callable[[Dispatcher], Any]], blocked: bool) -> None:
+        self.ui, self.On, self.windows, self.script, self._blocked = ui, _Handlers(), [], script, blocked
         self._exit = False
 
     def AddWindow(self, props: dict[str, Any], root: Element) -> Window:
-        window = Window(props, root)
+        window = Window(props, root, self._blocked)
         self.windows.append(window)
         return window
 
@@ -372,7 +552,7 @@ class Dispatcher:
         return fired
 
     def RunLoop(self) -> None:
-        for action in self.script:
+        for action in [] if self._blocked else self.script:
             if self._exit:
                 break
             action(self)
@@ -381,29 +561,14 @@ class Dispatcher:
         self._exit = True
 
 
-class TimerUIManager(UIManager):
-    """Keeps the dialog's timers so the dispatcher can fire them."""
-
-    def __init__(self) -> None:
-        self.timers: dict[str, Element] = {}
-
-    def Timer(self, props: dict[str, Any]) -> Element:
-        element = Element("Timer", props)
-        self.timers[props["ID"]] = element
-        return element
-
-
-class Fusion:
-    def __init__(self) -> None:
-        self.UIManager = TimerUIManager()
-
-
 class Bmd:
-    def __init__(self, script: list[Callable[[Dispatcher], Any]]) -> None:
-        self.script = script
+    """The ``bmd`` a menu script gets, holding the test's scripted clicks."""
+
+    def __init__(self, resolve: Resolve, script: list[Callable[[Dispatcher], Any]]) -> None:
+        self._resolve, self.script = resolve, script
         self.dispatchers: list[Dispatcher] = []
 
     def UIDispatcher(self, ui: UIManager) -> Dispatcher:
-        disp = Dispatcher(ui, self.script)
+        disp = Dispatcher(ui, self.script, self._resolve.fusion.windows_blocked)
         self.dispatchers.append(disp)
         return disp

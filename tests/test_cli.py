@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from fractions import Fraction
 from pathlib import Path
 
@@ -202,3 +204,148 @@ def test_av_is_what_wrote_the_outputs(media, tmp_path):
         stream = container.streams.video[0]
         assert stream.codec_context.name == "ffv1" and stream.codec_context.color_primaries == 1
         assert sum(1 for _ in container.decode(stream)) == 20
+
+
+# -- scene-linear plates -------------------------------------------------------------------------------------
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view({2: np.uint16, 4: np.uint32}[a.dtype.itemsize])
+
+
+def test_edit_exr_plate_writes_exr_back_with_the_plate_outside_the_matte(media, tmp_path):
+    openexr = pytest.importorskip("OpenEXR")
+    _, frames, matte = media
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    linear = (frames[:6].astype(np.float32) / 255.0) ** 2.2 * 6.0  # highlights up to 6.0
+    linear[:, 1, 1] = [-0.3, 50.0, np.nan]
+    for n in range(6):
+        rgb = linear[n].astype(np.float16)
+        channels = {c: rgb[..., i] for i, c in enumerate("RGB")} | {"A": np.full(rgb.shape[:2], 0.75, np.float16)}
+        header = {"compression": openexr.PIZ_COMPRESSION, "owner": "scan"}
+        openexr.File(header, {k: np.ascontiguousarray(v) for k, v in channels.items()}).write(
+            str(plate / f"plate.{1001 + n}.exr")
+        )
+    out = tmp_path / "plate_kv"
+    write_video(tmp_path / "m", np.repeat(matte[:6, ..., None], 3, -1), RATE, "png")
+    args = ["--input", str(plate), "--matte", str(tmp_path / "m"), "--frames", "1:5", "--out", str(out), "--json"]
+    done = kvlock("edit", "--model", "tiny", "--prompt", "a red ball", "--steps", "2", *args)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["event"] == "done"
+    assert sorted(p.name for p in out.iterdir()) == [f"plate_kv.{n}.exr" for n in range(1002, 1006)]
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[1:5]]) == 0
+    for k, number in enumerate(range(1002, 1006)):
+        src = openexr.File(str(plate / f"plate.{number}.exr"), separate_channels=True)
+        dst = openexr.File(str(out / f"plate_kv.{number}.exr"), separate_channels=True)
+        assert dst.header()["owner"] == "scan" and str(dst.header()["compression"]) == str(src.header()["compression"])
+        for name in "RGB":
+            s, d = src.channels()[name].pixels, dst.channels()[name].pixels
+            assert d.dtype == np.float16 and (_bits(d) == _bits(s))[outside[k]].all()
+            assert np.isfinite(d[~outside[k]]).all()
+        assert (_bits(dst.channels()["A"].pixels) == _bits(src.channels()["A"].pixels)).all()
+    assert np.isnan(openexr.File(str(out / "plate_kv.1002.exr"), separate_channels=True).channels()["B"].pixels[1, 1])
+
+
+def test_exr_to_ffv1_warns_and_display_sources_cannot_ask_for_exr(media, tmp_path):
+    openexr = pytest.importorskip("OpenEXR")
+    folder, frames, _ = media
+    done = kvlock(*base_args(folder, tmp_path / "x", "--codec", "exr"))
+    assert done.returncode == 5 and "for a display-referred source use" in done.stderr
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for n in range(4):
+        rgb = (frames[n].astype(np.float16) / 255) * 3
+        openexr.File({}, {c: np.ascontiguousarray(rgb[..., i]) for i, c in enumerate("RGB")}).write(
+            str(plate / f"p.{n:04d}.exr")
+        )
+    args = with_flag(base_args(folder, tmp_path / "view.mkv", "--json"), "--input", str(plate))
+    args = [*with_flag(args, "--steps", "1"), "--frames", "0:4"]
+    done = kvlock(*args)
+    assert done.returncode == 0, done.stderr
+    messages = [e["text"] for e in map(json.loads, done.stdout.splitlines()) if e["event"] == "message"]
+    assert any("view transform" in m for m in messages), messages
+    assert read_frames(probe(tmp_path / "view.mkv"), 0, 1).dtype == np.uint16
+
+
+# -- model folders ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "Wan2.1-T2V-1.3B-Diffusers"
+    build_tiny_wan().save_pretrained(folder)
+    return folder
+
+
+def _copy(model: Path, to: Path) -> Path:
+    shutil.copytree(model, to)
+    return to
+
+
+def _status(tmp_path: Path, folder: Path) -> str:
+    env = {**os.environ, "KVLOCK_CONFIG": str(tmp_path / "none.toml")}
+    done = subprocess.run(
+        [*KVLOCK, "models", "--model-dir", str(folder), "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return " | ".join(e["status"] for e in json.loads(done.stdout) if e["location"] != "embedded")
+
+
+def test_models_says_what_a_broken_download_lacks(tmp_path, saved_model):
+    assert _status(tmp_path, saved_model) == "ok"
+    shards = _copy(saved_model, tmp_path / "shards")
+    weights = shards / "transformer" / "diffusion_pytorch_model.safetensors"
+    second = "diffusion_pytorch_model-00002-of-00002.safetensors"
+    index = {"metadata": {}, "weight_map": {"a": weights.name, "b": second}}
+    (shards / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    assert "transformer/: diffusion_pytorch_model-00002-of-00002.safetensors is missing" in _status(tmp_path, shards)
+    assert "hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in _status(tmp_path, shards)
+    cut = _copy(saved_model, tmp_path / "cut")
+    data = (cut / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    (cut / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(data[: len(data) // 2])
+    assert "vae/: diffusion_pytorch_model.safetensors is cut short" in _status(tmp_path, cut)
+    lfs = _copy(saved_model, tmp_path / "lfs")
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:0\n"
+    (lfs / "text_encoder" / "model.safetensors").write_text(pointer)
+    assert "Git LFS pointer" in _status(tmp_path, lfs)
+    tok = _copy(saved_model, tmp_path / "tok")
+    (tok / "tokenizer" / "tokenizer.json").unlink()
+    assert "tokenizer/: no vocabulary file" in _status(tmp_path, tok)
+    original = tmp_path / "Wan2.1-T2V-1.3B"
+    original.mkdir()
+    (original / "Wan2.1_VAE.pth").write_bytes(b"\0")
+    (original / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 1536}))
+    assert "original Wan2.1 release layout" in _status(tmp_path, original)
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in _status(tmp_path, original)
+    assert "component of the pipeline" in _status(tmp_path, saved_model / "transformer")
+
+
+def test_models_add_checks_records_once_and_keeps_the_rest_of_the_config(tmp_path, saved_model):
+    config = tmp_path / "kvlock" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('# my settings\ntoken_file = "~/.kvlock/token"\n\n[server]\nport = 50052\n')
+    env = {**os.environ, "KVLOCK_CONFIG": str(config)}
+
+    def models(*args):
+        return subprocess.run([*KVLOCK, "models", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    done = models("add", str(saved_model))
+    assert done.returncode == 0, done.stderr
+    assert "recorded in" in done.stdout
+    text = config.read_text()
+    assert text.startswith("# my settings\n") and "[server]\nport = 50052" in text
+    data = tomllib.loads(text)
+    assert data["model_dirs"] == [str(saved_model.resolve())] and data["token_file"] == "~/.kvlock/token"
+    again = models("add", str(saved_model))
+    assert again.returncode == 0 and "nothing changed" in again.stdout and config.read_text() == text
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "vae": ["diffusers", "X"]}))
+    refused = models("add", str(broken))
+    assert refused.returncode == 7 and "missing component folder vae/" in refused.stderr and config.read_text() == text
+    assert "Wan2.1-T2V-1.3B-Diffusers" in models().stdout  # listed from the config now
+    parent = models("add", str(saved_model.parent))  # a folder of models is a valid entry too
+    assert parent.returncode == 0 and tomllib.loads(config.read_text())["model_dirs"][1] == str(
+        saved_model.parent.resolve()
+    )

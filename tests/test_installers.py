@@ -146,7 +146,7 @@ def test_resolve_dependencies_become_importable_by_that_python(tmp_path):
     result = run("resolve.py", "install", *args, "--wheelhouse", str(WHEELHOUSE))
     assert result.returncode == 0, result.stdout + result.stderr
     check = subprocess.run(
-        [str(python), "-c", "import kvlock_resolve.dialog, kvlock_resolve.controller, grpc, av; print('ok')"],
+        [str(python), "-c", "import kvlock_resolve.launch, kvlock.media.matte_frames, grpc, av; print('ok')"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

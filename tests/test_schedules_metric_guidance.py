@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kvlock.guidance import cfg_zero_star, classic_cfg, optimal_scale
-from kvlock.metric import HallucinationMeter, window_variance
+from kvlock.metric import HallucinationMeter, latent_scale, window_variance
 from kvlock.schedules import control_at, fusion_ratio, guidance_scale, guidance_scale_paper
 
 KW = dict(kappa=3, tau=0.01, omega0=5.0, b=2.0, alpha_min=0.0, alpha_early=0.5)
@@ -49,13 +49,39 @@ def test_window_variance_matches_hand_computation():
     # two elements over three steps: [1, 2, 3] has variance 2/3, [5, 5, 5] has 0 → mean 1/3
     samples = [torch.tensor([1.0, 5.0]), torch.tensor([2.0, 5.0]), torch.tensor([3.0, 5.0])]
     assert window_variance(samples) == pytest.approx(1.0 / 3.0)
-    assert window_variance(samples[:1]) == 0.0
+    assert window_variance(samples[:1]) is None  # one sample says nothing: not "calm"
+
+
+def test_meter_is_relative_to_the_source_scale_and_knows_when_its_window_is_full():
+    fg = torch.tensor([True, False])
+    meter = HallucinationMeter(window=3, foreground=fg, scale=4.0)
+    assert meter.update(torch.tensor([0.0, 9.0])) is None and not meter.full
+    assert meter.update(torch.tensor([2.0, 9.0])) == pytest.approx(1.0 / 4.0)  # var of [0, 2] over scale 4
+    assert not meter.full
+    meter.update(torch.tensor([4.0, 9.0]))
+    assert meter.full
+    meter.reset()
+    assert meter.value is None and not meter.full
+    # scaling the latents scales the variance and the scale alike: h is unchanged
+    a = HallucinationMeter(2, fg, latent_scale(torch.tensor([1.0, 3.0])))
+    b = HallucinationMeter(2, fg, latent_scale(torch.tensor([10.0, 30.0])))
+    for x in ([1.0, 0.0], [2.0, 0.0]):
+        ha, hb = a.update(torch.tensor(x)), b.update(torch.tensor(x) * 10)
+    assert ha == pytest.approx(hb)
+
+
+def test_control_keeps_early_values_until_the_metric_window_is_full():
+    waiting = control_at(8, 10, 0.004, ready=False, **KW)
+    assert waiting.active and (waiting.alpha, waiting.omega) == (0.5, 5.0)
+    unmeasured = control_at(8, 10, None, **KW)
+    assert (unmeasured.alpha, unmeasured.omega) == (0.5, 5.0)
+    assert control_at(8, 10, 0.004, ready=True, **KW).alpha == pytest.approx(0.4)
 
 
 def test_meter_forgets_beyond_its_window_and_ignores_background():
     fg = torch.tensor([True, False])
     meter = HallucinationMeter(window=2, foreground=fg)
-    meter.update(torch.tensor([0.0, 100.0]))
+    assert meter.update(torch.tensor([0.0, 100.0])) is None
     assert meter.update(torch.tensor([2.0, -100.0])) == pytest.approx(1.0)  # var of [0, 2]
     assert meter.update(torch.tensor([2.0, 7.0])) == 0.0  # window now [2, 2]
 
@@ -63,7 +89,7 @@ def test_meter_forgets_beyond_its_window_and_ignores_background():
 def test_meter_on_a_converging_trajectory_decreases():
     fg = torch.ones(4, dtype=torch.bool)
     meter = HallucinationMeter(window=3, foreground=fg)
-    values = [meter.update(torch.full((4,), 1.0 / (k + 1) ** 2)) for k in range(10)]
+    values = [meter.update(torch.full((4,), 1.0 / (k + 1) ** 2)) for k in range(10)][1:]
     assert all(b < a for a, b in itertools.pairwise(values[2:]))
 
 

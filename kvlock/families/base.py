@@ -23,7 +23,8 @@ from ..token_mask import Compression
 
 @dataclass(frozen=True)
 class ModelDefaults:
-    """A model's native working size and sampling defaults; a model folder may override them."""
+    """A model's native working size and sampling defaults; a model folder may override them (its
+    ``kvlock.json``), and ``kvlock calibrate`` records the model's τ there with where it came from."""
 
     height: int
     width: int
@@ -31,6 +32,8 @@ class ModelDefaults:
     steps: int = 50
     guidance: float = 5.0
     text_length: int = 512
+    tau: float | None = None
+    tau_source: str = ""
 
 
 class ModelFamily(Protocol):

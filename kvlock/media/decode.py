@@ -7,8 +7,10 @@ never shifts a range. YUV is converted with the stream's tagged matrix and range
 
 Image sequences (PNG, TIFF 8/16-bit, EXR through the OpenEXR package) are a folder, a printf pattern
 (``shot.%04d.png``), a hash pattern (``shot.####.png``) or any one numbered file of them; frames are
-addressed by position from the first file. EXR is scene-linear: it is clipped to [0, 1] and encoded with
-the sRGB transfer curve into 16 bits, since the model works on display-referred pixels.
+addressed by position from the first file. EXR frames are returned as stored — float16/float32
+scene-linear values, display window, see :mod:`kvlock.media.exr` — and are tagged ``transfer =
+"scene_linear"``; everything else is display-referred code values (uint8/uint16). An EXR sequence takes its
+rate and timecode from the first file's ``framesPerSecond`` and ``timeCode`` attributes when it has them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import av
 import numpy as np
 
 from ..errors import MediaNotFoundError, UnreadableMediaError
+from .exr import probe_exr, read_exr
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".exr", ".jpg", ".jpeg", ".dpx", ".bmp"}
 DEFAULT_SEQUENCE_RATE = Fraction(24)
@@ -45,6 +48,13 @@ class MediaInfo:
     codec: str
     files: tuple[Path, ...] = ()
     first_number: int = 0
+    transfer: str = "display"  # or "scene_linear" (EXR): how the values relate to light, see kvlock.colour
+    digits: int = 0  # zero-padded width of a sequence's frame numbers
+
+    @property
+    def numbers(self) -> range:
+        """The frame numbers of a sequence's files (0, 1, … for movies)."""
+        return range(self.first_number, self.first_number + self.frames)
 
 
 def _format_depth(fmt: av.VideoFormat) -> tuple[bool, bool]:
@@ -115,27 +125,9 @@ def _sequence_files(path: Path) -> tuple[list[Path], int] | None:
     return numbered, numbers[0]
 
 
-def _read_exr(path: Path) -> np.ndarray:
-    try:
-        import OpenEXR
-    except ImportError:
-        raise UnreadableMediaError(
-            f"{path} is OpenEXR; install the reader with `pip install openexr` (or `pip install kvlock[exr]`)"
-        ) from None
-    channels = OpenEXR.File(str(path)).channels()
-    key = "RGBA" if "RGBA" in channels else "RGB" if "RGB" in channels else None
-    if key is None:
-        raise UnreadableMediaError(f"{path} has no RGB channels (found {', '.join(channels)})")
-    linear = np.clip(np.nan_to_num(channels[key].pixels.astype(np.float32)), 0.0, 1.0)
-    rgb = linear[..., :3]
-    encoded = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)
-    out = np.concatenate([encoded, linear[..., 3:]], axis=-1)
-    return np.rint(out * 65535.0).astype(np.uint16)
-
-
 def _read_image(path: Path, has_alpha: bool | None = None, deep: bool | None = None) -> np.ndarray:
     if path.suffix.lower() == ".exr":
-        return _read_exr(path)
+        return read_exr(path)
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
@@ -145,21 +137,42 @@ def _read_image(path: Path, has_alpha: bool | None = None, deep: bool | None = N
     return frame_to_array(frame, alpha if has_alpha is None else has_alpha, is_deep if deep is None else deep)
 
 
-def _image_info(path: Path, kind: str, files: list[Path], first: int, rate: Fraction) -> MediaInfo:
+def _image_info(path: Path, kind: str, files: list[Path], first: int, rate: Fraction | None) -> MediaInfo:
+    match = _NUMBERED.match(files[0].name)
+    digits = len(match.group(2)) if match else 0
+    if files[0].suffix.lower() == ".exr":
+        exr = probe_exr(files[0])
+        return MediaInfo(
+            path=path,
+            kind=kind,
+            frames=len(files),
+            rate=rate or exr.rate or DEFAULT_SEQUENCE_RATE,
+            width=exr.display.width,
+            height=exr.display.height,
+            has_alpha=exr.has_alpha,
+            deep=True,
+            timecode=exr.timecode,
+            codec="exr",
+            files=tuple(files),
+            first_number=first,
+            transfer="scene_linear",
+            digits=digits,
+        )
     pixels = _read_image(files[0])
     return MediaInfo(
         path=path,
         kind=kind,
         frames=len(files),
-        rate=rate,
+        rate=rate or DEFAULT_SEQUENCE_RATE,
         width=pixels.shape[1],
         height=pixels.shape[0],
         has_alpha=pixels.shape[-1] == 4,
-        deep=pixels.dtype == np.uint16,
+        deep=pixels.dtype != np.uint8,
         timecode=None,
         codec=files[0].suffix.lower().lstrip("."),
         files=tuple(files),
         first_number=first,
+        digits=digits,
     )
 
 
@@ -224,8 +237,11 @@ def _movie_info(path: Path) -> MediaInfo:
         )
 
 
-def probe(path: str | Path, sequence_rate: Fraction = DEFAULT_SEQUENCE_RATE) -> MediaInfo:
-    """Describe a movie, an image sequence or a still; raise if it does not exist or cannot be read."""
+def probe(path: str | Path, sequence_rate: Fraction | None = None) -> MediaInfo:
+    """Describe a movie, an image sequence or a still; raise if it does not exist or cannot be read.
+
+    ``sequence_rate`` is an image sequence's frame rate; None takes the EXR's own, else 24.
+    """
     path = Path(path).expanduser()
     if path.is_dir() or "#" in path.name or re.search(r"%0?\d*d", path.name):
         sequence = _sequence_files(path)
@@ -238,12 +254,12 @@ def probe(path: str | Path, sequence_rate: Fraction = DEFAULT_SEQUENCE_RATE) -> 
         sequence = _sequence_files(path)
         if sequence is not None and len(sequence[0]) > 1:
             return _image_info(path, "sequence", *sequence, sequence_rate)
-        return _image_info(path, "still", [path], 0, sequence_rate)
+        return _image_info(path, "still", [path], sequence[1] if sequence else 0, sequence_rate)
     return _movie_info(path)
 
 
 def read_frames(info: MediaInfo, start: int, end: int) -> np.ndarray:
-    """Frames [start, end) as (N, H, W, 3|4) uint8/uint16 (alpha kept when the media has it)."""
+    """Frames [start, end) as (N, H, W, 3|4) uint8/uint16, or float16/float32 for EXR (alpha kept if present)."""
     if not 0 <= start < end <= max(info.frames, 1):
         raise ValueError(f"frame range [{start}, {end}) is outside [0, {info.frames}) of {info.path}")
     if info.kind != "video":

@@ -1,10 +1,11 @@
 """Loading a matte for a source range: from a grayscale video, an RGBA video's alpha, an image sequence
 or one still, with threshold / invert / dilate options.
 
-Length rules (the documented repairs): a still is used for every frame; a matte clip as long as the
-source is read over the same range; a matte exactly as long as the range (already trimmed) is used as is.
-Anything else is an error that gives both lengths. A matte of another size is an error, unless ``resize``
-is asked for and the aspect ratios agree (a proxy-resolution matte): then it is scaled, with a warning.
+Length rules (the documented repairs, in :mod:`.matte_frames`, which also honours a matte's own range): a
+still is used for every frame; a matte clip as long as the source is read over the same range; a matte exactly
+as long as the range (already trimmed) is used as is. Anything else is an error that gives both lengths. A
+matte of another size is an error, unless ``resize`` is asked for and the aspect ratios agree (a
+proxy-resolution matte): then it is scaled, with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import MatteError
 from .decode import MediaInfo, read_frames
+from .matte_frames import matte_frames
 
 CHANNELS = ("auto", "alpha", "luma", "red", "green", "blue")
 
@@ -31,9 +33,11 @@ class MatteOptions:
 
 
 def pick_channel(pixels: np.ndarray, channel: str) -> np.ndarray:
-    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel."""
-    scale = float(np.iinfo(pixels.dtype).max)
-    x = pixels.astype(np.float32) / scale
+    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel (EXR mattes: clipped, NaN → 0)."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        x = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
+    else:
+        x = np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
     if channel == "auto":
         channel = "alpha" if x.shape[-1] == 4 and (x[..., 3] < 1.0).any() else "luma"
     if channel == "alpha":
@@ -60,32 +64,24 @@ def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
     return np.clip(matte, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _matte_range(matte: MediaInfo, source: MediaInfo, start: int, end: int) -> tuple[int, int, list[str]]:
-    length = end - start
-    if matte.kind == "still" or matte.frames == 1:
-        return 0, 1, [f"matte is a single image: used for all {length} frames"]
-    if matte.frames >= end and matte.frames >= source.frames:
-        return start, end, []
-    if matte.frames == length:
-        return 0, length, [f"matte has {length} frames, as many as the range: read from its first frame"]
-    raise MatteError(
-        f"matte has {matte.frames} frames; it must cover the source ({source.frames} frames, read over "
-        f"[{start}, {end})) or match the range ({length} frames), or be a single still"
-    )
-
-
 def matte_plan(
-    matte: MediaInfo, source: MediaInfo, start: int, end: int, options: MatteOptions = MatteOptions()
+    matte: MediaInfo,
+    source: MediaInfo,
+    start: int,
+    end: int,
+    options: MatteOptions = MatteOptions(),
+    own: tuple[int, int] | None = None,
 ) -> tuple[int, int, list[str]]:
     """Check the options and sizes; return the matte's frames [first, last) that cover source [start, end).
 
-    Nothing is decoded, so a caller can then read the matte in pieces (:func:`read_matte`).
+    ``own`` is the matte file's own [first, last) when the caller knows it (a slipped matte clip). Nothing is
+    decoded, so a caller can then read the matte in pieces (:func:`read_matte`).
     """
     if options.channel not in CHANNELS:
         raise MatteError(f"matte channel must be one of {CHANNELS}, got {options.channel!r}")
     if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
         raise MatteError(f"matte threshold must be in [0, 1], got {options.threshold}")
-    first, last, warnings = _matte_range(matte, source, start, end)
+    first, last, warnings = matte_frames(matte.frames, matte.kind == "still", source.frames, start, end, own)
     if (matte.width, matte.height) != (source.width, source.height):
         same_aspect = abs(matte.width / matte.height - source.width / source.height) < 0.01
         if not (options.resize and same_aspect):
@@ -110,10 +106,17 @@ def read_matte(
 
 
 def load_matte(
-    matte: MediaInfo, source: MediaInfo, start: int, end: int, options: MatteOptions = MatteOptions()
+    matte: MediaInfo,
+    source: MediaInfo,
+    start: int,
+    end: int,
+    options: MatteOptions = MatteOptions(),
+    own: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings."""
-    first, last, warnings = matte_plan(matte, source, start, end, options)
+    """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings.
+
+    ``own`` is the matte file's own [first, last) when the caller knows it (a slipped matte clip)."""
+    first, last, warnings = matte_plan(matte, source, start, end, options, own)
     values = read_matte(matte, source, first, last, options)
     if values.shape[0] == 1 and end - start > 1:
         values = np.repeat(values, end - start, axis=0)

@@ -1,24 +1,24 @@
 """Clips for the README's main command and for tests, generated so an edit runs anywhere without media.
 
-``demo_clip`` is a plain moving disc over stripes at any size; ``demo_scene`` is an in-distribution
-scene for the shipped model (96×96, 17 frames) with the edit the README demonstrates.
+``demo_clip`` is a plain moving disc over stripes at any size; ``demo_case`` is an in-distribution edit for
+the shipped model (96×96, 17 frames) with its ground truth, the edit the README demonstrates.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .scenes import ObjectSpec, SceneSpec, render_scene
+from .cases import EditCase, case_from_scenes
+from .scenes import ObjectSpec, SceneSpec
 
 DEMO_SOURCE = SceneSpec("stripes", "dark", (ObjectSpec("circle", "red", "large", "right", 0.4, 0.5),), seed=7)
 DEMO_TARGET = DEMO_SOURCE.with_object(0, shape="square", colour="blue")
+DEMO_SEED = 0
 
 
-def demo_scene() -> tuple[np.ndarray, np.ndarray, str, str]:
-    """(frames uint8 (17, 96, 96, 3), matte uint8 (17, 96, 96), source caption, edit prompt)."""
-    video, mattes, _ = render_scene(DEMO_SOURCE)
-    frames = (video.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    return frames, (mattes[0].numpy() * 255).round().astype(np.uint8), DEMO_SOURCE.caption(), DEMO_TARGET.caption()
+def demo_case() -> EditCase:
+    """The README's edit: the red circle becomes a blue square; the generator renders the right answer."""
+    return case_from_scenes("demo", "restyle", DEMO_SOURCE, DEMO_TARGET, DEMO_SEED)
 
 
 def demo_clip(frames: int = 25, height: int = 120, width: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,13 @@
-"""Judging an edit of a synthetic clip: did the object take the asked colour and shape, and did the
-background stay put? Used by ``bench/quality.py`` and the CI quality check.
+"""Judging a clip of the synthetic world: which colour, shape, size and motion does its object have, and
+did the background stay put? Used by ``bench/quality.py``, the model's prompt-following check and CI.
 
-Colour: the mean of the pixels inside the matte that differ from the clip's true background, matched to
-the nearest palette colour. Shape: the same pixels' bounding box, scaled to 32×32 and compared (IoU) with
-a template of each shape filling that box. Both read the true background the generator rendered, so they
-need no learned model and are exact on the generator's own clips.
+Object pixels: in an edit, the pixels inside the matte that differ from the clip's true background (the
+generator renders it); in plain text-to-video there is no true background, so pixels whose colour no
+background can have (saturated, or brighter than any light tint). Colour: their mean, matched to the
+nearest palette colour. Shape: their bounding box scaled to 32×32 and compared (IoU) with a template of
+each shape filling that box. Size: the half-extent that box implies for the judged shape, against the
+midpoint of the two sizes. Motion: the slope of the object's centroid over the frames. The judges need no
+learned model and are exact on the generator's own clips.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .scenes import COLOURS, SHAPES
+from .scenes import COLOURS, MOTIONS, SHAPES, SIZES, SPEED
 
 TEMPLATE = 32
 
@@ -61,14 +64,68 @@ def classify_shape(mask: np.ndarray) -> str:
     return max(ious, key=ious.get)
 
 
+def _majority(values: list[str]) -> str:
+    return max(sorted(set(values)), key=values.count)
+
+
 def judge(video: np.ndarray, background: np.ndarray, region: np.ndarray) -> tuple[str, str]:
     """Majority colour and shape over the frames of (T, H, W, 3) ``video`` inside (T, H, W) ``region``."""
-    colours, shapes = [], []
-    for t in range(video.shape[0]):
-        mask = object_pixels(video[t], background[t], region[t])
-        colours.append(classify_colour(video[t], mask))
-        shapes.append(classify_shape(mask))
-    return max(set(colours), key=colours.count), max(set(shapes), key=shapes.count)
+    judged = judge_all(video, [object_pixels(video[t], background[t], region[t]) for t in range(len(video))])
+    return judged["colour"], judged["shape"]
+
+
+def foreground_pixels(frame: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): pixels no background of the world can have — saturated (any palette colour but
+    white) or brighter than the lightest tint (white) — for clips with no true background to compare to."""
+    chroma = frame.max(axis=-1) - frame.min(axis=-1)
+    return (chroma > 0.35) | (frame.min(axis=-1) > 0.88)
+
+
+# the bounding box's longest side over the half-extent r, per shape (scenes._sdf)
+_EXTENT = {"circle": 2.0, "square": 1.7, "triangle": math.sqrt(3.0), "cross": 2.0}
+
+
+def classify_size(mask: np.ndarray, shape: str) -> str:
+    if mask.sum() < 9 or shape not in _EXTENT:
+        return "none"
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    side = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    radius = side / _EXTENT[shape] / mask.shape[0]
+    small, large = SIZES["small"], SIZES["large"]
+    return "large" if radius > math.sqrt(small * large) else "small"
+
+
+def classify_motion(masks: list[np.ndarray]) -> str:
+    """Fit the centroid's path with a line; below a third of the world's speed it is still."""
+    points = [(t, *np.argwhere(m).mean(axis=0)) for t, m in enumerate(masks) if m.sum() >= 9]
+    if len(points) < 3:
+        return "none"
+    t, rows, cols = (np.array(v, dtype=np.float64) for v in zip(*points, strict=True))
+    dy, dx = np.polyfit(t, rows, 1)[0], np.polyfit(t, cols, 1)[0]
+    speed = SPEED * masks[0].shape[1]
+    if max(abs(dx), abs(dy)) < speed / 3:
+        return "still"
+    step = (float(np.sign(dx)), 0.0) if abs(dx) >= abs(dy) else (0.0, float(np.sign(dy)))
+    return next(name for name, direction in MOTIONS.items() if direction == step)
+
+
+def judge_all(video: np.ndarray, masks: list[np.ndarray]) -> dict[str, str]:
+    """Colour, shape and size (majorities over frames) and motion of one object given its per-frame pixels."""
+    colours = [classify_colour(video[t], m) for t, m in enumerate(masks)]
+    shapes = [classify_shape(m) for m in masks]
+    shape = _majority(shapes)
+    sizes = [classify_size(m, shape) for m in masks]
+    return {
+        "colour": _majority(colours),
+        "shape": shape,
+        "size": _majority(sizes),
+        "motion": classify_motion(masks),
+    }
+
+
+def judge_generation(video: np.ndarray) -> dict[str, str]:
+    """Judge a plain text-to-video clip (T, H, W, 3) in [0, 1] of one object."""
+    return judge_all(video, [foreground_pixels(frame) for frame in video])
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

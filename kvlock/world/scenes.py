@@ -85,7 +85,9 @@ def _allowed(shape: str, colour: str, split: str) -> bool:
 
 
 def sample_scene(generator: torch.Generator, split: str = "train", max_objects: int = 2) -> SceneSpec:
-    """One random scene; ``split="train"`` never uses a held-out (shape, colour) pair."""
+    """One random scene; ``split="train"`` never uses a held-out (shape, colour) pair, ``"heldout"`` only those."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
 
     def pick(options):
         return options[int(torch.randint(len(options), (1,), generator=generator))]
@@ -98,7 +100,7 @@ def sample_scene(generator: torch.Generator, split: str = "train", max_objects: 
     for _ in range(count):
         while True:
             shape, colour = pick(SHAPES), pick(list(COLOURS))
-            if _allowed(shape, colour, "train"):
+            if _allowed(shape, colour, split):
                 break
         objects.append(
             ObjectSpec(shape, colour, pick(list(SIZES)), pick(list(MOTIONS)), uniform(0.3, 0.7), uniform(0.3, 0.7))

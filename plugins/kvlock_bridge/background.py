@@ -96,7 +96,8 @@ def progress_line(update: Any) -> str:
     if not update.total_steps:
         return update.state
     eta = f", ETA {update.eta_seconds:.0f} s" if update.eta_seconds else ""
-    return f"step {update.step + 1}/{update.total_steps}, σ² {update.h:.4g}{eta}"
+    metric = "—" if update.h is None else f"{update.h:.4g}"
+    return f"step {update.step + 1}/{update.total_steps}, σ² {metric}{eta}"
 
 
 def unused_output(folder: Path, stem: str, suffix: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import uuid
@@ -21,7 +22,7 @@ from .clips import ArrayClip, Clip, FileClip, Params, frame_bytes
 from .errors import BridgeError, translate
 
 PIXEL_ENUM = {"rgb8": pb.RGB8, "rgb16": pb.RGB16, "gray8": pb.GRAY8, "gray16": pb.GRAY16}
-CODEC_ENUM = {"ffv1": pb.FFV1, "prores": pb.PRORES, "png": pb.PNG, "h264": pb.H264}
+CODEC_ENUM = {"ffv1": pb.FFV1, "prores": pb.PRORES, "png": pb.PNG, "h264": pb.H264, "exr": pb.EXR}
 STATE_NAMES = {
     pb.QUEUED: "queued",
     pb.RUNNING: "running",
@@ -49,7 +50,7 @@ class Progress:
     step: int
     total_steps: int
     sigma: float
-    h: float
+    h: float | None  # None until the metric is measured (the control window)
     alpha: float
     omega: float
     eta_seconds: float
@@ -90,8 +91,9 @@ def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params
         (source, header.source_inline, header.source_file),
         (matte, header.matte_inline, header.matte_file),
     ):
-        if isinstance(clip, FileClip):
-            file.CopyFrom(pb.FileClip(path=clip.path, start=clip.start, end=clip.end))
+        if isinstance(clip, FileClip):  # unset bounds stay unset: "no range of its own" is part of the contract
+            bounds = {"start": clip.start} if clip.start is not None else {}
+            file.CopyFrom(pb.FileClip(path=clip.path, **bounds, **({"end": clip.end} if clip.end else {})))
         else:
             inline.CopyFrom(
                 pb.InlineClip(frames=clip.frames, width=clip.width, height=clip.height, format=PIXEL_ENUM[clip.pixel])
@@ -199,7 +201,7 @@ class Client:
                     u.step,
                     u.total_steps,
                     u.sigma,
-                    u.h,
+                    None if math.isnan(u.h) else u.h,  # NaN on the wire: not measured yet
                     u.alpha,
                     u.omega,
                     u.eta_seconds,

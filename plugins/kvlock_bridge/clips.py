@@ -65,12 +65,21 @@ class ArrayClip:
 
 @dataclass(frozen=True)
 class FileClip:
-    """Media the server reads from its own disk (under its media roots): [start, end), end 0 = all."""
+    """Media the server reads from its own disk (under its media roots).
+
+    ``start``/``end`` are this file's own frames, [start, end) (end None or 0: to its end). For a matte they
+    count the matte file's frames, not the source's, so a matte clip slipped against its source keeps its own
+    offset. A source with neither set is read whole; a matte with neither set follows the source's range.
+    """
 
     name: str
     path: str
-    start: int = 0
-    end: int = 0
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def ranged(self) -> bool:
+        return self.start is not None or bool(self.end)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .client import Client, Progress
 from .clips import Clip, FileClip, Params
 from .errors import JobFailedError
 
-SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": ""}
+SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,8 @@ def render(
     output = Path(output)
     if output.suffix.lower() != SUFFIXES[params.codec]:
         raise ValueError(f"{params.codec} results are written as {SUFFIXES[params.codec] or 'a folder'}, not {output}")
-    region_path = (
-        output.with_name(f"{output.stem}.region{'.mov' if params.codec == 'prores' else '.mkv'}")
-        if params.region
-        else None
-    )
+    region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
+    region_path = output.with_name(f"{output.stem}.region{region_suffix}") if params.region else None
     paths = companions(output)
     for target in (output, *paths.values(), *([region_path] if region_path else [])):
         check_writable(target, overwrite)

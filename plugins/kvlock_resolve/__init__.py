@@ -1,11 +1,13 @@
-"""KV-Lock in DaVinci Resolve (Free and Studio): a Workspace › Scripts dialog on the client bridge.
+"""KV-Lock in DaVinci Resolve (Free and Studio): a Workspace › Scripts window on the client bridge.
 
-``host`` is everything asked of Resolve, ``controller`` the dialog's logic, ``dialog`` the UIManager window.
+``host`` is every Resolve call, ``form`` the fields, ``controller`` the window's logic, ``dialog`` the UIManager
+window (Studio; Free before 19.1), ``page`` the same window served on loopback (Free 19.1+), ``launch`` picks.
 """
 
 from __future__ import annotations
 
-from .controller import Controller, Form
+from .controller import Controller
+from .form import Form
 from .host import HostError, Shot
 
 __all__ = ["Controller", "Form", "HostError", "Shot"]

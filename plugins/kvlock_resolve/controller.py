@@ -1,60 +1,35 @@
-"""What the dialog's buttons do, without the dialog: check the server, prepare a render, run it off the UI
-thread, and place the result when the UI's timer sees it finish.
+"""What the buttons do, for both windows (the Studio dialog and the page): check the server, prepare a
+render, run it off the UI thread, and place the result when the UI's loop sees it finish.
+
+Thread rule: only the UI's own loop (the dialog's timer, the page's request loop) calls Resolve; the render
+thread gets a plain snapshot (paths, frame ranges, settings) and never touches a Resolve object. Every
+exception a Resolve call raises comes back as a message: Resolve answers unknown calls with ``None``, so
+an API change shows up as a ``TypeError`` that the editor must hear about, not a dialog that dies.
 
 Source media goes to the server by path when the server can read it (same disk, inside its media roots);
-if the server refuses the path, the frames are decoded here and uploaded instead.
+if the server refuses the path, the frames are decoded here and uploaded instead. Each file keeps its own
+range: a matte clip above the shot sends its own first frame, a clip matte or matte file follows the
+source's frames.
 """
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kvlock_bridge import ArrayClip, AuthenticationError, BridgeError, Client, FileClip, Params, ServerUnavailableError
 from kvlock_bridge.background import BackgroundRender, progress_line, unused_output
 from kvlock_bridge.client import read_token
 
 from . import host
+from .form import Form, FormError
 
-
-@dataclass
-class Form:
-    """The dialog's fields."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    source_prompt: str = ""
-    strength: float = 1.0
-    steps: int = 0
-    seed: int = 0
-    guidance: float = 0.0
-    kappa: int = 20
-    tau: float = 0.01
-    b: float = 2.0
-    alpha_early: float = 1.0
-    matte: str = "above"  # "above" | "clip" | "file"
-    matte_file: str = ""
-    output_dir: str = ""
-    model: str = "tiny"
-
-    def settings(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "negative_prompt": self.negative_prompt,
-            "source_prompt": self.source_prompt,
-            "strength": self.strength,
-            "seed": self.seed,
-            "kappa": self.kappa,
-            "tau": self.tau,
-            "b": self.b,
-            "alpha_early": self.alpha_early,
-        }
-        if self.steps > 0:
-            out["steps"] = self.steps
-        if self.guidance > 0:
-            out["guidance"] = self.guidance
-        return out
+FINAL = ("Done", "Error", "Warning", "Cancelled")
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,22 +37,67 @@ class Job:
     render: BackgroundRender
     shot: host.Shot
 
+    def describe(self) -> str:
+        shot = self.shot
+        last = shot.record_start + shot.frames - 1
+        line = (
+            f"Rendering {shot.name}, {shot.timecode(shot.record_start)}–{shot.timecode(last)} "
+            f"({shot.frames} frames from V{shot.track}, media frames {shot.source_start}–{shot.source_end - 1})"
+        )
+        return line + "".join(f"; {note}" for note in shot.notes)
 
-def _decode(clip: FileClip, gray: bool = False) -> ArrayClip:
-    """Read [start, end) of a media file here, for servers that cannot read it themselves."""
+
+def _print_traceback(exc: BaseException) -> None:
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)  # Workspace › Console
+
+
+def explain(what: str, exc: BaseException) -> str:
+    """The message for a step that failed: the editor's own mistakes as they are, anything else by its type."""
+    if isinstance(exc, (host.HostError, FormError)):
+        return str(exc)
+    _print_traceback(exc)
+    return f"{type(exc).__name__} while {what}: {exc} (the details are in Workspace › Console)"
+
+
+def guarded(what: str, action: Callable[[], T]) -> T:
+    """Run a step that calls Resolve; anything but the editor's own mistakes becomes a HostError that says so."""
+    try:
+        return action()
+    except (host.HostError, FormError):
+        raise
+    except Exception as exc:  # Resolve's proxies raise whatever they raise; the window must keep working
+        _print_traceback(exc)
+        raise host.HostError(f"Resolve answered unexpectedly while {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(clip: FileClip) -> ArrayClip:
+    """Read a source's [start, end) here, for servers that cannot read it themselves."""
     from kvlock.media.decode import probe, read_frames
 
-    frames = read_frames(probe(clip.path), clip.start, clip.end)
-    return ArrayClip(clip.name, frames[..., :3].max(axis=-1) if gray else frames[..., :3])
+    info = probe(clip.path)
+    return ArrayClip(clip.name, read_frames(info, clip.start or 0, clip.end or info.frames)[..., :3])
+
+
+def _decode_matte(clip: FileClip, source: FileClip) -> ArrayClip:
+    """The matte frames that go with the source's range, by the server's own rule, read here."""
+    from kvlock.media.decode import probe, read_frames
+    from kvlock.media.matte_frames import matte_frames
+
+    info, source_info = probe(clip.path), probe(source.path)
+    start, end = source.start or 0, source.end or source_info.frames
+    own = (clip.start or 0, clip.end or info.frames) if clip.ranged else None
+    first, last, _ = matte_frames(info.frames, info.kind == "still", source_info.frames, start, end, own)
+    return ArrayClip(clip.name, read_frames(info, first, last)[..., :3].max(axis=-1))
 
 
 class Controller:
-    """One dialog's logic. ``connect`` makes a client from the address and token the dialog holds."""
+    """One window's logic. ``connect`` makes a client from the address and token the window holds."""
 
     def __init__(self, resolve: Any, address: str, token: str = "", token_file: str = "") -> None:
         self.resolve = resolve
         self.address, self.token, self.token_file = address, token, token_file
-        self.product, self.studio = host.product(resolve)
+        self.product = guarded("reading the product", lambda: host.product(resolve))
+        self.models: list[str] = []
         self.job: Job | None = None
 
     def connect(self) -> tuple[Client, list[str]]:
@@ -95,6 +115,7 @@ class Controller:
         except BridgeError as exc:
             client.close()
             raise host.HostError(str(exc)) from None
+        self.models = models
         return client, models
 
     def server_status(self) -> str:
@@ -105,32 +126,47 @@ class Controller:
         client.close()
         return f"connected to {self.address}: {', '.join(models) or 'no models'}"
 
+    def _matte(self, form: Form, project: Any, timeline: Any, shot: host.Shot) -> FileClip:
+        if form.matte == "above":
+            path, first, end = host.matte_above(timeline, shot)
+            return FileClip("matte", path, first, end)
+        if form.matte == "clip":
+            return FileClip("matte", host.clip_matte(project, timeline, shot))
+        if not form.matte_file or not Path(form.matte_file).expanduser().is_file():
+            raise host.HostError(f"matte file {form.matte_file or '(none)'} does not exist")
+        return FileClip("matte", str(Path(form.matte_file).expanduser()))
+
     def prepare(self, form: Form) -> Job:
         """Validate everything and build the job; nothing is sent yet."""
         if self.job is not None:
             raise host.HostError("a render is already running: wait for it or cancel it")
         if not form.prompt.strip():
             raise host.HostError("write a prompt: what should the masked subject become?")
-        project, timeline = host.current_timeline(self.resolve)
-        shot = host.shot_to_edit(timeline, matte_above=form.matte == "above")
-        if form.matte == "above":
-            path, first, end = host.matte_above(timeline, shot)
-            matte = FileClip("matte", path, first, end)
-        elif form.matte == "clip":
-            matte = FileClip("matte", host.clip_matte(project, timeline, shot), shot.source_start, shot.source_end)
-        else:
-            if not form.matte_file or not Path(form.matte_file).exists():
-                raise host.HostError(f"matte file {form.matte_file or '(none)'} does not exist")
-            matte = FileClip("matte", form.matte_file, shot.source_start, shot.source_end)
+
+        def read() -> tuple[host.Shot, FileClip]:
+            project, timeline = host.current_timeline(self.resolve)
+            shot = host.shot_to_edit(timeline)
+            return shot, self._matte(form, project, timeline, shot)
+
+        shot, matte = guarded("reading the timeline", read)
         folder = Path(form.output_dir or Path(shot.path).parent / "KV-Lock").expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
         output = unused_output(folder, Path(shot.path).stem, ".mkv")
-        client, _ = self.connect()
-        params = Params(prompt=form.prompt, model=form.model, settings=form.settings(), rate=shot.rate)
+        client, models = self.connect()
+        model = form.model or (models[0] if models else "tiny")
+        params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate)
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
 
         def upload() -> tuple[ArrayClip, ArrayClip]:  # when the server cannot read this disk
-            return _decode(source), _decode(matte, gray=True)
+            from kvlock.errors import KVLockError
+
+            try:
+                return _decode(source), _decode_matte(matte, source)
+            except KVLockError as exc:  # a matte that cannot go with the range, unreadable media: say which
+                raise ValueError(str(exc)) from None
 
         return Job(BackgroundRender(client, source, matte, params, output, fallback=upload), shot)
 
@@ -138,8 +174,14 @@ class Controller:
         self.job = job
         job.render.start()
 
+    def cancel(self) -> bool:
+        if self.job is None:
+            return False
+        self.job.render.cancel.set()
+        return True
+
     def poll(self, report: Callable[[str, float], None]) -> bool:
-        """Called by the dialog's timer: report progress; on the end, place the result. True while running."""
+        """Called by the window's loop: report progress; on the end, place the result. True while running."""
         job = self.job
         if job is None:
             return False
@@ -153,11 +195,16 @@ class Controller:
         if state.error is not None:
             report("Cancelled" if state.cancelled else f"Error: {state.error}", 0.0)
             return False
-        try:
+
+        def place() -> host.Placement:
             project, timeline = host.current_timeline(self.resolve)
-            placed = host.place_result(project, timeline, job.shot, job.render.output)
+            return host.place_result(project, timeline, job.shot, job.render.output)
+
+        try:
+            placed = guarded("placing the result", place)
         except host.HostError as exc:
             report(f"Error: {exc} (the result is at {job.render.output})", 1.0)
             return False
-        report(("Done: " if placed.confirmed else "Warning: ") + placed.message, 1.0)
+        notes = "".join(f"; {note}" for note in job.shot.notes)  # a fallback stays visible after the end
+        report(("Done: " if placed.confirmed else "Warning: ") + placed.message + notes, 1.0)
         return False

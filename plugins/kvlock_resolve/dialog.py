@@ -1,6 +1,10 @@
-"""The Workspace › Scripts dialog, built with Fusion's UIManager; all logic lives in :mod:`.controller`.
+"""The Workspace › Scripts dialog, built with Fusion's UIManager (``resolve.Fusion().UIManager``, the README's
+documented way to Fusion); all logic lives in :mod:`.controller`, the fields in :mod:`.form`.
 
-A UIManager timer polls the running job, so the dialog stays responsive and Cancel works at any time.
+Used on Studio, and on Free before 19.1: Resolve Free 19.1 and later show no UIManager window for
+third-party scripts, so :mod:`.launch` opens :mod:`.page` there instead. A UIManager timer polls the
+running job, so the dialog stays responsive and Cancel works at any time. Spin boxes are Qt's: a
+DoubleSpinBox keeps two decimals unless told otherwise, so each float field sets its ``Decimals``.
 """
 
 from __future__ import annotations
@@ -10,19 +14,8 @@ from typing import Any
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 from . import host
-from .controller import Controller, Form
-
-MATTES = [("above", "Matte clip on the track above"), ("clip", "Clip matte of the source clip"), ("file", "Matte file")]
-NUMBERS = [  # id, label, kind, default, min, max
-    ("Strength", "Strength", "float", 1.0, 0.01, 1.0),
-    ("Steps", "Steps (0: model default)", "int", 0, 0, 500),
-    ("Seed", "Seed", "int", 0, 0, 2**31 - 1),
-    ("Guidance", "Guidance (0: model default)", "float", 0.0, 0.0, 30.0),
-    ("Kappa", "Control steps κ", "int", 20, 0, 500),
-    ("Tau", "Threshold τ", "float", 0.01, 1e-6, 10.0),
-    ("B", "Guidance ceiling b", "float", 2.0, 1.0, 10.0),
-    ("AlphaEarly", "Early α", "float", 1.0, 0.0, 1.0),
-]
+from .controller import FINAL, Controller, explain, guarded
+from .form import MATTES, NUMBERS, SEED, TEXTS, Form, FormError
 
 
 def _row(ui: Any, label: str, widget: Any) -> Any:
@@ -33,13 +26,19 @@ def _buttons(ui: Any, *specs: tuple[str, str]) -> Any:
     return ui.HGroup({"Weight": 0}, [ui.Button({"ID": ident, "Text": text}) for ident, text in specs])
 
 
+def _spin(ui: Any, number: Any) -> Any:
+    if number.kind is int:
+        return ui.SpinBox({"ID": number.ident, "Minimum": number.minimum, "Maximum": number.high,
+                           "Value": number.default})  # fmt: skip
+    return ui.DoubleSpinBox({"ID": number.ident, "Decimals": number.decimals, "Minimum": number.minimum,
+                             "Maximum": number.high, "SingleStep": 10.0 ** -min(number.decimals, 2),
+                             "Value": number.default})  # fmt: skip
+
+
 def build_window(ui: Any, disp: Any) -> Any:
-    numbers = []
-    for ident, label, kind, default, lo, hi in NUMBERS:
-        spin = ui.DoubleSpinBox if kind == "float" else ui.SpinBox
-        numbers.append(_row(ui, label, spin({"ID": ident, "Value": default, "Minimum": lo, "Maximum": hi})))
+    numbers = [_row(ui, n.label, _spin(ui, n)) for n in NUMBERS]
     return disp.AddWindow(
-        {"ID": "KVLock", "WindowTitle": "KV-Lock", "Geometry": [200, 200, 460, 640]},
+        {"ID": "KVLock", "WindowTitle": "KV-Lock", "Geometry": [200, 200, 480, 700]},
         ui.VGroup(
             [
                 ui.Label({"ID": "Product", "Text": ""}),
@@ -47,9 +46,11 @@ def build_window(ui: Any, disp: Any) -> Any:
                 _row(ui, "Token", ui.LineEdit({"ID": "Token", "Text": "", "EchoMode": "Password"})),
                 ui.Label({"ID": "Server", "Text": "not checked"}),
                 _buttons(ui, ("Check", "Check server")),
+                _row(ui, "Model", ui.ComboBox({"ID": "Model"})),
                 _row(ui, "Prompt", ui.LineEdit({"ID": "Prompt", "PlaceholderText": "what the subject should become"})),
                 _row(ui, "Negative", ui.LineEdit({"ID": "Negative"})),
                 _row(ui, "Source", ui.LineEdit({"ID": "SourcePrompt", "PlaceholderText": "what the clip shows now"})),
+                _row(ui, SEED.label, ui.LineEdit({"ID": SEED.ident, "Text": str(SEED.default)})),
                 *numbers,
                 _row(ui, "Matte", ui.ComboBox({"ID": "Matte"})),
                 _row(ui, "Matte file", ui.LineEdit({"ID": "MatteFile"})),
@@ -62,61 +63,66 @@ def build_window(ui: Any, disp: Any) -> Any:
     )  # fmt: skip
 
 
-def read_form(items: Any) -> Form:
-    return Form(
-        prompt=items["Prompt"].Text,
-        negative_prompt=items["Negative"].Text,
-        source_prompt=items["SourcePrompt"].Text,
-        strength=float(items["Strength"].Value),
-        steps=int(items["Steps"].Value),
-        seed=int(items["Seed"].Value),
-        guidance=float(items["Guidance"].Value),
-        kappa=int(items["Kappa"].Value),
-        tau=float(items["Tau"].Value),
-        b=float(items["B"].Value),
-        alpha_early=float(items["AlphaEarly"].Value),
-        matte=MATTES[int(items["Matte"].CurrentIndex)][0],
-        matte_file=items["MatteFile"].Text,
-        output_dir=items["Output"].Text,
-    )
+def read_form(items: Any, models: list[str]) -> Form:
+    values: dict[str, Any] = {attr: items[ident].Text for attr, ident in TEXTS if ident != "Model"}
+    values.update({n.attr: items[n.ident].Value for n in NUMBERS})
+    values[SEED.attr] = items[SEED.ident].Text
+    values["matte"] = MATTES[int(items["Matte"].CurrentIndex)][0]
+    index = int(items["Model"].CurrentIndex)
+    values["model"] = models[index] if 0 <= index < len(models) else ""
+    return Form.from_values(values)
 
 
-def run(resolve: Any, fusion: Any, bmd: Any) -> None:
+def _safe(items: Any, handler: Any) -> Any:
+    """A UIManager callback that can never raise: whatever goes wrong is shown in the Status line."""
+
+    def call(ev: Any = None) -> None:
+        try:
+            handler(ev)
+        except Exception as exc:  # the dialog must stay usable whatever Resolve answers
+            items["Status"].Text = f"Error: {explain('handling the dialog', exc)}"
+
+    return call
+
+
+def run(resolve: Any, bmd: Any) -> None:
     """Show the dialog and run its event loop until it is closed."""
-    ui = fusion.UIManager
+    ui = resolve.Fusion().UIManager
     disp = bmd.UIDispatcher(ui)
     win = build_window(ui, disp)
     items = win.GetItems()
     for _, label in MATTES:
         items["Matte"].AddItem(label)
     controller = Controller(resolve, items["Address"].Text, token_file=str(default_token_file()))
-    items["Product"].Text = f"{controller.product} ({'Studio' if controller.studio else 'Free'})"
+    items["Product"].Text = controller.product.label
     timer = ui.Timer({"ID": "Poll", "Interval": 250})
 
     def show(text: str, fraction: float) -> None:
-        target = "Status" if text.startswith(("Done", "Error", "Warning", "Cancelled")) else "Progress"
-        items[target].Text = text
-        if target == "Progress":
+        if text.startswith(FINAL):
+            items["Status"].Text = text
+        else:
             items["Progress"].Text = f"{text} ({fraction:.0%})"
 
     def on_check(_ev: Any = None) -> None:
         controller.address, controller.token = items["Address"].Text, items["Token"].Text
         items["Server"].Text = controller.server_status()
+        items["Model"].Clear()
+        for name in controller.models:
+            items["Model"].AddItem(name)
 
     def on_render(_ev: Any = None) -> None:
         controller.address, controller.token = items["Address"].Text, items["Token"].Text
         try:
-            job = controller.prepare(read_form(items))
-        except host.HostError as exc:
+            job = controller.prepare(guarded("reading the dialog", lambda: read_form(items, controller.models)))
+        except (host.HostError, FormError) as exc:
             items["Status"].Text = f"Error: {exc}"
             return
-        items["Status"].Text = f"Rendering {job.shot.name} frames {job.shot.source_start}–{job.shot.source_end - 1}"
+        items["Status"].Text = job.describe()
         controller.start(job)
         timer.Start()
 
     def on_cancel(_ev: Any = None) -> None:
-        if controller.job is not None:
-            controller.job.render.cancel.set()
+        if controller.cancel():
             items["Progress"].Text = "cancelling…"
 
     def on_poll(_ev: Any = None) -> None:
@@ -127,12 +133,12 @@ def run(resolve: Any, fusion: Any, bmd: Any) -> None:
         on_cancel()
         disp.ExitLoop()
 
-    win.On.Check.Clicked = on_check
-    win.On.Render.Clicked = on_render
-    win.On.Cancel.Clicked = on_cancel
-    win.On.KVLock.Close = on_close
-    disp.On.Poll.Timeout = on_poll
+    win.On.Check.Clicked = _safe(items, on_check)
+    win.On.Render.Clicked = _safe(items, on_render)
+    win.On.Cancel.Clicked = _safe(items, on_cancel)
+    win.On.KVLock.Close = _safe(items, on_close)
+    disp.On.Poll.Timeout = _safe(items, on_poll)
     win.Show()
-    on_check()
+    _safe(items, on_check)()
     disp.RunLoop()
     win.Hide()

@@ -1,12 +1,14 @@
-"""Workspace › Scripts › KV-Lock: edit the masked subject of the clip under the playhead (or In/Out).
+"""Workspace › Scripts › KV-Lock: edit the masked subject of the clip under the playhead (or between In/Out).
 
-Resolve runs this file with ``resolve``, ``fusion`` and ``bmd`` defined; the installer copies it into
+Resolve runs this file with ``resolve`` (and, for UIManager, ``bmd``) defined; Fusion is reached through the
+documented ``resolve.Fusion()``. Studio (and Free before 19.1) get a dialog; Free 19.1 and later, which show
+no script windows, get the same window as a page in the browser. The installer copies this file into
 Fusion/Scripts/Utility and makes ``kvlock_resolve`` and its dependencies importable by Resolve's Python.
 """
 
 try:
-    from kvlock_resolve.dialog import run
+    from kvlock_resolve.launch import main
 except ImportError as exc:  # shown in Resolve's console, where a menu script's output goes
     print(f"KV-Lock is not installed for the Python Resolve uses ({exc}); run installers/resolve.py")
 else:
-    run(resolve, fusion, bmd)  # noqa: F821 - provided by Resolve
+    main(globals().get("resolve"), globals().get("bmd"))

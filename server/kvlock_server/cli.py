@@ -1,7 +1,8 @@
 """The ``kvlock`` command.
 
     kvlock edit     edit a clip range locally (engine in this process)
-    kvlock models   list the models this machine can load
+    kvlock models   list the models this machine can load (``kvlock models add PATH`` records a folder)
+    kvlock calibrate  fit a model's τ from calibration edits and store it beside the model
     kvlock serve    run the gRPC server
     kvlock submit   send a job to a server (``--wait --out`` follows it and fetches the result)
     kvlock jobs     list a server's jobs
@@ -19,9 +20,9 @@ import argparse
 import json
 import sys
 
-from kvlock.catalog import list_models
+from kvlock.catalog import add_model_dir, config_path, list_models
 
-from . import cli_client, cli_edit, cli_serve
+from . import cli_calibrate, cli_client, cli_edit, cli_serve
 from .exit_codes import OK, exit_code_for
 from .progress import Reporter
 
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the models this machine can load")
     models.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
     models.add_argument("--json", action="store_true", help="print JSON")
+    models_commands = models.add_subparsers(dest="models_command")
+    add = models_commands.add_parser("add", help="check a model folder (or a folder of models) and record it")
+    add.add_argument("path", help="a diffusers model folder, or a folder whose sub-folders are models")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    cli_calibrate.add_arguments(commands.add_parser("calibrate", help="fit a model's τ and store it beside it"))
     cli_serve.add_arguments(commands.add_parser("serve", help="run the gRPC server"))
     cli_client.add_submit(commands.add_parser("submit", help="send an edit to a server"))
     cli_client.add_jobs(commands.add_parser("jobs", help="list a server's jobs"))
@@ -44,7 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_models_add(args: argparse.Namespace) -> int:
+    changed, entries = add_model_dir(args.path)
+    config = config_path()
+    if args.json:
+        print(json.dumps({"added": changed, "config": str(config), "models": [e.to_dict() for e in entries]}))
+        return OK
+    verb = f"recorded in {config}" if changed else f"already in {config}; nothing changed"
+    print(f"{args.path}: {verb}")
+    for e in entries:
+        print(f"  {e.name}  {e.family}  [{e.status}]")
+    return OK
+
+
 def run_models(args: argparse.Namespace) -> int:
+    if args.models_command == "add":
+        return run_models_add(args)
     entries = list_models(args.model_dir)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
@@ -57,6 +78,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "edit": cli_edit.run_edit,
+    "calibrate": cli_calibrate.run_calibrate,
     "submit": cli_client.run_submit,
     "jobs": cli_client.run_jobs,
     "cancel": cli_client.run_cancel,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import threading
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from kvlock.errors import InvalidRequest
 from kvlock.media.decode import probe, read_frames
 from kvlock.media.matte import MatteOptions, load_matte
 from kvlock.media.timecode import format_timecode, parse_range, parse_timecode
@@ -40,10 +42,15 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--frames", help="START:END or HH:MM:SS:FF-HH:MM:SS:FF")
+    parser.add_argument(
+        "--matte-frames",
+        help="the matte file's own START:END or timecodes, when it is offset from the source (a slipped matte "
+        "clip); as many frames as --frames, or one (default: the matte follows the source's frames)",
+    )
     parser.add_argument("--path", action="store_true", help="let the server read the files (shared disk)")
     parser.add_argument("--job-id", help="your id for the job; resubmitting it does nothing new")
     parser.add_argument("--priority", type=int, default=0)
-    parser.add_argument("--codec", default="ffv1", choices=["ffv1", "prores", "png", "h264"])
+    parser.add_argument("--codec", default="ffv1", choices=["ffv1", "prores", "png", "h264", "exr"])
     parser.add_argument("--region", action="store_true", help="also return the edited region with alpha")
     parser.add_argument("--wait", action="store_true", help="follow the job and fetch the result into --out")
     parser.add_argument("--out", help="with --wait: where the result goes")
@@ -61,11 +68,22 @@ def _clips(args: argparse.Namespace) -> tuple[object, object, Fraction, str]:
     if source.timecode:
         number = parse_timecode(source.timecode, source.rate) + start
         timecode = format_timecode(number, source.rate, drop_frame=";" in source.timecode)
+    matte_info = probe(args.matte) if args.matte_frames or not args.path else None
+    own = (
+        parse_range(args.matte_frames, matte_info.frames, matte_info.rate, matte_info.timecode)
+        if matte_info is not None and args.matte_frames
+        else None
+    )
     if args.path:
         src = FileClip("Source", str(Path(args.input).resolve()), start, end)
-        return src, FileClip("Matte", str(Path(args.matte).resolve())), source.rate, timecode
+        return src, FileClip("Matte", str(Path(args.matte).resolve()), *(own or (None, None))), source.rate, timecode
+    if source.transfer == "scene_linear":
+        raise InvalidRequest(
+            f"{source.path.name} is a scene-linear EXR plate: send it with --path so the server reads its float "
+            "values itself (an upload carries 8/16-bit display-referred pixels only)"
+        )
     frames = read_frames(source, start, end)[..., :3]
-    matte, _ = load_matte(probe(args.matte), source, start, end, MatteOptions())
+    matte, _ = load_matte(matte_info, source, start, end, MatteOptions(), own)
     gray = np.rint(matte * 65535.0).astype(np.uint16)
     return ArrayClip("Source", frames), ArrayClip("Matte", gray), source.rate, timecode
 
@@ -104,7 +122,7 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
                         "windows": update.windows,
                         "step": update.step,
                         "total": update.total_steps,
-                        "h": update.h,
+                        "h": None if math.isnan(update.h) else update.h,
                         "alpha": update.alpha,
                         "omega": update.omega,
                         "eta_seconds": update.eta_seconds,

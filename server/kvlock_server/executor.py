@@ -120,7 +120,7 @@ class InProcessExecutor:
         editor = self.editor(spec.model, ticket)
         result = run_edit(editor, request, control)
         result.trace.warnings[:0] = warnings
-        return write_results(result, spec, folder, timecode)
+        return write_results(result, spec, folder, timecode, self.roots)
 
 
 def run_edit(editor: Editor, request: Any, control: JobControl, extra: dict[str, Any] | None = None) -> Any:

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from kvlock import EditRequest, EditResult, EditSettings
+from kvlock.colour import encoding_for
 from kvlock.errors import InvalidRequest
 from kvlock.media.decode import MediaInfo, probe, read_frames
-from kvlock.media.encode import CODECS, write_video
 from kvlock.media.matte import MatteOptions, load_matte, pick_channel, refine
+from kvlock.media.output import OUTPUT_SUFFIXES, check_output, write_result
 from kvlock.media.timecode import format_timecode, parse_timecode
 from kvlock.settings import validate_settings
 from kvlock.validation import check_frames, normalise_matte
@@ -27,7 +28,7 @@ from kvlock.validation import check_frames, normalise_matte
 from .jobs import PIXEL_LAYOUTS, ClipSpec, JobSpec
 from .media_roots import MediaRoots
 
-OUTPUT_SUFFIX = {codec: spec.suffix for codec, spec in CODECS.items()}
+OUTPUT_SUFFIX = OUTPUT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -71,36 +72,51 @@ def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
     )
 
 
+def source_info(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack) -> MediaInfo:
+    """The source's media info; a file source is pinned (``held`` keeps its descriptors open)."""
+    rate = Fraction(*spec.rate)
+    if spec.source.kind == "file":
+        return probe(pin(held, spec.source, roots, folder), rate)
+    return inline_info(spec.source, rate)
+
+
+def check_codec(info: MediaInfo, codec: str) -> list[str]:
+    """Refuse an output codec the source cannot be written back in; warnings for what it loses."""
+    if codec == "exr" and info.codec != "exr":
+        raise InvalidRequest("codec EXR writes the source's EXR files back with the edit: name an EXR source file")
+    return check_output(info, codec, info.has_alpha)
+
+
 def load_job_media(
     spec: JobSpec, folder: Path, roots: MediaRoots
 ) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
-    """Source frames (T, H, W, 3), matte (T, H, W) float, warnings and the source timecode of frame 0."""
+    """Source frames (T, H, W, 3|4; float for EXR), matte (T, H, W) float, warnings and frame 0's timecode."""
     with ExitStack() as held:
-        return _load(spec, folder, roots, held)
+        return _load(spec, folder, roots, held, source_info(spec, folder, roots, held))
 
 
 def _load(
-    spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack
+    spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack, info: MediaInfo
 ) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
     rate = Fraction(*spec.rate)
     options = MatteOptions(**spec.matte_options)
     timecode = spec.timecode
     if spec.source.kind == "file":
-        source_info = probe(pin(held, spec.source, roots, folder), rate)
-        end = spec.source.end or source_info.frames
+        end = spec.source.end or info.frames
         start = spec.source.start
-        frames = read_frames(source_info, start, end)[..., :3]
-        if source_info.timecode and not timecode:
-            number = parse_timecode(source_info.timecode, source_info.rate) + start
-            timecode = format_timecode(number, source_info.rate, drop_frame=";" in source_info.timecode)
+        frames = read_frames(info, start, end)  # alpha, if any, passes through the edit untouched
+        if info.timecode and not timecode:
+            number = parse_timecode(info.timecode, info.rate) + start
+            timecode = format_timecode(number, info.rate, drop_frame=";" in info.timecode)
     else:
         frames = read_inline(spec.source, folder)
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, axis=-1)
-        source_info, start, end = inline_info(spec.source, rate), 0, spec.source.frames
-    if spec.matte.kind == "file":
+        start, end = 0, spec.source.frames
+    if spec.matte.kind == "file":  # end 0: no range of its own (it follows the source's)
+        own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
         matte_info = probe(pin(held, spec.matte, roots, folder), rate)
-        matte, warnings = load_matte(matte_info, source_info, start, end, options)
+        matte, warnings = load_matte(matte_info, info, start, end, options, own)
     else:
         raw = read_inline(spec.matte, folder)
         matte, warnings = refine(inline_matte_values(raw, options.channel), options), []
@@ -108,34 +124,51 @@ def _load(
 
 
 def build_request(spec: JobSpec, folder: Path, roots: MediaRoots) -> tuple[EditRequest, list[str], str | None]:
-    """The job's edit request, validated as the engine will validate it."""
-    validate_settings(EditSettings(**spec.settings))  # before reading any media: the cheap checks first
-    frames, matte, warnings, timecode = load_job_media(spec, folder, roots)
+    """Everything validated as the engine will validate it; the cheap checks before any media is decoded."""
+    validate_settings(EditSettings(**spec.settings))
+    with ExitStack() as held:
+        info = source_info(spec, folder, roots, held)
+        output_warnings = check_codec(info, spec.codec)
+        frames, matte, warnings, timecode = _load(spec, folder, roots, held, info)
     request, more = assemble_request(spec, frames, matte)
-    return request, warnings + more, timecode
+    return request, warnings + more + output_warnings, timecode
 
 
 def assemble_request(spec: JobSpec, frames: np.ndarray, matte: np.ndarray) -> tuple[EditRequest, list[str]]:
     """The edit request from media already in memory (a Ray worker receives it from the object store)."""
     settings = EditSettings(**spec.settings)
     validate_settings(settings)
-    check_frames(frames)
+    transfer = "scene_linear" if np.issubdtype(frames.dtype, np.floating) else "display"  # floats come from EXR
+    frame_warnings = check_frames(frames, transfer)
     _, matte_warnings = normalise_matte(matte, frames)
     if not spec.prompt.strip():
         raise InvalidRequest("prompt is empty: describe what the masked subject should become")
-    return EditRequest(frames, matte, spec.prompt, settings, return_region=spec.region), matte_warnings
+    request = EditRequest(
+        frames, matte, spec.prompt, settings, return_region=spec.region, encoding=encoding_for(frames.dtype, transfer)
+    )
+    return request, frame_warnings + matte_warnings
 
 
-def write_results(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None) -> list[ResultFile]:
+def write_results(
+    result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, roots: MediaRoots
+) -> list[ResultFile]:
+    """Write the result files into ``folder`` (EXR output reads the pinned source files as templates)."""
+    with ExitStack() as held:
+        return _write(result, spec, folder, timecode, source_info(spec, folder, roots, held))
+
+
+def _write(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, info: MediaInfo) -> list[ResultFile]:
     rate = Fraction(*spec.rate)
     files = []
+    start = spec.source.start if spec.source.kind == "file" else 0
+    encoding = encoding_for(result.frames.dtype, info.transfer)
     video = f"result{OUTPUT_SUFFIX[spec.codec]}"
-    write_video(folder / video, result.frames, rate, spec.codec, timecode=timecode, overwrite=True)
+    write_result(folder / video, result.frames, info, start, spec.codec, encoding, rate, timecode, overwrite=True)
     files.append(ResultFile(video, "video"))
     if spec.region and result.region is not None:
         codec = "ffv1" if spec.codec in ("h264", "ffv1") else spec.codec
         region = f"region{OUTPUT_SUFFIX[codec]}"
-        write_video(folder / region, result.region, rate, codec, timecode=timecode, overwrite=True)
+        write_result(folder / region, result.region, info, start, codec, encoding, rate, timecode, True, region=True)
         files.append(ResultFile(region, "region"))
     (folder / "trace.json").write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))
     files.append(ResultFile("trace.json", "trace"))

@@ -138,8 +138,9 @@ class EditWorker:
                 events.put(("status", {"message": f"loading {spec.model} on {self.name}"}))
             editor = self._editor(job["model_key"], spec.model)
             folder = Path(self.store_path) / "jobs" / check_job_id(spec.job_id)
+            roots = MediaRoots(job.get("media_roots", ()))
             if media is None:
-                request, warnings, timecode = build_request(spec, folder, MediaRoots(job.get("media_roots", ())))
+                request, warnings, timecode = build_request(spec, folder, roots)
             else:
                 frames, matte, warnings, timecode = media
                 request, more = assemble_request(spec, frames, matte)
@@ -154,11 +155,11 @@ class EditWorker:
             result.trace.warnings[:0] = warnings
             result.trace.execution["worker"] = {k: v for k, v in self.describe().items() if k != "loaded"}
             if media is None:
-                files = write_results(result, spec, folder, timecode)
+                files = write_results(result, spec, folder, timecode, roots)
                 final("done", files=[asdict(f) for f in files])
             else:
                 with tempfile.TemporaryDirectory(prefix="kvlock-result-") as scratch:
-                    files = write_results(result, spec, Path(scratch), timecode)
+                    files = write_results(result, spec, Path(scratch), timecode, roots)
                     blobs = {f.name: (Path(scratch) / f.name).read_bytes() for f in files}
                     blobs["results.json"] = (Path(scratch) / "results.json").read_bytes()
                 final("done", files=[asdict(f) for f in files], blobs=blobs)

@@ -32,7 +32,7 @@ class LiveStatus:
     step: int = 0
     total_steps: int = 0
     sigma: float = 0.0
-    h: float = 0.0
+    h: float | None = None  # None until the metric is measured (the control window)
     alpha: float = 0.0
     omega: float = 0.0
     s_star: float = 0.0

@@ -24,7 +24,7 @@ from kvlock.media.decode import MediaInfo, probe, read_frames
 from kvlock.media.matte import MatteOptions, matte_plan, read_matte, refine
 from kvlock.settings import EditSettings, validate_settings
 
-from .job_media import inline_info, inline_matte_values, pin, read_inline
+from .job_media import check_codec, inline_matte_values, pin, read_inline, source_info
 from .jobs import JobSpec
 from .media_roots import MediaRoots
 
@@ -43,17 +43,19 @@ def check_upload(spec: JobSpec, folder: Path, roots: MediaRoots, batch_bytes: in
     validate_settings(EditSettings(**spec.settings))
     rate = Fraction(*spec.rate)
     with ExitStack() as held:
+        source = source_info(spec, folder, roots, held)
+        check_codec(source, spec.codec)
         if spec.source.kind == "file":
-            source = probe(pin(held, spec.source, roots, folder), rate)
             start, end = spec.source.start, spec.source.end or source.frames
             for a, b in batches(start, end, source.width * source.height * 2, batch_bytes):
                 read_frames(source, a, b)  # decodes, or raises what is wrong with the file there
         else:
-            source, start, end = inline_info(spec.source, rate), 0, spec.source.frames
+            start, end = 0, spec.source.frames
         options = MatteOptions(**spec.matte_options)
         if spec.matte.kind == "file":
             matte = probe(pin(held, spec.matte, roots, folder), rate)
-            if not _file_matte_has_pixels(matte, source, start, end, options, batch_bytes):
+            own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
+            if not _file_matte_has_pixels(matte, source, (start, end), own, options, batch_bytes):
                 raise MatteError(EMPTY)
         elif not _inline_matte_has_pixels(spec, folder, options, batch_bytes):
             raise MatteError(EMPTY)
@@ -72,14 +74,19 @@ def _inline_matte_has_pixels(spec: JobSpec, folder: Path, options: MatteOptions,
 
 
 def _file_matte_has_pixels(
-    matte: MediaInfo, source: MediaInfo, start: int, end: int, options: MatteOptions, batch_bytes: int
+    matte: MediaInfo,
+    source: MediaInfo,
+    span: tuple[int, int],
+    own: tuple[int, int] | None,
+    options: MatteOptions,
+    batch_bytes: int,
 ) -> bool:
     """Whether the refined matte has a non-zero pixel anywhere in the range, read piece by piece.
 
     ``auto`` picks alpha only if the alpha is below 1 somewhere in the whole clip, which one piece cannot
     tell: both readings are followed to the end and the choice is made as the engine makes it.
     """
-    first, last, _ = matte_plan(matte, source, start, end, options)
+    first, last, _ = matte_plan(matte, source, *span, options, own)
     auto = ["alpha", "luma"] if matte.has_alpha else ["luma"]
     channels = auto if options.channel == "auto" else [options.channel]
     found = dict.fromkeys(channels, False)

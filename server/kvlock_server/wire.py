@@ -26,7 +26,14 @@ from .media_roots import MediaRoots
 from .runner import LiveStatus
 
 PIXELS = {pb.RGB8: "rgb8", pb.RGB16: "rgb16", pb.GRAY8: "gray8", pb.GRAY16: "gray16"}
-CODECS = {pb.CODEC_UNSPECIFIED: "ffv1", pb.FFV1: "ffv1", pb.PRORES: "prores", pb.PNG: "png", pb.H264: "h264"}
+CODECS = {
+    pb.CODEC_UNSPECIFIED: "ffv1",
+    pb.FFV1: "ffv1",
+    pb.PRORES: "prores",
+    pb.PNG: "png",
+    pb.H264: "h264",
+    pb.EXR: "exr",
+}
 STATES = {
     JobState.QUEUED: pb.QUEUED,
     JobState.RUNNING: pb.RUNNING,
@@ -127,7 +134,7 @@ def _file(
     clip: pb.FileClip, name: str, roots: MediaRoots, limits: Limits, scratch: Path | None, ranged: bool = True
 ) -> ClipSpec:
     """A file under the media roots (every file of a sequence too), opened and judged by descriptor and
-    probed through those descriptors; a matte's range follows the source's."""
+    probed through those descriptors, over its own range when ``ranged``."""
     with roots.pinned(clip.path, where=scratch) as pinned:
         info = probe(pinned.path)  # raises MediaNotFoundError / UnreadableMediaError
     if not (8 <= info.width <= limits.max_side and 8 <= info.height <= limits.max_side):
@@ -185,8 +192,14 @@ def spec_from_header(
             )
         if matte.frames not in (1, source.frames):
             raise InvalidRequest(f"matte has {matte.frames} frames; send {source.frames} (one per source frame) or 1")
-    else:
-        matte = _file(header.matte_file, "matte", roots, limits, scratch, ranged=False)
+    else:  # a matte that names its own frames keeps them; one that names none follows the source's range
+        own = header.matte_file.HasField("start") or header.matte_file.HasField("end")
+        matte = _file(header.matte_file, "matte", roots, limits, scratch, ranged=own)
+        if own and matte.frames not in (1, source.frames):
+            raise InvalidRequest(
+                f"matte range [{matte.start}, {matte.end}) has {matte.frames} frames but the source's has "
+                f"{source.frames}: give the matte as many frames as the source (or one, used for every frame)"
+            )
     return JobSpec(
         job_id=header.job_id,
         model=model,
@@ -212,7 +225,7 @@ def update_message(job_id: str, live: LiveStatus) -> pb.JobUpdate:
         step=live.step,
         total_steps=live.total_steps,
         sigma=live.sigma,
-        h=live.h,
+        h=math.nan if live.h is None else live.h,  # NaN: not measured yet (before the control window)
         alpha=live.alpha,
         omega=live.omega,
         s_star=live.s_star,

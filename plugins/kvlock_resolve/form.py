@@ -1,0 +1,122 @@
+"""The render's fields, their bounds and how text becomes them — one table for the Studio dialog and the page.
+
+Each number takes the engine's whole valid range (``kvlock.settings.validate_settings``): strength in
+(0, 1], τ > 0 down to 1e-6 (so 0.005 can be typed; 0 leaves the model's calibrated τ), b ≥ 1, α in [0, 1];
+the defaults are the engine's. Counts that the engine does not
+bound stop at 2³¹−1 (what a spin box holds), and the seed is text, since a seed goes to 2⁶³−1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
+          ("file", "Matte file"))  # fmt: skip
+INT_MAX, SEED_MAX = 2**31 - 1, 2**63 - 1
+
+
+class FormError(ValueError):
+    """A field the editor typed is out of range or not a number; the message names it."""
+
+
+@dataclass(frozen=True)
+class Number:
+    attr: str  # the Form field
+    ident: str  # the widget's ID
+    label: str
+    kind: type
+    default: float
+    low: float
+    high: float
+    decimals: int = 0  # a float's digits after the point; its smallest value is 10^-decimals when low is open
+    low_open: bool = False  # the engine wants > low, not ≥ low
+
+    @property
+    def minimum(self) -> float:
+        return 10.0**-self.decimals if self.low_open else self.low
+
+    def parse(self, value: Any) -> int | float:
+        try:
+            if isinstance(value, bool):
+                raise TypeError(value)
+            if self.kind is float:
+                number: int | float = float(value)
+            elif isinstance(value, float) and value.is_integer():
+                number = int(value)
+            else:
+                number = value if isinstance(value, int) else int(str(value).strip())
+        except (TypeError, ValueError, OverflowError):
+            kind = "number" if self.kind is float else "whole number"
+            raise FormError(f"{self.label}: {value!r} is not a {kind}") from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise FormError(f"{self.label}: {value!r} is not a finite number")
+        if number < self.low or (self.low_open and number <= self.low) or number > self.high:
+            low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+            raise FormError(f"{self.label} must be {low} and at most {self.high:g}, got {number:g}")
+        return number
+
+
+NUMBERS = (
+    Number("strength", "Strength", "Strength", float, 1.0, 0.0, 1.0, 3, low_open=True),
+    Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
+    Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
+    Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
+    Number("tau", "Tau", "Threshold τ (0: the model's calibrated τ)", float, 0.0, 0.0, 1e6, 6),
+    Number("b", "B", "Guidance ceiling b", float, 2.0, 1.0, 1e6, 3),
+    Number("alpha_early", "AlphaEarly", "Early α", float, 0.0, 0.0, 1.0, 3),
+)
+SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
+SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed", "kappa", "b", "alpha_early")
+TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
+         ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Form:
+    """The render's fields, checked."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    source_prompt: str = ""
+    strength: float = 1.0
+    steps: int = 0
+    seed: int = 0
+    guidance: float = 0.0
+    kappa: int = 20
+    tau: float = 0.0  # 0: the model's calibrated τ
+    b: float = 2.0
+    alpha_early: float = 0.0
+    matte: str = "above"  # "above" | "clip" | "file"
+    matte_file: str = ""
+    output_dir: str = ""
+    model: str = ""  # empty: the server's first loadable model
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Form:
+        """From field name → typed text or number (the page's JSON, the dialog's widgets); bad fields raise."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FormError(f"unknown fields: {', '.join(unknown)}")
+        out: dict[str, Any] = {}
+        for number in (*NUMBERS, SEED):
+            if number.attr in values:
+                out[number.attr] = number.parse(values[number.attr])
+        for attr, _ in TEXTS:
+            if attr in values:
+                if not isinstance(values[attr], str) or len(values[attr]) > 4096:
+                    raise FormError(f"{attr.replace('_', ' ')} must be text of at most 4096 characters")
+                out[attr] = values[attr].strip() if attr != "prompt" else values[attr]
+        if "matte" in values:
+            if values["matte"] not in {key for key, _ in MATTES}:
+                raise FormError(f"matte must be one of {', '.join(key for key, _ in MATTES)}")
+            out["matte"] = values["matte"]
+        return cls(**out)
+
+    def settings(self) -> dict[str, Any]:
+        """The engine's EditSettings fields this form sets; 0 steps, guidance or τ leaves the model's own."""
+        out = {name: getattr(self, name) for name in SETTINGS}
+        out.update({name: getattr(self, name) for name in ("steps", "guidance", "tau") if getattr(self, name) > 0})
+        return out

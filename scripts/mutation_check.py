@@ -1,0 +1,239 @@
+"""Mutation check of KV-Lock's maths: every named mutant of a formula must turn a test red.
+
+    python scripts/mutation_check.py            # all mutants; exit 1 if any survives
+    python scripts/mutation_check.py --list     # what each mutant breaks
+    python scripts/mutation_check.py -k lock    # the mutants whose name contains "lock"
+
+Each mutant replaces one exact snippet of one engine module (the snippet must occur exactly once, so a
+refactor that moves it fails the check loudly instead of silently testing nothing). The engine and the
+tests are copied into a temporary folder, the mutant is applied to the copy, and the tests that guard that
+formula run there with ``-x``; the working tree is never modified. An unmutated copy runs first and must
+pass, so a red mutant means the mutation and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MATHS = [
+    "tests/test_schedules_metric_guidance.py",
+    "tests/test_sampler_effects.py",
+    "tests/test_token_mask_geometry.py",
+    "tests/test_engine_exactness.py",
+]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    original: str
+    mutated: str
+    why: str
+    tests: tuple[str, ...] = tuple(MATHS)
+
+
+MUTANTS = [
+    Mutant(
+        "cfg-zero-star-difference",
+        "kvlock/guidance.py",
+        "return scaled + omega * (v_cond - scaled)",
+        "return scaled + omega * (v_cond - v_uncond)",
+        "CFG-Zero*'s guidance term measured from the unscaled unconditional velocity",
+    ),
+    Mutant(
+        "latent-lock-only-last-step",
+        "kvlock/sampler.py",
+        "            z = lock(z, i + 1)",
+        "            z = lock(z, i + 1) if i == steps - 1 else z",
+        "the background reset to the noised source only after the last step",
+    ),
+    Mutant(
+        "fusion-alpha-swapped",
+        "kvlock/kv_bank.py",
+        "mixed = alpha * source_background.to(edit.dtype) + (1.0 - alpha) * edit[:, background_index]",
+        "mixed = (1.0 - alpha) * source_background.to(edit.dtype) + alpha * edit[:, background_index]",
+        "α and 1 − α swapped in the K/V fusion",
+    ),
+    Mutant(
+        "metric-on-latents",
+        "kvlock/sampler.py",
+        "meter.update(stepper.clean_estimate(z, v_cond, i))",
+        "meter.update(z)",
+        "the metric fed the latents instead of the clean estimate",
+    ),
+    Mutant(
+        "metric-on-guided-estimate",
+        "kvlock/sampler.py",
+        "meter.update(stepper.clean_estimate(z, v_cond, i))",
+        "meter.update(stepper.clean_estimate(z, v, i))",
+        "the metric fed the guided (ω-extrapolated) clean estimate",
+    ),
+    Mutant(
+        "s-star-wrong-norm",
+        "kvlock/guidance.py",
+        "torch.dot(vc, vu) / (torch.dot(vu, vu) + delta)",
+        "torch.dot(vc, vu) / (torch.dot(vc, vc) + delta)",
+        "s* normalised by the conditional velocity",
+    ),
+    Mutant(
+        "classic-cfg-base",
+        "kvlock/guidance.py",
+        "return v_uncond + omega * (v_cond - v_uncond)",
+        "return v_cond + omega * (v_cond - v_uncond)",
+        "classic CFG extrapolating from the conditional velocity",
+    ),
+    Mutant(
+        "alpha-floor-ignored",
+        "kvlock/schedules.py",
+        "_clamp(h / tau, alpha_min, 1.0)",
+        "_clamp(h / tau, 0.0, 1.0)",
+        "α_min no longer bounds the fusion ratio",
+    ),
+    Mutant(
+        "omega-ceiling-b",
+        "kvlock/schedules.py",
+        "(b - 1.0) * _clamp(h / tau, 0.0, 1.0)",
+        "b * _clamp(h / tau, 0.0, 1.0)",
+        "guidance rising to (1 + b)·ω0 instead of b·ω0",
+    ),
+    Mutant(
+        "control-before-window-full",
+        "kvlock/schedules.py",
+        "measured = active and ready and h is not None",
+        "measured = active and h is not None",
+        "α derived from a metric window that is not yet full",
+    ),
+    Mutant(
+        "variance-unbiased",
+        "kvlock/metric.py",
+        "unbiased=False).mean()",
+        "unbiased=True).mean()",
+        "the window variance with Bessel's correction",
+    ),
+    Mutant(
+        "metric-unscaled",
+        "kvlock/metric.py",
+        "variance / self.scale",
+        "variance",
+        "h no longer relative to the source latents' variance",
+    ),
+    Mutant(
+        "metric-window-from-first-step",
+        "kvlock/sampler.py",
+        "control_start = max(0, run_steps - settings.kappa)",
+        "control_start = 0",
+        "the metric's window starting before the control window",
+    ),
+    Mutant(
+        "latent-lock-mask-inverted",
+        "kvlock/sampler.py",
+        "return soft * z + (1.0 - soft) * stepper.noised(x0_source, noise, i)",
+        "return (1.0 - soft) * z + soft * stepper.noised(x0_source, noise, i)",
+        "the latent lock resetting the foreground instead of the background",
+    ),
+    Mutant(
+        "clean-estimate-sign",
+        "kvlock/steppers.py",
+        "return z - self.levels[i] * prediction",
+        "return z + self.levels[i] * prediction",
+        "flow matching's x̂0 = z + σ·v",
+    ),
+    Mutant(
+        "foreground-pass-without-background",
+        "kvlock/kv_bank.py",
+        "return torch.cat([background, foreground], dim=1)",
+        "return foreground",
+        "foreground-only passes attending to their own tokens only",
+        ("tests/test_families.py", "-k", "foreground_only_pass and wan"),
+    ),
+    Mutant(
+        "causal-first-frame-merged",
+        "kvlock/token_mask.py",
+        "head, rest = matte[:1], matte[1:]",
+        "head, rest = matte[:1], matte[:-1]",
+        "temporal pooling windows shifted by one frame",
+    ),
+]
+
+
+def _copy_tree(into: Path) -> None:
+    """The engine and its tests, without caches or the shipped weights (the guarding tests use test models)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.safetensors")
+    for name in ("kvlock", "tests"):
+        shutil.copytree(ROOT / name, into / name, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", into / "pyproject.toml")
+
+
+def _run(folder: Path, tests: tuple[str, ...]) -> tuple[bool, str]:
+    env = dict(os.environ, PYTHONPATH=str(folder))  # the mutated copy shadows the installed engine
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or [""]
+    return done.returncode == 0, tail[0]
+
+
+def _apply(folder: Path, mutant: Mutant) -> None:
+    path = folder / mutant.path
+    text = path.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        raise SystemExit(f"mutant {mutant.name}: expected its snippet once in {mutant.path}, found {count}")
+    path.write_text(text.replace(mutant.original, mutant.mutated))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only mutants whose name contains this")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.k in m.name]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:38s} {m.path:24s} {m.why}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="kvlock-mutants-") as temp:
+        pristine = Path(temp) / "pristine"
+        _copy_tree(pristine)
+        for m in chosen:  # every snippet is checked before any run
+            if (pristine / m.path).read_text().count(m.original) != 1:
+                raise SystemExit(f"mutant {m.name}: its snippet is not in {m.path} exactly once")
+        tests = sorted({t for m in chosen for t in m.tests if t.startswith("tests/")})
+        ok, tail = _run(pristine, tuple(tests))
+        if not ok:
+            print(f"the unmutated engine fails its own tests ({tail}); fix that first")
+            return 1
+        killed, survived = [], []
+        for m in chosen:
+            began = time.time()
+            folder = Path(temp) / m.name
+            _copy_tree(folder)
+            _apply(folder, m)
+            passed, tail = _run(folder, m.tests)
+            (survived if passed else killed).append(m.name)
+            verdict = "SURVIVED" if passed else "killed"
+            print(f"{verdict:8s} {m.name:38s} {time.time() - began:5.0f} s  {tail}", flush=True)
+            shutil.rmtree(folder)
+    print(f"\nmutation score: {len(killed)}/{len(chosen)} killed")
+    if survived:
+        print("survivors (a formula no test guards): " + ", ".join(survived))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
