@@ -33,10 +33,12 @@ from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from .server_helpers import chunks, client, header, raw_stub, start, states, submit_raw, upload, wait_for
+from .server_helpers import chunks, client, raw_stub, start, states, submit_raw, upload, wait_for
+from .server_helpers import header as base_header
 from .test_server_ops import spawn_server
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+MODEL = "tiny-random"  # the fastest model to load and step: these tests are about the server, not the edit
 
 
 @pytest.fixture()
@@ -59,7 +61,11 @@ def app(tmp_path, media):
 
 
 def params(**settings) -> Params:
-    return Params("a red ball", settings={"steps": 2, **settings})
+    return Params("a red ball", model=MODEL, settings={"steps": 2, **settings})
+
+
+def header(**fields) -> pb.EditHeader:
+    return base_header(**{"model": MODEL, **fields})
 
 
 def refused(app, messages, timeout: float = 30) -> grpc.RpcError:
@@ -236,7 +242,7 @@ def test_a_stored_job_with_a_setting_out_of_range_fails_when_it_runs_instead_of_
     with store.staging() as folder:
         (folder / "source.raw").write_bytes(frames.tobytes())
         (folder / "matte.raw").write_bytes(matte.tobytes())
-        store.accept(JobSpec("old", "tiny", "p", source, gray, settings={"steps": 2, "feather": 10**9}), folder)
+        store.accept(JobSpec("old", MODEL, "p", source, gray, settings={"steps": 2, "feather": 10**9}), folder)
     store.close()
     app = start(tmp_path / "state")
     try:
@@ -476,7 +482,7 @@ matte = ClipSpec("inline", "matte.raw", 9, 64, 48, "gray8")
 with store.staging() as folder:
     (folder / "source.raw").write_bytes(Path(sys.argv[2]).read_bytes())
     (folder / "matte.raw").write_bytes(Path(sys.argv[3]).read_bytes())
-    store.accept(JobSpec("orphan", "tiny", "a red ball", source, matte, settings={"steps": 2}), folder)
+    store.accept(JobSpec("orphan", "tiny-random", "a red ball", source, matte, settings={"steps": 2}), folder)
 """
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -122,7 +121,7 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
                         "windows": update.windows,
                         "step": update.step,
                         "total": update.total_steps,
-                        "h": None if math.isnan(update.h) else update.h,
+                        "h": update.h,  # the bridge already reads NaN as None (not measured yet)
                         "alpha": update.alpha,
                         "omega": update.omega,
                         "eta_seconds": update.eta_seconds,
