@@ -1,6 +1,7 @@
 """A soak of the server under heavy and hostile use, on loopback (a benchmark, not a test).
 
     python bench/soak.py [--seconds 150] [--watchers 500] [--uploaders 3] [--kill-at 0.55] [--json]
+    python bench/soak.py --report docs/benchmarks/soak-cpu-2026-12-01.json
 
 Starts ``kvlock serve`` (the tiny model, CPU) as a separate process with a fresh state folder, then from
 one asyncio client process, for ``--seconds``:
@@ -19,7 +20,8 @@ Every submission interrupted by the kill is sent again with the same id until th
 the end the queue drains (at most ``--drain`` s, then what is left is cancelled), every job the server
 accepted must be listed exactly once, and every succeeded job's results must be fetchable. Then SIGTERM,
 timed. It prints calls per second held, p50/p99/max latency of health and ListJobs per phase, jobs
-accepted/lost/duplicated, the server's RSS (sampled every 0.5 s, and its kernel high-water mark).
+accepted/lost/duplicated, the server's RSS (sampled every 0.5 s, and its kernel high-water mark, checked
+against ``--rss-bound-mb``).
 Loopback only; the load is bounded by ``--seconds``, ``--max-jobs`` and the counts above.
 """
 
@@ -369,7 +371,7 @@ class Soak:
                 self.stats.failures[(kind, code)] += 1
         for task in watchers:  # a watcher of a queued job may wait for an update for a long time
             task.cancel()
-        await asyncio.wait(tasks, timeout=130)
+        await asyncio.wait(tasks, timeout=a.idle * 4 + 5)  # the longest call left: an abandoned upload's deadline
         for task in tasks:
             task.cancel()
         self.stats.hwm.append(getattr(self, "_hwm", 0))
@@ -391,7 +393,7 @@ class Soak:
         for job_id, job in (await self.listing()).items():  # what is left is cancelled, and must end
             if job.state not in TERMINAL:
                 await self.stub(0).CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=self.metadata, timeout=10)
-        for _ in range(120):
+        for _ in range(30):  # a cancel takes effect at the next step
             if all(j.state in TERMINAL for j in (await self.listing()).values()):
                 break
             await asyncio.sleep(1.0)
@@ -447,6 +449,8 @@ class Soak:
         states = Counter(pb.JobState.Name(j.state) for j in listed.values())
         ours = {j for j in listed if j.startswith(("soak-", "slow-", "abandoned-", "vanishing-"))}
         return {
+            "seconds": self.args.seconds,
+            "watchers": self.args.watchers,
             "phases": rows,
             "restart_seconds": round(s.back_at - s.killed_at, 1) if s.killed_at else None,
             "watchers_peak": s.watching_peak,
@@ -472,6 +476,8 @@ class Soak:
             "failures": {f"{call} {code}": n for (call, code), n in sorted(s.failures.items())},
             "drain_seconds": round(drained, 1),
             "rss_hwm_mb": [round(h / 2**20) for h in s.hwm],
+            "rss_bound_mb": self.args.rss_bound_mb,
+            "rss_bound_held": max(s.hwm, default=0) <= self.args.rss_bound_mb * 2**20,
             "sigterm_exit": {"seconds": round(sigterm, 1), "code": code},
         }
 
@@ -489,15 +495,17 @@ def _quantiles(values: list[float]) -> dict[str, float]:
 
 
 def print_table(result: dict, args: argparse.Namespace) -> None:
-    print(f"# soak, {platform.node()}, {os.cpu_count()} cores, {args.seconds:g} s, {args.watchers} watchers")
+    seconds, watchers = result.get("seconds", args.seconds), result.get("watchers", args.watchers)
+    print(f"# soak, {platform.node()}, {os.cpu_count()} cores, {seconds:g} s, {watchers} watchers")
     print("| phase         | seconds | calls/s | health p50 / p99 / max ms | ListJobs p50 / p99 / max ms | RSS peak |")
     print("|---------------|--------:|--------:|--------------------------:|----------------------------:|---------:|")
     for r in result["phases"]:
-        h, j = r["health_ms"], r["listjobs_ms"]
+        health, listing = (" / ".join(str(q.get(k, "-")) for k in ("p50", "p99", "max")) for q in (
+            r["health_ms"], r["listjobs_ms"]
+        ))  # fmt: skip
         print(
-            f"| {r['phase']:<13} | {r['seconds']:>7} | {r['calls_per_s']:>7} | "
-            f"{h.get('p50', '-')} / {h.get('p99', '-')} / {h.get('max', '-'):>25} | "
-            f"{j.get('p50', '-')} / {j.get('p99', '-')} / {j.get('max', '-'):>27} | {r['rss_peak_mb']:>5} MB |"
+            f"| {r['phase']:<13} | {r['seconds']:>7} | {r['calls_per_s']:>7} | {health:>25} | {listing:>27} | "
+            f"{r['rss_peak_mb']:>5} MB |"
         )
     jobs = result["jobs"]
     print(
@@ -511,7 +519,11 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
         f"restart after SIGKILL: {result['restart_seconds']} s; uploads: {result['uploads']}; "
         f"cancels: {result['cancels']}"
     )
-    print(f"server RSS high-water mark per process: {result['rss_hwm_mb']} MB; SIGTERM exit: {result['sigterm_exit']}")
+    held = "held" if result["rss_bound_held"] else "EXCEEDED"
+    print(
+        f"server RSS high-water mark per process: {result['rss_hwm_mb']} MB (bound {result['rss_bound_mb']} MB: "
+        f"{held}); SIGTERM exit: {result['sigterm_exit']}"
+    )
     print(f"refusals and errors seen by clients: {result['failures']}")
 
 
@@ -589,16 +601,23 @@ def main() -> None:
     parser.add_argument(
         "--kill-at", type=float, default=0.55, help="fraction of --seconds at which to SIGKILL (0: no kill)"
     )
-    parser.add_argument("--drain", type=float, default=120.0, help="seconds to let the queue finish at the end")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to let the queue finish at the end")
     parser.add_argument(
         "--no-preload", dest="preload", action="store_false", help="load the model at the first job, not at start"
     )
+    parser.add_argument(
+        "--rss-bound-mb", type=int, default=1536, help="the server RSS the run must stay under (tiny model, CPU)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    parser.add_argument("--report", type=Path, help="reprint the table of a result saved with --json, and exit")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: run as the prober process
     parser.add_argument("--probe-log", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         probe(args.probe, Path(args.probe_log))
+        return
+    if args.report:
+        print_table(json.loads(args.report.read_text()), args)
         return
     result = asyncio.run(main_async(args))
     print_table(result, args)
