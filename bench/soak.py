@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -541,6 +542,10 @@ async def main_async(args: argparse.Namespace) -> dict:
                 child.kill()
         for channel in soak.channels:
             await channel.close()
+        if args.keep:
+            print(f"state, server log and probe log kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def probe(address: str, log: Path) -> None:
@@ -609,6 +614,7 @@ def main() -> None:
         "--rss-bound-mb", type=int, default=1536, help="the server RSS the run must stay under (tiny model, CPU)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    parser.add_argument("--keep", action="store_true", help="keep the state folder and the logs of the run")
     parser.add_argument("--report", type=Path, help="reprint the table of a result saved with --json, and exit")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: run as the prober process
     parser.add_argument("--probe-log", help=argparse.SUPPRESS)
