@@ -31,7 +31,7 @@ from kvlock_server.ray_options import RayOptions
 from tests.ray_cluster import LocalCluster
 
 
-def run_jobs(app, clip, ids: list[str], steps: int) -> dict[str, float]:
+def run_jobs(app, clip, ids: list[str], steps: int, model: str = "tiny", **settings) -> dict[str, float]:
     """Submit all of ``ids`` at once; return each job's latency from submission to success."""
     client = Client(app.address, app.token)
     frames, matte = clip
@@ -41,7 +41,7 @@ def run_jobs(app, clip, ids: list[str], steps: int) -> dict[str, float]:
         client.submit(
             ArrayClip("Source", frames),
             ArrayClip("Matte", matte),
-            Params("a red ball", settings={"steps": steps}),
+            Params("a red ball", model=model, settings={"steps": steps, **settings}),
             job_id,
         )
     ended = {}

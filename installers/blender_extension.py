@@ -1,11 +1,12 @@
-"""Build the Blender extension zip: the add-on, the client as a pure-Python wheel, and grpcio/protobuf wheels.
+"""Build the Blender extension zip: the add-on, the client as a pure-Python wheel, grpcio/protobuf/PyAV wheels.
 
     python installers/blender_extension.py --out dist/            # this machine's platform
     python installers/blender_extension.py --out dist/ --platform linux-x64 --platform windows-x64 ...
 
 One zip per platform (``kvlock-0.1.0-linux_x64.zip`` …), as Blender's own ``extension build
---split-platforms`` makes them: grpcio is compiled, so each zip carries the wheels for that platform and for
-both Pythons current Blenders use (3.11 for 4.5 LTS and 5.0, 3.13 for 5.1 and later). Wheels come from the
+--split-platforms`` makes them: grpcio and PyAV are compiled, so each zip carries the wheels for that platform
+and for both Pythons current Blenders use (3.11 for 4.5 LTS and 5.0, 3.13 for 5.1 and later; PyAV's one
+abi3 wheel serves both). PyAV decodes the strips' own media (Blender bundles numpy). Wheels come from the
 package index with ``pip download``; the client wheel is built here from ``plugins/kvlock_bridge`` and the
 generated ``kvlock_wire``.
 """
@@ -21,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from client_wheel import GRPCIO, PROTOBUF, build_client_wheel
+from client_wheel import AV, GRPCIO, PROTOBUF, build_client_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "plugins" / "blender"
@@ -58,7 +59,7 @@ def manifest_version() -> str:
 
 
 def download_wheels(folder: Path, plat: str, wheelhouse: Path | None = None) -> list[Path]:
-    """grpcio for each Python and protobuf (abi3) for ``plat``: from the package index, or only from a local
+    """grpcio for each Python, protobuf and PyAV (abi3) for ``plat``: from the package index, or only from a local
     ``wheelhouse`` folder when given (offline builds)."""
     before = set(folder.glob("*.whl"))
     tags = [arg for tag in PLATFORMS[plat] for arg in ("--platform", tag)]
@@ -67,7 +68,7 @@ def download_wheels(folder: Path, plat: str, wheelhouse: Path | None = None) -> 
     for python in PYTHONS:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
-             "--python-version", python, *tags, GRPCIO, PROTOBUF],
+             "--python-version", python, *tags, GRPCIO, PROTOBUF, AV],
             check=True,
         )  # fmt: skip
     return sorted(set(folder.glob("*.whl")) - before)

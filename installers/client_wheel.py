@@ -1,6 +1,7 @@
 """The client as one pure-Python wheel, for hosts' own Pythons (Blender's, Resolve's): the bridge, the wire
-stubs, the Resolve script's package, and the few light engine modules they import (errors, atomic writes,
-decoding and the matte-range rule for uploads, timecode) — never the engine itself or its models."""
+stubs, the Resolve script's package, and the few light engine modules they import (errors, the edit settings'
+defaults, atomic writes, decoding and the matte-range rule for uploads, timecode) — never the engine itself or
+its models."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GRPCIO, PROTOBUF = "grpcio==1.85.1", "protobuf==7.36.2"
-NUMPY, AV = "numpy>=1.26", "av>=14"  # needed only to upload media the server cannot read (Resolve)
+# PyAV reads strip media in the Blender add-on and media the server cannot read in Resolve; Blender bundles numpy
+NUMPY, AV = "numpy>=1.26", "av>=14"
 
 
 def client_files() -> dict[Path, str]:
@@ -23,8 +25,8 @@ def client_files() -> dict[Path, str]:
         ("kvlock_wire", ROOT / "proto" / "kvlock_wire"),
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
-    light = ("atomic.py", "decode.py", "matte_frames.py", "timecode.py")
-    for rel in ("__init__.py", "errors.py", "media/__init__.py", *(f"media/{name}" for name in light)):
+    light = ("atomic.py", "decode.py", "exr.py", "matte_frames.py", "timecode.py")
+    for rel in ("__init__.py", "errors.py", "settings.py", "media/__init__.py", *(f"media/{name}" for name in light)):
         files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
     return files
 

@@ -26,6 +26,9 @@ ATTENTION_CHOICES = {
     "math": "_native_math",
 }
 VAE_TILING = ("auto", "on", "off")
+# sequence parallelism over a process group (kvlock.sequence_parallel), and the attention choices each layout
+# runs with: diffusers' native backend has no log-sum-exp, which the ring needs
+PARALLEL_LAYOUTS = {"ulysses": ("auto", "native", "cudnn", "flash"), "ring": ("cudnn", "flash")}
 GIB = 1024**3
 
 # Bytes per token of one transformer pass, per unit of (ffn width, model width) in the compute dtype; and the
@@ -44,6 +47,8 @@ class Acceleration:
 
     ``compile`` names a ``torch.compile`` backend ("inductor" on a GPU) or None. ``memory_limit_gb`` caps
     what the engine plans to use, e.g. to leave room for an editing application on the same GPU.
+    ``parallel`` ("ulysses" or "ring") spreads each edit over the ranks of the initialised
+    ``torch.distributed`` process group, one device per rank (``kvlock.sequence_parallel``).
     """
 
     attention: str = "auto"
@@ -52,6 +57,7 @@ class Acceleration:
     memory: str = "auto"
     memory_limit_gb: float | None = None
     vae_tiling: str = "auto"
+    parallel: str | None = None
 
     def validated(self) -> Acceleration:
         if self.attention not in ATTENTION_CHOICES:
@@ -62,6 +68,16 @@ class Acceleration:
             raise SettingsError(f"vae_tiling must be one of {VAE_TILING}, got {self.vae_tiling!r}")
         if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
             raise SettingsError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
+        if self.parallel is not None:
+            if self.parallel not in PARALLEL_LAYOUTS:
+                raise SettingsError(
+                    f"parallel must be one of {sorted(PARALLEL_LAYOUTS)} or None, got {self.parallel!r}"
+                )
+            if self.attention not in PARALLEL_LAYOUTS[self.parallel]:
+                raise SettingsError(
+                    f"parallel {self.parallel!r} runs with attention {' or '.join(PARALLEL_LAYOUTS[self.parallel])}, "
+                    f"not {self.attention!r}"
+                )
         return self
 
 

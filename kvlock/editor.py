@@ -36,6 +36,7 @@ from .kv_bank import KVBank
 from .loading import LoadedModel, load_model, resolve_device
 from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
+from .sequence_parallel import join_sequence_parallel
 from .settings import DEFAULT_TAU, EditSettings, validate_settings
 from .token_mask import Compression, build_token_mask
 from .trace import Trace, WindowTrace
@@ -116,6 +117,8 @@ class Editor:
         mode, reason = self._choose_memory_mode(acc)
         self.residency = Residency(pipe, device, mode)
         self.residency.apply()
+        # every rank of the process group builds its editor the same way, then they share each edit
+        self.group = join_sequence_parallel(pipe, family, acc.parallel, device) if acc.parallel else None
         compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
         if compiled:
             import torch._dynamo
@@ -131,6 +134,7 @@ class Editor:
             "pair_guidance": acc.pair_guidance,
             "memory": mode,
             "memory_reason": reason,
+            "parallel": self.group.describe() if self.group is not None else "off",
         }
 
     @classmethod
@@ -207,6 +211,8 @@ class Editor:
             prompts = self._encode_prompts(request.prompt, settings)
         decoded: list[torch.Tensor | None] = []
         latents: list[torch.Tensor] = []
+        if self.group is not None:
+            cancel = self.group.agreed(cancel)  # every rank stops at the same step
         try:
             for index, plan in enumerate(plans):
                 window_trace, frames, z = self._edit_window(
@@ -345,6 +351,7 @@ class Editor:
                     cancel=cancel,
                     pair_guidance=self.acceleration.pair_guidance,
                     generator=step_noise,
+                    layout=self.group,
                 )
             wtrace.steps = records
             with self._stage("decode"), self.residency.hold("vae"):

@@ -7,6 +7,8 @@ each forward pass; processors read the mode, the current α and the token indice
 - ``capture``: the source pass; store background K and V (after norm and rotary embedding) per layer.
 - ``fuse``: a full edit pass; background K/V become α·K_src + (1−α)·K_edit (DESIGN §2.3).
 - ``foreground``: an edit pass over foreground tokens only (α = 1); K/V = cached background + own.
+  ``joined`` says how many of the pass's leading tokens join the K/V (None: all); under sequence
+  parallelism a rank's block of tokens is padded to a common length and the padding must not join.
 
 The bank is overwritten by every source pass: nothing is kept across steps, so memory is one step's
 background K/V whatever the number of steps.
@@ -67,6 +69,7 @@ class KVBank:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     observer: KVObserver | None = None
     cursor: int = 0
+    joined: int | None = None
 
     def store(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         assert self.background_index is not None, "set background_index before a source pass"
@@ -84,8 +87,9 @@ class KVBank:
             key = fuse_background(key, self.keys[layer], self.background_index, self.alpha)
             value = fuse_background(value, self.values[layer], self.background_index, self.alpha)
         elif self.mode == "foreground":
-            key = join_background(key, self.keys[layer])
-            value = join_background(value, self.values[layer])
+            own = slice(None) if self.joined is None else slice(0, self.joined)
+            key = join_background(key[:, own], self.keys[layer])
+            value = join_background(value[:, own], self.values[layer])
         if self.observer is not None:
             self.observer(layer, self.mode, key, value)
         return key, value

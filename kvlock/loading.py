@@ -90,7 +90,7 @@ def resolve_device(device: str | torch.device, dtype: str | torch.dtype) -> tupl
         raise UnsupportedDeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UnsupportedDeviceError("device 'cuda' requested but no CUDA GPU is visible; use --device cpu")
+            raise UnsupportedDeviceError(f"device {device!r} requested but no CUDA GPU is visible; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UnsupportedDeviceError(f"cuda:{dev.index} requested but only {torch.cuda.device_count()} GPU(s)")
     elif dev.type == "mps":

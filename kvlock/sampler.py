@@ -6,6 +6,9 @@ source and capture background K/V; run the conditional and unconditional edit pa
 step; reset the background latents to the noised source at the next σ; update the metric (on the
 conditional prediction's x̂0, from the first controlled step on). One callback per step carries everything
 a progress bar, a preview, a trace or a cancel check needs.
+
+Which tokens the passes and the K/V bank work on comes from a :class:`Layout`: on one device the mask's own
+indices; under sequence parallelism (``kvlock.sequence_parallel``) this rank's share of them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -55,6 +58,41 @@ class StepRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class PassTokens:
+    """The tokens one device's passes work with.
+
+    ``background``: indices, among the tokens of a full pass on this device, of the background tokens the
+    bank captures and fuses. ``foreground``: the token indices a foreground-only pass runs (None: no
+    foreground-only pass can be laid out; full fused passes are used instead). ``joined``: how many of this
+    device's foreground-pass tokens join the K/V (None: all of them).
+    """
+
+    background: torch.Tensor
+    foreground: torch.Tensor | None
+    joined: int | None = None
+
+
+class Layout(Protocol):
+    """How the tokens of a window are spread over the devices that run it."""
+
+    def pass_tokens(self, masks: TokenMask) -> PassTokens: ...
+
+    def agree(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The same values on every device (the decisions of the loop depend on them)."""
+        ...
+
+
+class OneDevice:
+    """Every token on this device."""
+
+    def pass_tokens(self, masks: TokenMask) -> PassTokens:
+        return PassTokens(masks.background_index, masks.foreground_index)
+
+    def agree(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
 def start_index(steps: int, strength: float) -> int:
     """First step to run for ``strength`` in (0, 1]: 1 starts from pure noise, smaller from the noised source."""
     return min(steps - 1, round(steps * (1.0 - strength)))
@@ -73,12 +111,23 @@ class _Passes:
     """The transformer passes of one step, routed through the bank's modes."""
 
     def __init__(
-        self, family: ModelFamily, pipe: Any, bank: KVBank, masks: TokenMask, device: torch.device | None = None
+        self,
+        family: ModelFamily,
+        pipe: Any,
+        bank: KVBank,
+        masks: TokenMask,
+        device: torch.device | None = None,
+        tokens: PassTokens | None = None,
     ) -> None:
         self.family, self.pipe, self.bank, self.masks = family, pipe, bank, masks
         device = device if device is not None else pipe.transformer.device
-        self.fg_index = masks.foreground_index.to(device)
+        tokens = tokens if tokens is not None else OneDevice().pass_tokens(masks)
+        self.fg_index = tokens.foreground.to(device) if tokens.foreground is not None else None
         self.region = masks.latent[None, None].to(device)
+
+    @property
+    def foreground_possible(self) -> bool:
+        return self.fg_index is not None
 
     def can_pair(self, mode: str) -> bool:
         """Whether the two guidance passes may run as one batch of two.
@@ -87,7 +136,9 @@ class _Passes:
         full pass: the batch then costs no more activation memory than a plain step, and the small
         per-pass matrices fill the GPU better.
         """
-        return mode == "foreground" and 2 * self.fg_index.numel() <= self.masks.flat.numel()
+        if mode != "foreground" or self.fg_index is None:
+            return False
+        return 2 * self.fg_index.numel() <= self.masks.flat.numel()
 
     def edit_pair(
         self,
@@ -140,14 +191,17 @@ def sample_kvlock(
     cancel: threading.Event | None = None,
     pair_guidance: bool = True,
     generator: torch.Generator | None = None,
+    layout: Layout | None = None,
 ) -> tuple[torch.Tensor, list[StepRecord]]:
     """Denoise one window; return the final latents and the per-step records.
 
     ``settings`` must already be validated (baselines resolved into knobs). ``pair_guidance`` lets
     foreground-only guidance passes run as one batch (see ``_Passes.can_pair``); results agree with
     separate passes to float rounding. ``generator`` feeds a stochastic scheduler's noise, if the family's
-    scheduler has any.
+    scheduler has any. ``layout`` spreads the tokens over devices (default: all on this one).
     """
+    layout = layout if layout is not None else OneDevice()
+    x0_source = layout.agree(x0_source)
     device = x0_source.device
     stepper = family.stepper(pipe, steps, x0_source, generator)
     first = start_index(steps, settings.strength)
@@ -157,8 +211,10 @@ def sample_kvlock(
     soft = masks.soft[None, None].to(device)
     region = masks.latent[None, None].to(device)
     has_background = not bool(masks.flat.all())
-    bank.background_index = masks.background_index.to(device)
-    passes = _Passes(family, pipe, bank, masks, device)
+    tokens = layout.pass_tokens(masks)
+    bank.background_index, bank.joined = tokens.background.to(device), tokens.joined
+    passes = _Passes(family, pipe, bank, masks, device, tokens)
+    foreground_only = settings.foreground_only and passes.foreground_possible
     meter = HallucinationMeter(settings.metric_window, region, latent_scale(x0_source))
     control_start = max(0, run_steps - settings.kappa)
     use_uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
@@ -190,7 +246,7 @@ def sample_kvlock(
                 alpha_fixed=settings.alpha_fixed,
                 guidance_form=settings.guidance_form,
             )
-            mode = edit_mode(ctl.alpha, has_background, settings.foreground_only)
+            mode = edit_mode(ctl.alpha, has_background, foreground_only)
             fill = None
             if mode != "off":
                 fill = passes.source(stepper.noised(x0_source, noise, i), t, prompts.source)
@@ -217,6 +273,7 @@ def sample_kvlock(
             h = meter.update(stepper.clean_estimate(z, v_cond, i)) if controlled else None
             z = stepper.step(v, i, z)
             z = lock(z, i + 1)
+            z = layout.agree(z)  # every rank continues from rank 0's latents
             record = StepRecord(
                 step=i - first,
                 sigma=float(sigma),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Virtual environments with real Blender-as-a-module for the add-on's tests: bpy 5.0.1 on Python 3.11 and
-# bpy 5.2.3 on Python 3.13, each with the client's dependencies (grpcio, protobuf). Safe to run again.
+# bpy 5.2.3 on Python 3.13, each with the client's dependencies (grpcio, protobuf, and PyAV to read strip
+# media; numpy comes with bpy). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,14 +23,14 @@ make_env() {  # folder, python version, bpy version
   fi
   [ -x "$folder/bin/python" ] || "$python" -m venv "$folder"
   "$folder/bin/python" -m pip install -q --upgrade pip
-  "$folder/bin/python" -m pip install -q "bpy==$3" "grpcio==1.85.1" "protobuf==7.36.2"
+  "$folder/bin/python" -m pip install -q "bpy==$3" "grpcio==1.85.1" "protobuf==7.36.2" "av>=14"
 }
 
 make_env .venv-blender-5.0 3.11 5.0.1
 make_env .venv-blender-5.2 3.13 5.2.3
 
 # The plug-ins' Linux wheels, fetched once here so that the installers' tests need no network: grpcio and
-# protobuf for the Blender extension (3.11 and 3.13), and numpy and av for the Resolve client (3.11).
+# protobuf for the Blender extension (3.11 and 3.13), av for both plug-ins, numpy for the Resolve client (3.11).
 for python in 3.11 3.13; do
   .venv-blender-5.2/bin/python -m pip download -q --no-deps --only-binary=:all: --dest .wheelhouse \
     --python-version "$python" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

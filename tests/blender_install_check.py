@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+from pathlib import Path
 
 import bpy
 
@@ -20,6 +22,7 @@ def main() -> None:
         "panel": hasattr(bpy.types, "SEQUENCER_PT_kvlock"),
         "operators": [name for name in dir(bpy.ops.sequencer) if name.startswith("kvlock_")],
         "bridge": bridge.__file__,
+        "av_installed": any(Path(os.environ["BLENDER_USER_EXTENSIONS"]).glob(".local/lib/python3.*/site-packages/av")),
     }
     print("KVLOCK-REPORT " + json.dumps(report), flush=True)
 

@@ -48,6 +48,7 @@ methods are the tests' own set-up helpers, not Resolve's API.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -80,6 +81,8 @@ class Api:
     studio: bool
     end_frame: str = "exclusive"  # UNDOCUMENTED: clipInfo endFrame; "inclusive" is [EX7]'s reading
     faults: set[str] = field(default_factory=set)  # not Resolve's behaviour: injected failures (see MediaPool)
+    colour_locked: bool = False  # clip colour properties read only, as in an ACES workflow [R18.5]
+    settings: dict[str, str] = field(default_factory=dict)  # Project.GetSetting values (key names UNDOCUMENTED)
     page: str = "edit"
     modals: list[str] = field(default_factory=list)  # dialogs Resolve raised (a human must dismiss them)
     unknown: list[str] = field(default_factory=list)  # unknown names the script asked for
@@ -111,12 +114,26 @@ class ResolveObject:
                        if name[:1].isupper() and getattr(value, "since", ()) <= version})  # fmt: skip
 
 
+def sequence_name(files: list[Path], digits: int) -> str:
+    """An image sequence as Resolve names it: "file_[001-100].dpx" for file_001 … file_100 [R18.5 ImportMedia]."""
+    first, last = files[0].name, files[-1].name
+    head, number, tail = re.fullmatch(r"(.*?)(\d+)(\.[A-Za-z]+)", first).groups()
+    end = re.fullmatch(r"(.*?)(\d+)(\.[A-Za-z]+)", last).group(2)
+    return f"{head}[{number}-{end.zfill(digits)}]{tail}"
+
+
 class MediaPoolItem(ResolveObject):
-    def __init__(self, api: Api, path: str, fps: Fraction | None = None) -> None:
+    """``colour``: the clip's colour properties as the Clip Attributes show them (set-up; key names UNDOCUMENTED).
+    An image sequence's "File Path" is its folder and bracketed name, like the clip's name (UNDOCUMENTED)."""
+
+    def __init__(self, api: Api, path: str, fps: Fraction | None = None, colour: dict[str, str] | None = None):
         super().__init__(api)
         info = probe(path)
         self._path, self._uid = str(path), f"mpi-{next(_ids)}"
+        if info.kind == "sequence":
+            self._path = str(info.files[0].parent / sequence_name(list(info.files), info.digits))
         self._fps, self.frames = fps if fps is not None else info.rate, info.frames
+        self.colour = dict(colour or {})
 
     def GetName(self) -> str:
         return Path(self._path).name
@@ -125,10 +142,21 @@ class MediaPoolItem(ResolveObject):
         return self._uid
 
     def GetClipProperty(self, key: str | None = None) -> Any:
+        """One property, or with no key "a snapshot of all queryable properties" [R18.5 Project and Clip
+        properties]; an invalid key gives "a trivial result" (here "")."""
         fps = round(float(self._fps), 3)  # 23.976, 29.97: a number in 21.x [STUB], text before (UNDOCUMENTED)
         props = {"File Path": self._path, "FPS": fps if self._api.version >= (21,) else f"{fps:g}",
-                 "Frames": str(self.frames)}  # fmt: skip
+                 "Frames": str(self.frames), **self.colour}  # fmt: skip
         return props if key is None else props.get(key, "")
+
+    def SetClipProperty(self, key: str, value: str) -> bool:
+        """Returns whether it worked ("please check the return value"); colour spaces are read only in an ACES
+        workflow [R18.5 Project and Clip properties] — ``Api.colour_locked`` fakes that context."""
+        colour = any(word in key.lower() for word in ("color space", "gamma", "input transform", "idt"))
+        if colour and self._api.colour_locked:
+            return False
+        self.colour[key] = str(value)
+        return True
 
 
 class TimelineItem(ResolveObject):
@@ -323,8 +351,18 @@ class MediaPool(ResolveObject):
     def GetCurrentFolder(self) -> Folder:
         return self._current
 
-    def ImportMedia(self, paths: list[str]) -> list[MediaPoolItem]:
-        items = [MediaPoolItem(self._api, p) for p in paths if Path(p).exists()]  # missing: none (UNDOCUMENTED)
+    def ImportMedia(self, paths: list[Any]) -> list[MediaPoolItem]:
+        """File paths, or clipInfo dicts ``{"FilePath": "file_%03d.dpx", "StartIndex": 1, "EndIndex": 100}``
+        for an image sequence, "imported as one MediaPoolItem" [R18.5]. A missing file gives none (UNDOCUMENTED)."""
+        items = []
+        for entry in paths:
+            if isinstance(entry, dict):
+                pattern, first, last = str(entry["FilePath"]), int(entry["StartIndex"]), int(entry["EndIndex"])
+                files = [Path(pattern % n) for n in range(first, last + 1)]
+                if all(f.exists() for f in files):
+                    items.append(MediaPoolItem(self._api, pattern))
+            elif Path(entry).exists():
+                items.append(MediaPoolItem(self._api, entry))
         self._current.clips.extend(items)
         return items
 
@@ -367,6 +405,12 @@ class Project(ResolveObject):
 
     def GetMediaPool(self) -> MediaPool:
         return self.media_pool
+
+    def GetSetting(self, key: str | None = None) -> Any:
+        """A project setting, or all of them with no key [R18.5]; "colorScienceMode" and "colorSpaceInput" are
+        the names public scripts use (UNDOCUMENTED), defaulting to Resolve's YRGB with Rec.709 Gamma 2.4."""
+        settings = {"colorScienceMode": "davinciYRGB", "colorSpaceInput": "Rec.709 Gamma 2.4", **self._api.settings}
+        return dict(settings) if not key else settings.get(key, "")
 
 
 class ProjectManager(ResolveObject):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_blender_addon import ROOT, VENVS
+from .blender_launch import ROOT, VENVS
 
 pytestmark = pytest.mark.skipif(
     not all((v / "bin" / "python").exists() for v in VENVS.values()) and not os.environ.get("CI"),
@@ -52,7 +52,9 @@ def test_zip_holds_the_addon_the_client_and_wheels_for_both_pythons(extension_zi
     assert all(f'"./{w}"' in manifest for w in wheels) and 'platforms = ["linux-x64"]' in manifest
     assert any("grpcio" in w and "cp311" in w for w in wheels) and any("grpcio" in w and "cp313" in w for w in wheels)
     assert any("protobuf" in w for w in wheels)
-    assert {"kvlock_bridge/render.py", "kvlock_wire/editor_pb2.py", "kvlock/media/atomic.py"} <= inside
+    assert any(w.startswith("wheels/av-") and "abi3" in w for w in wheels)  # decodes strip media, both Pythons
+    light = {"kvlock/settings.py", *(f"kvlock/media/{m}.py" for m in ("atomic", "decode", "exr", "timecode"))}
+    assert {"kvlock_bridge/render.py", "kvlock_wire/editor_pb2.py", *light} <= inside
     assert not any(n.startswith("kvlock/editor") or n.startswith("kvlock/models") for n in inside)  # no engine
 
 
@@ -81,3 +83,4 @@ def test_blender_validates_installs_and_registers_it(version, extension_zip, tmp
     assert report["install"] == ["FINISHED"] and report["enabled"] and report["panel"]
     assert set(report["operators"]) >= {"kvlock_render", "kvlock_cancel", "kvlock_refresh", "kvlock_place_result"}
     assert str(tmp_path / "extensions") in report["bridge"]  # the client came from the zip's wheel
+    assert report["av_installed"]  # Blender put the zip's PyAV wheel beside it

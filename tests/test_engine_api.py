@@ -20,6 +20,7 @@ from kvlock import (
     SettingsError,
     UnsupportedDeviceError,
 )
+from kvlock.settings import DEFAULT_TAU
 from kvlock.world.tiny import build_tiny_wan
 
 from .conftest import box_matte, make_clip
@@ -142,7 +143,11 @@ def test_loading_a_saved_folder_gives_the_same_edit(editor, clip, tmp_path):
     # from_pretrained keeps the rotary tables in float32 where the in-memory build has float64: the same
     # model up to rounding, not bit for bit
     assert torch.allclose(a.latents[0], b.latents[0], atol=1e-4)
-    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 2
+    # The random VAE's RMS norms divide by near-zero feature norms, so a 1e-6 latent difference can move a
+    # decoded pixel by tens of levels; the decoders are compared on one latent instead of on the two edits.
+    with torch.no_grad():
+        same = [e.model.family.decode_latents(e.model.pipe, a.latents[0]) for e in (editor, loaded)]
+    assert torch.allclose(same[0], same[1], atol=1e-5)
 
 
 def test_progress_reports_every_step_and_cancel_stops_between_steps(editor, clip):
@@ -172,8 +177,8 @@ def test_strength_starts_from_the_noised_source(editor, clip):
 
 
 def test_baselines_change_only_their_knob(editor, clip):
-    def run(method):
-        return editor.edit(EditRequest(*clip, PROMPT, EditSettings(steps=4, kappa=2, method=method)))
+    def run(method, **knobs):
+        return editor.edit(EditRequest(*clip, PROMPT, EditSettings(steps=4, kappa=2, method=method, **knobs)))
 
     no_lock = run("no_lock").trace.windows[0].steps
     assert {s.alpha for s in no_lock} == {0.0} and {s.mode for s in no_lock} == {"off"}
@@ -181,8 +186,8 @@ def test_baselines_change_only_their_knob(editor, clip):
     assert {s.alpha for s in fixed} == {0.5} and {s.mode for s in fixed} == {"fuse"}
     static = run("static_cfg").trace.windows[0].steps
     assert {s.omega for s in static} == {5.0} and {s.s_star for s in static} == {1.0}
-    dynamic = run("kvlock").trace.windows[0].steps
-    assert [s.alpha for s in dynamic[:2]] == [1.0, 1.0]  # α_early before the last κ steps
+    dynamic = run("kvlock", alpha_early=0.7).trace.windows[0].steps
+    assert [s.alpha for s in dynamic[:2]] == [0.7, 0.7]  # α_early before the last κ steps
     assert all(s.omega >= 5.0 for s in dynamic)
 
 
@@ -199,7 +204,9 @@ def test_own_source_pass_for_uncond_runs_a_second_source_pass(editor, clip):
 def test_trace_serialises_and_plots(editor, clip, tmp_path):
     result = editor.edit(EditRequest(*clip, PROMPT, EditSettings(steps=3)))
     data = json.loads(result.trace.to_json())
-    assert data["settings"]["tau"] == 0.01 and len(data["windows"][0]["steps"]) == 3
+    # tiny-random was never calibrated: the documented default, and the trace says so
+    assert data["settings"]["tau"] == DEFAULT_TAU and "never calibrated" in data["tau_source"]
+    assert len(data["windows"][0]["steps"]) == 3
     assert set(data["windows"][0]["steps"][0]) >= {"sigma", "h", "alpha", "omega", "s_star", "seconds"}
     png = result.trace.plot(tmp_path / "trace.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

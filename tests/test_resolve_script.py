@@ -158,6 +158,61 @@ def test_dialog_renders_the_clip_under_the_playhead_with_its_slipped_matte(tmp_p
     assert_background_is_source(result, media, OFFSET, LENGTH, matte_first=SLIP)  # the matte's own frames
 
 
+def write_linear_plate(folder: Path, openexr, count: int = 30, first: int = 1001) -> np.ndarray:
+    """A scene-linear EXR plate (half float, highlights up to 4.0 and a few negative values), numbered from 1001."""
+    folder.mkdir(exist_ok=True)
+    plate = (unique_frames(count, SIZE, SIZE, seed=11).astype(np.float32) / 255.0 * 4.0 - 0.05).astype(np.float16)
+    for index, frame in enumerate(plate):
+        channels = {name: np.ascontiguousarray(frame[..., k]) for k, name in enumerate("RGB")}
+        header = {"compression": openexr.ZIP_COMPRESSION}
+        openexr.File(header, channels).write(str(folder / f"plate.{first + index}.exr"))
+    return plate
+
+
+def test_a_linear_exr_plate_comes_back_as_exr_with_its_own_values_and_colour(tmp_path, servers, media):
+    openexr = pytest.importorskip("OpenEXR")
+    plate = write_linear_plate(media["folder"] / "linear-plate", openexr)
+    resolve = make_resolve(media, "21", studio=True, matte_above=False)
+    timeline = timeline_of(resolve)
+    timeline._tracks[0].clear()
+    colour = {"Input Color Space": "ACEScg", "Input Gamma": "Linear"}
+    shot = fr.MediaPoolItem(resolve.api, str(media["folder"] / "linear-plate" / "plate.1001.exr"), Fraction(24), colour)
+    assert shot.GetClipProperty("File Path").endswith("plate.[1001-1030].exr")  # Resolve's name for a sequence
+    timeline.put(1, shot, REC, REC + LENGTH, OFFSET)
+    timeline.put(2, fr.MediaPoolItem(resolve.api, str(media["folder"] / "matte.mkv")), REC, REC + LENGTH, SLIP)
+    items, _ = run_dialog(resolve, servers["shared"], {}, tmp_path)
+    assert items["Status"].Text.startswith("Done: placed on V3"), items["Status"].Text
+    (placed,) = placed_items(resolve, 3)
+    assert (placed.GetStart(), placed.GetEnd(), placed.GetLeftOffset()) == (REC, REC + LENGTH, 0)
+    result = placed.GetMediaPoolItem()
+    assert {k: result.GetClipProperty(k) for k in colour} == colour  # Resolve interprets it as the plate
+    assert last_settings(servers["shared"]) is not None
+    folder = tmp_path / "plate.kvlock"
+    numbers = sorted(int(f.name.split(".")[-2]) for f in folder.glob("*.exr"))
+    assert numbers == list(range(1001 + OFFSET, 1001 + OFFSET + LENGTH))  # the plate's own frame numbers
+    edited = read_frames(probe(folder), 0, LENGTH)
+    source = plate[OFFSET : OFFSET + LENGTH]
+    assert edited.dtype == np.float16 and edited.shape == source.shape
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in media["matte"][SLIP : SLIP + LENGTH]]) == 0
+    assert (source[outside] > 1.0).any() and (source[outside] < 0).any()
+    assert np.array_equal(edited[outside].view(np.uint16), source[outside].view(np.uint16))  # bit for bit
+    assert not np.array_equal(edited[~outside], source[~outside])
+
+
+def test_an_exr_plate_is_not_uploaded_as_code_values(tmp_path, servers, media):
+    openexr = pytest.importorskip("OpenEXR")
+    write_linear_plate(media["folder"] / "linear-plate", openexr)
+    resolve = make_resolve(media, "21", studio=True, matte_above=False)
+    timeline = timeline_of(resolve)
+    timeline._tracks[0].clear()
+    shot = fr.MediaPoolItem(resolve.api, str(media["folder"] / "linear-plate" / "plate.1001.exr"), Fraction(24))
+    timeline.put(1, shot, REC, REC + LENGTH, OFFSET)
+    timeline.put(2, fr.MediaPoolItem(resolve.api, str(media["folder"] / "matte.mkv")), REC, REC + LENGTH, SLIP)
+    items, _ = run_dialog(resolve, servers["private"], {}, tmp_path)
+    assert items["Status"].Text.startswith("Error") and "EXR plate goes by path only" in items["Status"].Text
+    assert placed_items(resolve, 3) == [] and not list(tmp_path.iterdir())
+
+
 def drive_page(url: str, actions: list, log: list) -> None:
     """What the editor does in the browser, over real HTTP: load, check, render, wait, close."""
 

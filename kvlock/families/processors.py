@@ -29,9 +29,20 @@ class KVLockProcessor:
     def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Attention over (B, S, heads, d) tensors with the backend chosen for KV-Lock's passes."""
+        """Attention over (B, S, heads, d) tensors with the backend chosen for KV-Lock's passes.
+
+        Under diffusers' context parallelism (``_parallel_config`` set by ``kvlock.sequence_parallel``) the
+        tensors are this rank's shard of tokens and the dispatcher runs the Ulysses or ring exchange.
+        """
         return dispatch_attention_fn(
-            query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False, backend=self._attention_backend
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
         )
 
 

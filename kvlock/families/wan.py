@@ -9,6 +9,7 @@ import torch
 
 from ..errors import ModelLoadError
 from ..kv_bank import KVBank
+from ..sequence_parallel import rotary_rows
 from ..steppers import FlowMatchStepper
 from ..token_mask import Compression
 from .base import ModelDefaults
@@ -39,6 +40,7 @@ class WanFamily:
     name: ClassVar[str] = "wan"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanPipeline",)
     defaults: ClassVar[ModelDefaults] = ModelDefaults(height=480, width=832, frames=81, steps=50, guidance=5.0)
+    sequence_parallel: ClassVar[bool] = True  # predict_tokens follows the model's context-parallel plan
 
     def geometry(self, pipe: Any) -> tuple[Compression, int]:
         """Read from the checkpoint: Wan2.1 is (4, 8, 8) with (1, 2, 2) patches; smaller VAEs differ."""
@@ -111,7 +113,10 @@ class WanFamily:
         """Wan's forward restricted to ``token_index``: every stage but self-attention is per token.
 
         Built from the model's own submodules (rope, patch embedding, condition embedder, blocks,
-        output head); the self-attention processors add the cached background K/V.
+        output head); the self-attention processors add the cached background K/V. Under context
+        parallelism the model's plan hooks still act on those submodules (its shard of the rotary table,
+        its block of the tokens at the first block, all tokens gathered after the output head), so only
+        the rotary rows need this rank's numbering (``rotary_rows``).
         """
         model = pipe.transformer
         patch = tuple(model.config.patch_size)
@@ -119,7 +124,8 @@ class WanFamily:
         b, _, f, h, w = hidden.shape
         grid = (f // patch[0], h // patch[1], w // patch[2])
         cos, sin = model.rope(hidden)
-        rotary = (cos[:, token_index], sin[:, token_index])
+        rows = rotary_rows(model, token_index, grid[0] * grid[1] * grid[2])
+        rotary = (cos[:, rows], sin[:, rows])
         x = model.patch_embedding(hidden).flatten(2).transpose(1, 2)[:, token_index].contiguous()
         temb, proj, text, _ = model.condition_embedder(self._timestep(t, b), embeds, None)
         proj = proj.unflatten(1, (6, -1))

@@ -91,7 +91,7 @@ def frame_to_array(frame: av.VideoFrame, has_alpha: bool, deep: bool) -> np.ndar
 # -- sequences -------------------------------------------------------------------------------------------
 
 
-def _sequence_files(path: Path) -> tuple[list[Path], int] | None:
+def sequence_files(path: Path) -> tuple[list[Path], int] | None:
     """The numbered files a sequence path names, sorted by number, and the first number."""
     if path.is_dir():
         files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _NUMBERED.match(p.name)]
@@ -244,14 +244,14 @@ def probe(path: str | Path, sequence_rate: Fraction | None = None) -> MediaInfo:
     """
     path = Path(path).expanduser()
     if path.is_dir() or "#" in path.name or re.search(r"%0?\d*d", path.name):
-        sequence = _sequence_files(path)
+        sequence = sequence_files(path)
         if sequence is None:
             raise MediaNotFoundError(f"no image sequence at {path}")
         return _image_info(path, "sequence", *sequence, sequence_rate)
     if not path.exists():
         raise MediaNotFoundError(f"{path} does not exist")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        sequence = _sequence_files(path)
+        sequence = sequence_files(path)
         if sequence is not None and len(sequence[0]) > 1:
             return _image_info(path, "sequence", *sequence, sequence_rate)
         return _image_info(path, "still", [path], sequence[1] if sequence else 0, sequence_rate)

@@ -1,7 +1,9 @@
 """KV-Lock in Blender's Video Sequence Editor: edit a strip's masked subject with the KV-Lock server.
 
-A panel in Sequencer › Sidebar › KV-Lock gathers the active strip's frames and a matte on the main
-thread, runs the job off it through the client bridge, and places the result on a free channel above.
+A panel in Sequencer › Sidebar › KV-Lock edits the active strip's own media (a movie or image sequence, at
+its own size and rate; strips without media are rendered by the sequencer) with a matte carried into the
+plate's pixels, runs the job off the main thread through the client bridge, and places the result directly
+above the source, where it replaces what the composition showed.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ def register() -> None:
 
 
 def unregister() -> None:
-    if job.ACTIVE is not None:
-        job.ACTIVE.render.cancel.set()
-    if bpy.app.timers.is_registered(job.poll):
-        bpy.app.timers.unregister(job.poll)
+    job.stop()
     for cls in reversed((*operators.CLASSES, panel.SEQUENCER_PT_kvlock)):
         bpy.utils.unregister_class(cls)
     settings.unregister()

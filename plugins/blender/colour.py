@@ -17,7 +17,7 @@ the whole rule here:
 Which spaces are scene-linear is read from the OpenColorIO config Blender uses (``$OCIO`` if set, else the one
 shipped in Blender's datafiles): a colour space with ``encoding: scene-linear`` (Blender 5.1+), ``family:
 Linear`` (Blender 4.x–5.0), or a ``lin_…`` alias. Only ``colour_plan`` and ``tag_strip`` touch Blender objects,
-and only on the main thread; the rest are plain functions.
+and only on the main thread (``tag_space`` too); the rest are plain functions.
 """
 
 from __future__ import annotations
@@ -127,8 +127,14 @@ def colour_plan(scene: Any, strip: Any, media_path: str | None, codec: str = "ff
 
 def tag_strip(strip: Any, plan: ColourPlan) -> bool:
     """Give the result strip the plan's colour space; False (and the strip unchanged) if Blender refuses it."""
+    return tag_space(strip, plan.output_space)
+
+
+def tag_space(strip: Any, space: str) -> bool:
+    """Give ``strip`` the colour space ``space`` (what the placing operator, which gets the plan's output space
+    as a property, calls); False (and the strip unchanged) if Blender refuses it."""
     try:
-        strip.colorspace_settings.name = plan.output_space
+        strip.colorspace_settings.name = space
     except (TypeError, AttributeError):
         return False
-    return strip.colorspace_settings.name == plan.output_space
+    return strip.colorspace_settings.name == space

@@ -1,27 +1,31 @@
-"""The panel's actions. Validation and frame gathering happen here, on the main thread, before any job starts."""
+"""The panel's actions. Validation happens here, on the main thread, before any job starts; reading and
+decoding media happens later, off it (see :mod:`.job`)."""
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import bpy
-import numpy as np
-from bpy.props import IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from kvlock_bridge import ArrayClip, AuthenticationError, BridgeError, Client, Params, ServerUnavailableError
-from kvlock_bridge.background import BackgroundRender, unused_output
+from kvlock_bridge import AuthenticationError, BridgeError, Client, Params, ServerUnavailableError
+from kvlock_bridge.background import unused_output
 from kvlock_bridge.client import read_token
 
 from . import job as jobs
 from . import settings
-from .compat import top_strips, visible_range
-from .gather import render_frames, temporary_mask_strip
-from .placement import SUFFIX, PlacementError, free_channel_above, output_folder
+from .colour import colour_plan, tag_space
+from .compat import all_strips, content_start, sequencer_scene, top_strips, visible_range
+from .media import MediaStrip
+from .placement import SUFFIX, PlacementError, choose_channel, copy_look, output_folder, shift_up
+from .settings import PLACEMENT_ITEMS
+from .snapshot import media_strip
+from .timing import retime_problem
 
-SOURCE_TYPES = {"MOVIE", "IMAGE"}
-MATTE_TYPES = {"MOVIE", "IMAGE", "MASK"}
+NO_EDIT_TYPES = {"SOUND"}  # strips without pictures
 
 
 class UserError(Exception):
@@ -64,6 +68,7 @@ def connect(context: Any) -> Client:
 
 
 def frame_rate(scene: Any) -> Fraction:
+    """The scene's rate as an exact fraction (fps_base is a float: 1.001 means 24000/1001)."""
     return Fraction(round(scene.render.fps * 1000), round(scene.render.fps_base * 1000))
 
 
@@ -83,27 +88,80 @@ def source_range(scene: Any, strip: Any, props: Any) -> tuple[int, int]:
     return start, end
 
 
-def gather_matte(scene: Any, props: Any, start: int, end: int) -> np.ndarray:
-    """The matte rendered for exactly [start, end), as (T, H, W) uint8."""
+def _retimed_by_effect(editor: Any, strip: Any, start: int, end: int) -> str | None:
+    for other in all_strips(editor):
+        if other.type != "SPEED" or getattr(other, "input_1", None) != strip:
+            continue
+        s, e = visible_range(other)
+        if s < end and start < e:
+            return (
+                f"{strip.name} is retimed by the speed effect {other.name}: the composition shows other frames than "
+                "the strip's own; apply the edit before retiming, or render the retimed strip to a new file first"
+            )
+    return None
+
+
+def _layer(editor: Any, strip: Any, role: str, start: int, end: int) -> Any:
+    """The worker's description of a strip: its media, or a sequencer render of it."""
+    problem = _retimed_by_effect(editor, strip, start, end)
+    try:
+        media = media_strip(strip)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if media is not None:
+        problem = problem or retime_problem(strip.name, media.timing)
+    if problem:
+        raise UserError(problem)
+    if strip.name not in top_strips(editor):  # inside a meta its place on the canvas is the meta's too
+        raise UserError(
+            f"the {role} {strip.name} sits inside a meta strip: choose the meta strip itself, or move the strip out"
+        )
+    if media is not None:
+        return media
+    return jobs.Rendered(strip.name, int(content_start(strip)))
+
+
+def matte_layer(scene: Any, props: Any, source: Any, start: int, end: int) -> Any:
+    """The matte for exactly [start, end): a mask data-block, or a strip (its media, else its render)."""
+    editor = scene.sequence_editor
     if props.matte_kind == "MASK":
         if props.mask is None:
             raise UserError("choose a mask data-block for the matte")
-        with temporary_mask_strip(scene, props.mask, start, end) as strip:
-            frames = render_frames(scene, strip, start, end)
-    else:
-        strip = top_strips(scene.sequence_editor).get(props.matte_strip) if props.matte_strip else None
-        if strip is None:
-            raise UserError("choose the matte strip (a mask, movie or image strip) in the KV-Lock panel")
-        if strip.type not in MATTE_TYPES:
-            raise UserError(f"{strip.name} is a {strip.type.lower()} strip; the matte must be a mask, movie or image")
-        m_start, m_end = visible_range(strip)
-        if m_start > start or m_end < end:
-            raise UserError(
-                f"matte length mismatch: {strip.name} covers frames {m_start}–{m_end - 1}, "
-                f"the source needs {start}–{end - 1}"
-            )
-        frames = render_frames(scene, strip, start, end)
-    return frames.max(axis=-1)  # a grey matte has R = G = B; a coloured one counts where any channel is lit
+        return jobs.MaskBlock(props.mask.name)
+    strip = all_strips(editor).get(props.matte_strip) if props.matte_strip else None
+    if strip is None:
+        raise UserError("choose the matte strip (a mask, movie or image strip) in the KV-Lock panel")
+    if strip.type in NO_EDIT_TYPES or strip == source:
+        raise UserError(f"{strip.name} cannot be the matte: choose a mask, movie or image strip other than the source")
+    m_start, m_end = visible_range(strip)
+    if m_start > start or m_end < end:
+        raise UserError(
+            f"matte length mismatch: {strip.name} covers frames {m_start}–{m_end - 1}, "
+            f"the source needs {start}–{end - 1}"
+        )
+    return _layer(editor, strip, "matte", start, end)
+
+
+def _notes(editor: Any, strip: Any) -> tuple[str, ...]:
+    """What the placed result does not carry over, so the editor is not surprised."""
+    notes = []
+    if strip.blend_type not in ("ALPHA_OVER", "REPLACE") or strip.blend_alpha < 1.0:
+        blend = strip.bl_rna.properties["blend_type"].enum_items[strip.blend_type].name
+        notes.append(
+            f"{strip.name} blends ({blend}, {strip.blend_alpha:.0%}) with what is below it and the result takes the "
+            f"same blend above it, so both show: mute {strip.name} to see the edit in its place"
+        )
+    if len(getattr(strip, "modifiers", ())):
+        names = ", ".join(m.name for m in strip.modifiers)
+        notes.append(f"the source's modifiers ({names}) are not on the result: copy them to it (Strip › Modifiers)")
+    readers = [
+        s.name
+        for s in all_strips(editor)
+        if strip in (getattr(s, "input_1", None), getattr(s, "input_2", None)) and s.type != "SPEED"
+    ]
+    if readers:
+        notes.append(f"{', '.join(readers)} still read the original {strip.name}")
+    return tuple(notes)
 
 
 class SEQUENCER_OT_kvlock_refresh(bpy.types.Operator):
@@ -112,7 +170,7 @@ class SEQUENCER_OT_kvlock_refresh(bpy.types.Operator):
     bl_description = "Connect to the KV-Lock server and list its models"
 
     def execute(self, context: Any) -> set[str]:
-        props = context.scene.kvlock
+        props = sequencer_scene(context).kvlock
         try:
             connect(context).close()
         except UserError as exc:
@@ -126,23 +184,55 @@ class SEQUENCER_OT_kvlock_refresh(bpy.types.Operator):
 class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
     bl_idname = "sequencer.kvlock_render"
     bl_label = "Render with KV-Lock"
-    bl_description = "Edit the active strip's masked subject; the result lands on a free channel above"
+    bl_description = "Edit the active strip's masked subject; the result lands directly above it"
+
+    placement: EnumProperty(name="Placement", items=PLACEMENT_ITEMS, default="ABOVE")
+    channel: IntProperty(name="Channel", min=1, max=128, default=2)
+    conflict: StringProperty(options={"SKIP_SAVE", "HIDDEN"})
+
+    def invoke(self, context: Any, event: Any) -> set[str]:
+        """From the UI: when the channel above is taken, ask where the result should go."""
+        scene = sequencer_scene(context)
+        props = scene.kvlock
+        self.placement, self.channel = props.placement, props.placement_channel
+        strip = scene.sequence_editor.active_strip if scene.sequence_editor is not None else None
+        if strip is not None and jobs.ACTIVE is None:
+            try:
+                start, end = source_range(scene, strip, props)
+                choose_channel(scene.sequence_editor, strip.channel, start, end, self.placement, self.channel)
+            except PlacementError as exc:
+                self.conflict = str(exc)
+                return context.window_manager.invoke_props_dialog(self, width=480)
+            except UserError:
+                pass  # execute says it
+        return self.execute(context)
+
+    def draw(self, _context: Any) -> None:
+        col = self.layout.column()
+        for line in re.findall(r".{1,70}(?:\s|$)", self.conflict):
+            col.label(text=line.strip())
+        col.prop(self, "placement")
+        if self.placement == "CHANNEL":
+            col.prop(self, "channel")
 
     def execute(self, context: Any) -> set[str]:
-        props = context.scene.kvlock
+        scene = sequencer_scene(context)
+        props = scene.kvlock
+        if self.properties.is_property_set("placement"):
+            props.placement, props.placement_channel = self.placement, self.channel
         try:
-            job = self._prepare(context)
+            job = self._prepare(context, scene)
         except (UserError, PlacementError) as exc:
             props.status = f"Error: {exc}"
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        props.running, props.progress, props.step_text = True, 0.0, "uploading…"
-        props.status = f"Rendering {job.placement.name} → {job.render.output.name}"
+        props.running, props.progress, props.step_text = True, 0.0, "reading the media…"
+        props.status = f"Rendering {job.placement.name} → {job.output.name}"
         jobs.start(job)
         return {"FINISHED"}
 
-    def _prepare(self, context: Any) -> jobs.RunningJob:
-        scene, props = context.scene, context.scene.kvlock
+    def _prepare(self, context: Any, scene: Any) -> jobs.Job:
+        props = scene.kvlock
         if jobs.ACTIVE is not None:
             raise UserError("a KV-Lock render is already running: wait for it or cancel it")
         if not props.prompt.strip():
@@ -151,46 +241,80 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
         strip = editor.active_strip if editor is not None else None
         if strip is None:
             raise UserError("no active strip: click the movie or image strip to edit")
-        if strip.type not in SOURCE_TYPES:
-            raise UserError(f"the active strip {strip.name} is a {strip.type.lower()} strip; choose a movie or image")
+        if strip.type in NO_EDIT_TYPES:
+            raise UserError(f"the active strip {strip.name} is a sound strip; choose one with pictures")
         start, end = source_range(scene, strip, props)
+        source = _layer(editor, strip, "source", start, end)
+        matte = matte_layer(scene, props, strip, start, end)
+        # checked now so a taken channel is said before any work; chosen again when the result is placed
+        choose_channel(editor, strip.channel, start, end, props.placement, props.placement_channel)
+        colour = colour_plan(scene, strip, source.files[0] if isinstance(source, MediaStrip) else None, props.codec)
         folder = output_folder(bpy.data.filepath, bpy.path.abspath(props.output_dir) if props.output_dir else "")
-        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[props.codec])
-        channel = free_channel_above(editor, strip.channel, start, end)
+        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[colour.codec])
+        render = scene.render
+        plan = jobs.Plan(
+            scene=scene.name,
+            start=start,
+            end=end,
+            canvas=(render.resolution_x, render.resolution_y),
+            scene_rate=frame_rate(scene),
+            source=source,
+            matte=matte,
+            colour=colour,
+        )
+        placement = jobs.Placement(
+            scene=scene.name,
+            name=f"{strip.name} KV-Lock",
+            source=strip.name,
+            source_channel=strip.channel,
+            start=start,
+            end=end,
+            mode=props.placement,
+            picked=props.placement_channel,
+            copy_look=not isinstance(source, jobs.Rendered),
+            colour_space=colour.output_space,
+            notes=_notes(editor, strip) + ((colour.note,) if colour.linear and colour.codec != "exr" else ()),
+        )
         client = connect(context)
-        try:
-            matte = gather_matte(scene, props, start, end)
-            source = render_frames(scene, strip, start, end)
-        except Exception:
-            client.close()
-            raise
         params = Params(
             prompt=props.prompt,
             model=props.model or "tiny",
             settings=props.edit_settings(),
-            codec=props.codec,
-            rate=frame_rate(scene),
+            codec=colour.codec,
+            rate=plan.scene_rate,
         )
-        placement = jobs.Placement(scene.name, f"{strip.name} KV-Lock", channel, start)
-        render = BackgroundRender(client, ArrayClip(strip.name, source), ArrayClip("matte", matte), params, output)
-        return jobs.RunningJob(render, placement)
+        return jobs.Job(client, plan, params, output, placement)
 
 
 class SEQUENCER_OT_kvlock_cancel(bpy.types.Operator):
     bl_idname = "sequencer.kvlock_cancel"
     bl_label = "Cancel"
-    bl_description = "Stop the running KV-Lock render (between denoising steps); nothing is placed"
+    bl_description = "Stop the running KV-Lock render (between frames or denoising steps); nothing is placed"
 
     def execute(self, context: Any) -> set[str]:
         if jobs.ACTIVE is None:
             return {"CANCELLED"}
-        jobs.ACTIVE.render.cancel.set()
-        context.scene.kvlock.step_text = "cancelling…"
+        jobs.ACTIVE.cancel.set()
+        sequencer_scene(context).kvlock.step_text = "cancelling…"
         return {"FINISHED"}
 
 
+def add_result(editor: Any, name: str, path: str, channel_number: int, start: int) -> Any:
+    """The result as a movie strip, or as an image strip of its numbered files when it is a folder (EXR)."""
+    strips, folder = top_strips(editor), Path(path)
+    where = {"name": name, "channel": channel_number, "frame_start": start, "fit_method": "ORIGINAL"}
+    if not folder.is_dir():
+        return strips.new_movie(filepath=path, **where)
+    files = sorted(folder.iterdir(), key=lambda f: (len(f.name), f.name))  # NAME.1001.exr …: by number
+    strip = strips.new_image(filepath=str(files[0]), **where)
+    for file in files[1:]:
+        strip.elements.append(file.name)
+    return strip
+
+
 class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
-    """Adds the finished result as a movie strip; an operator so that Undo removes it."""
+    """Adds the finished result as a movie (or EXR image) strip; an operator so that Undo removes it (and any
+    shift)."""
 
     bl_idname = "sequencer.kvlock_place_result"
     bl_label = "Place KV-Lock Result"
@@ -199,18 +323,52 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
     scene: StringProperty()
     filepath: StringProperty(subtype="FILE_PATH")
     name: StringProperty()
-    channel: IntProperty(min=1, max=128)
+    source: StringProperty()
+    source_channel: IntProperty(min=1, max=128)
     frame_start: IntProperty()
+    frame_end: IntProperty()
+    placement: EnumProperty(items=PLACEMENT_ITEMS, default="ABOVE")
+    channel: IntProperty(min=1, max=128, default=2)
+    copy_look: BoolProperty(default=True, description="the source has media: take its transform too")
+    colour_space: StringProperty(description="the result's colour space (its pixels are in the source's)")
+    notes: StringProperty()
 
     def execute(self, context: Any) -> set[str]:
         scene = bpy.data.scenes.get(self.scene)
         if scene is None or scene.sequence_editor is None:
             self.report({"ERROR"}, f"scene {self.scene} is gone; the result is at {self.filepath}")
             return {"CANCELLED"}
-        strip = top_strips(scene.sequence_editor).new_movie(
-            name=self.name, filepath=self.filepath, channel=self.channel, frame_start=self.frame_start
-        )
+        props, editor = scene.kvlock, scene.sequence_editor
+        source = top_strips(editor).get(self.source)
+        below = source.channel if source is not None else self.source_channel
+        try:
+            start, end = self.frame_start, self.frame_end
+            number, shift = choose_channel(editor, below, start, end, self.placement, self.channel)
+            if shift:
+                shift_up(editor, below)
+        except PlacementError as exc:
+            props.status = f"Error: {exc}; the result is saved at {self.filepath}"
+            self.report({"ERROR"}, props.status)
+            return {"CANCELLED"}
+        strip = add_result(editor, self.name, self.filepath, number, self.frame_start)
+        if source is not None:
+            copy_look(source, strip, media=self.copy_look)
+        tagged = not self.colour_space or tag_space(strip, self.colour_space)
         strip.select = True
+        props.placed_channel = number
+        placed = visible_range(strip)
+        props.status = f"Done: {bpy.path.basename(self.filepath)} on channel {number}"
+        if placed != (self.frame_start, self.frame_end):
+            props.status += (
+                f"; Blender placed it over frames {placed[0]}–{placed[1] - 1}, not {self.frame_start}–"
+                f"{self.frame_end - 1}: check the movie's and the scene's frame rates"
+            )
+        if not tagged:
+            props.status += (
+                f"; Blender has no colour space {self.colour_space}: set the result's Color Space to the source's"
+            )
+        if self.notes:
+            props.status += f"; note: {self.notes}"
         return {"FINISHED"}
 
 

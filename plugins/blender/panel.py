@@ -6,6 +6,8 @@ from typing import Any
 
 import bpy
 
+from .compat import sequencer_scene
+
 
 class SEQUENCER_PT_kvlock(bpy.types.Panel):
     bl_space_type = "SEQUENCE_EDITOR"
@@ -14,7 +16,8 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
     bl_label = "KV-Lock"
 
     def draw(self, context: Any) -> None:
-        props, layout = context.scene.kvlock, self.layout
+        scene = sequencer_scene(context)
+        props, layout = scene.kvlock, self.layout
         row = layout.row(align=True)
         row.label(text=props.connection, icon="URL")
         row.operator("sequencer.kvlock_refresh", text="", icon="FILE_REFRESH")
@@ -27,8 +30,10 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
         layout.prop(props, "matte_kind")
         if props.matte_kind == "MASK":
             layout.prop(props, "mask")
-        elif context.scene.sequence_editor is not None:
-            layout.prop_search(props, "matte_strip", context.scene.sequence_editor, "strips_all")
+        elif scene.sequence_editor is not None:
+            editor = scene.sequence_editor
+            every = "strips_all" if hasattr(editor, "strips_all") else "sequences_all"  # 4.4+ / older
+            layout.prop_search(props, "matte_strip", editor, every)
         col = layout.column(align=True)
         for name in ("strength", "steps", "seed", "guidance"):
             col.prop(props, name)
@@ -36,6 +41,9 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
         box.label(text="Lock")
         for name in ("method", "kappa", "tau", "b", "alpha_early", "metric_window", "feather"):
             box.prop(props, name)
+        layout.prop(props, "placement")
+        if props.placement == "CHANNEL":
+            layout.prop(props, "placement_channel")
         layout.prop(props, "output_dir")
         layout.prop(props, "codec")
         if props.running:

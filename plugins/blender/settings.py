@@ -1,4 +1,9 @@
-"""The panel's properties (per scene) and the add-on preferences (server address and token)."""
+"""The panel's properties (per scene) and the add-on preferences (server address and token).
+
+The lock's defaults are the engine's own (``kvlock.settings.EditSettings``), read from it rather than
+repeated, so the panel never overrides what the engine chose; τ 0, steps 0 and guidance 0 send nothing and
+leave the model's own (its calibrated τ, its step count and guidance).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,16 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from kvlock.settings import EditSettings
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
+ENGINE = EditSettings()  # the engine's defaults
+
+PLACEMENT_ITEMS = [
+    ("ABOVE", "Directly above", "the channel above the source; if another strip is there, you are asked"),
+    ("SHIFT", "Shift strips above up", "move every strip above the source up one channel to make room"),
+    ("CHANNEL", "Pick a channel", "a free channel above the source"),
+]
 MODELS_CACHE: list[tuple[str, str, str]] = [("tiny", "tiny", "the embedded model")]
 
 
@@ -59,11 +72,13 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     matte_strip: StringProperty(name="Matte strip", description="the strip whose image is the matte")
     mask: PointerProperty(name="Mask", type=bpy.types.Mask)
     # sampling
-    strength: FloatProperty(name="Strength", default=1.0, min=0.01, max=1.0, description="1 regenerates fully")
+    strength: FloatProperty(
+        name="Strength", default=ENGINE.strength, min=0.01, max=1.0, description="1 regenerates fully"
+    )
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
-    seed: IntProperty(name="Seed", default=0, min=0)
+    seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
-    # the lock (paper defaults)
+    # the lock (the engine's defaults)
     method: EnumProperty(
         name="Method",
         items=[
@@ -72,14 +87,27 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
             ("paper_omega", "Paper ω", "the paper's guidance form"),
             ("no_lock", "No lock", "plain regeneration inside the matte"),
         ],
-        default="kvlock",
+        default=ENGINE.method,
     )
-    kappa: IntProperty(name="Control steps κ", default=20, min=0, description="lock control in the last κ steps")
-    tau: FloatProperty(name="Threshold τ", default=0.01, min=1e-6, precision=4)
-    b: FloatProperty(name="Guidance ceiling b", default=2.0, min=1.0)
-    alpha_early: FloatProperty(name="Early α", default=1.0, min=0.0, max=1.0)
-    metric_window: IntProperty(name="Metric window", default=10, min=2)
-    feather: IntProperty(name="Feather", default=4, min=0, max=64, description="pixels of soft edge")
+    kappa: IntProperty(
+        name="Control steps κ", default=ENGINE.kappa, min=0, description="lock control in the last κ steps"
+    )
+    tau: FloatProperty(
+        name="Threshold τ",
+        default=0.0,
+        min=0.0,
+        precision=4,
+        description="0: the model's calibrated τ (kvlock calibrate); the metric is relative to the source's scale",
+    )
+    b: FloatProperty(name="Guidance ceiling b", default=ENGINE.b, min=1.0)
+    alpha_early: FloatProperty(
+        name="Early α", default=ENGINE.alpha_early, min=0.0, max=1.0, description="the lock before the last κ steps"
+    )
+    metric_window: IntProperty(name="Metric window", default=ENGINE.metric_window, min=2)
+    feather: IntProperty(name="Feather", default=ENGINE.feather, min=0, max=64, description="pixels of soft edge")
+    # where the result goes
+    placement: EnumProperty(name="Placement", items=PLACEMENT_ITEMS, default="ABOVE")
+    placement_channel: IntProperty(name="Channel", default=2, min=1, max=128, description="for Pick a channel")
     # output
     output_dir: StringProperty(name="Folder", subtype="DIR_PATH", description="empty: next to the .blend")
     codec: EnumProperty(
@@ -93,9 +121,10 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     running: BoolProperty(default=False)
     progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     step_text: StringProperty(default="")
+    placed_channel: IntProperty(default=0)
 
     def edit_settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this panel sets (0 means "the model's default")."""
+        """The engine's EditSettings fields this panel sets; 0 steps, guidance or τ leaves the model's own."""
         settings: dict[str, Any] = {
             "negative_prompt": self.negative_prompt,
             "source_prompt": self.source_prompt,
@@ -103,16 +132,12 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
             "strength": self.strength,
             "method": self.method,
             "kappa": self.kappa,
-            "tau": self.tau,
             "b": self.b,
             "alpha_early": self.alpha_early,
             "metric_window": self.metric_window,
             "feather": self.feather,
         }
-        if self.steps > 0:
-            settings["steps"] = self.steps
-        if self.guidance > 0:
-            settings["guidance"] = self.guidance
+        settings.update({name: getattr(self, name) for name in ("steps", "guidance", "tau") if getattr(self, name) > 0})
         return settings
 
 

@@ -37,8 +37,16 @@ class RenderResult:
         return json.loads(self.trace.read_text())
 
 
+MOVIES = {suffix for suffix in SUFFIXES.values() if suffix}
+
+
+def _stem(output: Path) -> str:
+    """A movie's name without its suffix; a folder's (PNG, EXR) whole name, dots and all (``plate.kvlock``)."""
+    return output.name[: -len(output.suffix)] if output.suffix.lower() in MOVIES else output.name
+
+
 def companions(output: Path) -> dict[str, Path]:
-    stem = output.name.removesuffix(output.suffix) if output.suffix else output.name
+    stem = _stem(output)
     return {"trace": output.with_name(f"{stem}.trace.json"), "plot": output.with_name(f"{stem}.trace.png")}
 
 
@@ -55,10 +63,11 @@ def render(
     overwrite: bool = False,
 ) -> RenderResult:
     output = Path(output)
-    if output.suffix.lower() != SUFFIXES[params.codec]:
-        raise ValueError(f"{params.codec} results are written as {SUFFIXES[params.codec] or 'a folder'}, not {output}")
+    wanted = SUFFIXES[params.codec]
+    if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
+        raise ValueError(f"{params.codec} results are written as {wanted or 'a folder'}, not {output}")
     region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
-    region_path = output.with_name(f"{output.stem}.region{region_suffix}") if params.region else None
+    region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if params.region else None
     paths = companions(output)
     for target in (output, *paths.values(), *([region_path] if region_path else [])):
         check_writable(target, overwrite)

@@ -7,13 +7,15 @@ exception a Resolve call raises comes back as a message: Resolve answers unknown
 an API change shows up as a ``TypeError`` that the editor must hear about, not a dialog that dies.
 
 Source media goes to the server by path when the server can read it (same disk, inside its media roots);
-if the server refuses the path, the frames are decoded here and uploaded instead. Each file keeps its own
-range: a matte clip above the shot sends its own first frame, a clip matte or matte file follows the
-source's frames.
+if the server refuses the path, the frames are decoded here and uploaded instead — except an EXR plate,
+which goes by path only and comes back as EXR with the source clip's colour properties (``colour``).
+Each file keeps its own range: a matte clip above the shot sends its own first frame, a clip matte or
+matte file follows the source's frames.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -24,8 +26,10 @@ from typing import Any, TypeVar
 from kvlock_bridge import ArrayClip, AuthenticationError, BridgeError, Client, FileClip, Params, ServerUnavailableError
 from kvlock_bridge.background import BackgroundRender, progress_line, unused_output
 from kvlock_bridge.client import read_token
+from kvlock_bridge.render import SUFFIXES
 
-from . import host
+from . import colour, host
+from .colour import ColourPlan
 from .form import Form, FormError
 
 FINAL = ("Done", "Error", "Warning", "Cancelled")
@@ -36,6 +40,7 @@ T = TypeVar("T")
 class Job:
     render: BackgroundRender
     shot: host.Shot
+    colour: ColourPlan
 
     def describe(self) -> str:
         shot = self.shot
@@ -68,6 +73,14 @@ def guarded(what: str, action: Callable[[], T]) -> T:
     except Exception as exc:  # Resolve's proxies raise whatever they raise; the window must keep working
         _print_traceback(exc)
         raise host.HostError(f"Resolve answered unexpectedly while {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _stem(path: str) -> str:
+    """The output's name: a movie's stem, a sequence's name without its frame number (plate.1001.exr → plate)."""
+    stem = Path(path).stem
+    if Path(path).suffix.lower() in (".exr", ".png", ".tif", ".tiff", ".dpx"):
+        stem = re.sub(r"[._-]?\d+$", "", stem) or stem
+    return stem
 
 
 def _decode(clip: FileClip) -> ArrayClip:
@@ -143,32 +156,38 @@ class Controller:
         if not form.prompt.strip():
             raise host.HostError("write a prompt: what should the masked subject become?")
 
-        def read() -> tuple[host.Shot, FileClip]:
+        def read() -> tuple[host.Shot, FileClip, ColourPlan]:
             project, timeline = host.current_timeline(self.resolve)
             shot = host.shot_to_edit(timeline)
-            return shot, self._matte(form, project, timeline, shot)
+            clip_colour = colour.read_clip_colour(project, host.shot_media(timeline, shot))
+            return shot, self._matte(form, project, timeline, shot), colour.plan_colour(shot.path, clip_colour)
 
-        shot, matte = guarded("reading the timeline", read)
+        shot, matte, plan = guarded("reading the timeline", read)
         folder = Path(form.output_dir or Path(shot.path).parent / "KV-Lock").expanduser()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
-        output = unused_output(folder, Path(shot.path).stem, ".mkv")
+        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec])
         client, models = self.connect()
         model = form.model or (models[0] if models else "tiny")
-        params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate)
+        params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate, codec=plan.codec)
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
 
         def upload() -> tuple[ArrayClip, ArrayClip]:  # when the server cannot read this disk
             from kvlock.errors import KVLockError
 
+            if plan.codec == "exr":  # uploads carry 8/16-bit code values: a linear plate would lose its values
+                raise ValueError(
+                    f"the server cannot read {shot.path}, and an EXR plate goes by path only: run the server "
+                    "where the plate is, with its folder in --media-root"
+                )
             try:
                 return _decode(source), _decode_matte(matte, source)
             except KVLockError as exc:  # a matte that cannot go with the range, unreadable media: say which
                 raise ValueError(str(exc)) from None
 
-        return Job(BackgroundRender(client, source, matte, params, output, fallback=upload), shot)
+        return Job(BackgroundRender(client, source, matte, params, output, fallback=upload), shot, plan)
 
     def start(self, job: Job) -> None:
         self.job = job
@@ -198,7 +217,8 @@ class Controller:
 
         def place() -> host.Placement:
             project, timeline = host.current_timeline(self.resolve)
-            return host.place_result(project, timeline, job.shot, job.render.output)
+            tag = lambda clip: colour.tag_result(clip, job.colour)  # noqa: E731
+            return host.place_result(project, timeline, job.shot, job.render.output, tag)
 
         try:
             placed = guarded("placing the result", place)

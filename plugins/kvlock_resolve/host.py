@@ -11,7 +11,9 @@ Documented, and relied on:
 - ``AppendToTimeline([{clipInfo}])`` takes mediaPoolItem, startFrame, endFrame, mediaType (1 = video
   only), trackIndex (1-based) and recordFrame, and returns the appended items; ``DeleteClips`` removes
   items; there is no call that moves an item;
-- Studio-only calls on Free "return with a False status" — none is used here.
+- Studio-only calls on Free "return with a False status" — none is used here;
+- ``ImportMedia([{"FilePath": "file_%03d.dpx", "StartIndex": 1, "EndIndex": 100}])`` imports an image
+  sequence as one clip, which Resolve names "file_[001-100].dpx".
 
 Not documented, so handled both ways or checked at run time:
 
@@ -26,6 +28,8 @@ Not documented, so handled both ways or checked at run time:
   timecode (``GetCurrentTimecode``, drop-frame counted) picks the frame and the rules below the item;
 - whether the timecode's last separator is ";" on drop-frame timelines: the rate setting decides;
 - a clip's "FPS" property arrives as a number or a string; both are read;
+- an image sequence's "File Path" may come in the bracketed form of its name: it is turned into the
+  sequence's first file (``media_file``);
 - Resolve answers *any* attribute (``hasattr`` is always true; an unknown name is ``None``), so members
   are tested with ``dir(obj)`` and every exception a call raises becomes a message in the caller.
 
@@ -37,8 +41,10 @@ adjustment clip above the shot is never taken for it.
 
 from __future__ import annotations
 
+import glob
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,8 @@ KVLOCK_BIN = "KV-Lock"
 NTSC = (24, 30, 48, 60, 120)
 UI_GONE_ON_FREE = (19, 1)  # from 19.1, Resolve Free shows no UIManager window for third-party scripts
 READINGS = (("exclusive", 0), ("inclusive", 1))  # endFrame = frames − this
+SEQUENCE_RANGE = re.compile(r"\[(\d+)-(\d+)\]")  # "file_[001-100].dpx", as Resolve names a sequence
+FRAME_FILE = re.compile(r"(.*?)(\d+)(\.[A-Za-z]+)")  # name.1004.exr: the number is the last digits before the suffix
 
 
 class HostError(Exception):
@@ -224,9 +232,32 @@ def _track_flag(timeline: Any, call: str, track: int, default: bool) -> bool:
     return bool(getattr(timeline, call)("video", track)) if has(timeline, call) else default
 
 
+def media_file(path: str) -> str:
+    """A path the server can read for what Resolve calls ``path``.
+
+    Resolve names an image sequence by its frame range, ``plate.[1001-1100].exr`` (the README's ImportMedia
+    example: "file_%03d.dpx" 1..100 "would import clip file_[001-100].dpx"; that "File Path" has the same
+    form is UNDOCUMENTED, so a plain path passes through unchanged): the sequence's first file is named instead,
+    and the server finds its siblings. The padding in the brackets is tried first, then any file of the
+    sequence whose number is the first one."""
+    found = list(SEQUENCE_RANGE.finditer(path))
+    if not found:
+        return path
+    last = found[-1]
+    head, tail, first = path[: last.start()], path[last.end() :], last.group(1)
+    if Path(head + first + tail).exists():
+        return head + first + tail
+    folder, stem = Path(head).parent, Path(head).name
+    for candidate in sorted(folder.glob(f"{glob.escape(stem)}*{glob.escape(tail)}")):
+        digits = candidate.name[len(stem) : len(candidate.name) - len(tail)]
+        if digits.isdigit() and int(digits) == int(first):
+            return str(candidate)
+    return head + first + tail
+
+
 def _media_path(item: Any) -> str:
     media = item.GetMediaPoolItem() if has(item, "GetMediaPoolItem") else None
-    return _text(media.GetClipProperty("File Path")) if media else ""
+    return media_file(_text(media.GetClipProperty("File Path"))) if media else ""
 
 
 def _selected_ids(timeline: Any) -> set[str]:
@@ -320,10 +351,15 @@ def matte_above(timeline: Any, shot: Shot) -> tuple[str, int, int]:
     raise HostError(f"no matte clip on V{track} above the shot (V{shot.track}) covering all of its frames")
 
 
+def shot_media(timeline: Any, shot: Shot) -> Any:
+    """The shot's media pool item (None if Resolve no longer shows the clip)."""
+    item = next((i for i in _items_on(timeline, shot.track) if _span(i)[0] <= shot.record_start < _span(i)[1]), None)
+    return item.GetMediaPoolItem() if item else None
+
+
 def clip_matte(project: Any, timeline: Any, shot: Shot) -> str:
     """The source clip's first clip matte file (Resolve's Clip Mattes, frame for frame with its media)."""
-    item = next((i for i in _items_on(timeline, shot.track) if _span(i)[0] <= shot.record_start < _span(i)[1]), None)
-    media = item.GetMediaPoolItem() if item else None
+    media = shot_media(timeline, shot)
     mattes = project.GetMediaPool().GetClipMatteList(media) if media else None
     mattes = [m for m in mattes if _text(m)] if isinstance(mattes, (list, tuple)) else []
     if not mattes:
@@ -370,15 +406,42 @@ def _delete(timeline: Any, track: int, items: list[Any]) -> bool:
     return bool(timeline.DeleteClips(items, False)) and not gone & {_uid(i) for i in _items_on(timeline, track)}
 
 
-def place_result(project: Any, timeline: Any, shot: Shot, result: Path) -> Placement:
-    """Import into the KV-Lock bin and append on a free track at the shot's record frame, checked by re-reading
-    the track under each reading of ``endFrame``; a wrong placement is deleted, and the clip waits in the bin."""
-    media_pool = project.GetMediaPool()
-    media_pool.SetCurrentFolder(_kvlock_bin(media_pool))
-    imported = media_pool.ImportMedia([str(result)])
+def _import(media_pool: Any, result: Path) -> Any:
+    """The result as one media pool item: a movie by path; an EXR sequence (a folder of numbered frames) by
+    the README's clipInfo form, ``{"FilePath": "name.%04d.exr", "StartIndex": first, "EndIndex": last}``."""
+    if result.is_dir():
+        numbered = [(m.group(1), m.group(2), m.group(3)) for f in sorted(result.iterdir())
+                    if (m := FRAME_FILE.fullmatch(f.name))]  # fmt: skip
+        if not numbered or len({(head, len(n), tail) for head, n, tail in numbered}) != 1:
+            raise HostError(f"{result} does not hold one numbered image sequence")
+        head, number, tail = numbered[0]
+        numbers = [int(n) for _, n, _ in numbered]
+        info = {"FilePath": str(result / f"{head}%0{len(number)}d{tail}"), "StartIndex": min(numbers),
+                "EndIndex": max(numbers)}  # fmt: skip
+        imported = media_pool.ImportMedia([info])
+    else:
+        imported = media_pool.ImportMedia([str(result)])
     if not isinstance(imported, (list, tuple)) or not imported or not imported[0]:
         raise HostError(f"Resolve could not import {result}")
-    clip, frames, at = imported[0], shot.frames, shot.record_start
+    return imported[0]
+
+
+def place_result(
+    project: Any, timeline: Any, shot: Shot, result: Path, tag: Callable[[Any], list[str]] | None = None
+) -> Placement:
+    """Import into the KV-Lock bin, give the clip its colour interpretation (``tag``: the notes of what Resolve
+    refused), and append on a free track at the shot's record frame, checked by re-reading the track under
+    each reading of ``endFrame``; a wrong placement is deleted, and the clip waits in the bin."""
+    media_pool = project.GetMediaPool()
+    media_pool.SetCurrentFolder(_kvlock_bin(media_pool))
+    clip = _import(media_pool, result)
+    notes = tuple(tag(clip)) if tag is not None else ()
+    placed = _append(media_pool, timeline, shot, clip)
+    return replace(placed, message=placed.message + "".join(f"; {n}" for n in notes)) if notes else placed
+
+
+def _append(media_pool: Any, timeline: Any, shot: Shot, clip: Any) -> Placement:
+    frames, at = shot.frames, shot.record_start
     track = free_track(timeline, shot.track, at, at + frames)
     where, when = f"V{track}", f"{shot.timecode(at)} (frame {at})"
     tried = []

@@ -67,6 +67,7 @@ class ServerConfig:
     acceleration: Acceleration = field(default_factory=Acceleration)
     executor: str = "inprocess"  # or "ray"
     ray: RayOptions = field(default_factory=RayOptions)
+    group: list[str] = field(default_factory=list)  # devices that share every job (kvlock serve --gpus)
 
 
 class ConfigError(Exception):
@@ -157,6 +158,16 @@ def _check_exposure(config: ServerConfig) -> None:
 
 
 def make_executor(config: ServerConfig, store_root: Path, roots: MediaRoots) -> Executor:
+    if config.group:
+        if config.executor != "inprocess":
+            raise ConfigError(
+                "--gpus spreads each job over this machine's GPUs; it does not combine with --executor ray"
+            )
+        if len(config.group) < 2:
+            raise ConfigError(f"--gpus needs at least two GPUs, got {config.group}")
+        from .group_executor import GroupExecutor
+
+        return GroupExecutor(config.group, config.dtype, config.model_dirs, config.acceleration, roots)
     if config.executor == "inprocess":
         return InProcessExecutor(
             config.device, config.dtype, config.model_dirs, config.acceleration, config.concurrency, roots

@@ -27,13 +27,16 @@ def add_acceleration_arguments(parser: argparse.ArgumentParser, compile_default:
     group.add_argument("--vae-tiling", choices=VAE_TILING, default="auto", help="auto: on at 720p and up")
 
 
-def acceleration_from_args(args: argparse.Namespace) -> Acceleration:
+def acceleration_from_args(args: argparse.Namespace, parallel: str | None = None) -> Acceleration:
+    """``parallel`` (a layout, for ``serve --gpus``) leaves "auto" compilation off: compiled blocks under
+    diffusers' context-parallel hooks have not been measured yet."""
     on_cuda = str(args.device).startswith("cuda")
-    compiled = args.compile == "on" or (args.compile == "auto" and on_cuda)
+    compiled = args.compile == "on" or (args.compile == "auto" and on_cuda and parallel is None)
     return Acceleration(
         attention=args.attention,
         compile="inductor" if compiled else None,
         memory=args.memory,
         memory_limit_gb=args.memory_limit_gb,
         vae_tiling=args.vae_tiling,
+        parallel=parallel,
     ).validated()

@@ -121,7 +121,7 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
                         "windows": update.windows,
                         "step": update.step,
                         "total": update.total_steps,
-                        "h": update.h,  # the bridge already reads NaN as None (not measured yet)
+                        "h": update.h,  # the bridge gives None before the metric is measured
                         "alpha": update.alpha,
                         "omega": update.omega,
                         "eta_seconds": update.eta_seconds,

@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from kvlock.acceleration import PARALLEL_LAYOUTS
 from kvlock_wire import DEFAULT_PORT, default_state_dir
 
 from .admission import CallLimits
@@ -72,6 +73,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-object-limit-mb", type=float, default=512, help="largest job sent through Ray's object store"
     )
     farm.add_argument("--ray-keep-models", type=int, default=1, help="models each worker keeps loaded")
+    group = parser.add_argument_group("several GPUs, one edit (--gpus)")
+    group.add_argument(
+        "--gpus",
+        type=gpu_list,
+        default=[],
+        help="spread every job over these CUDA devices of this machine, e.g. 0,1,2,3 (one process per GPU)",
+    )
+    group.add_argument(
+        "--parallel",
+        choices=sorted(PARALLEL_LAYOUTS),
+        default="ulysses",
+        help="how the GPUs share attention: ulysses (all-to-all over heads) or ring (needs --attention cudnn/flash)",
+    )
+
+
+def gpu_list(text: str) -> list[int]:
+    """``0,1,2,3`` → [0, 1, 2, 3]; refused unless at least two distinct non-negative indices."""
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus takes CUDA device numbers like 0,1,2,3, not {text!r}") from None
+    if len(indices) < 2 or len(set(indices)) != len(indices) or min(indices) < 0:
+        raise argparse.ArgumentTypeError(f"--gpus needs at least two different device numbers, got {text!r}")
+    return indices
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -94,7 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         preview_every=args.preview_every,
         preload=args.preload,
-        acceleration=acceleration_from_args(args),
+        acceleration=acceleration_from_args(args, parallel=args.parallel if args.gpus else None),
         executor=args.executor,
         ray=RayOptions(
             address=args.ray_address,
@@ -104,6 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
             object_limit_mb=args.ray_object_limit_mb,
             keep_models=args.ray_keep_models,
         ),
+        group=[f"cuda:{index}" for index in args.gpus],
     )
     app = create_server(config)
     print(f"kvlock: listening on {app.address}", flush=True)

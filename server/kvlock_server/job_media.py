@@ -200,3 +200,10 @@ def _gone(job_id: str, what: str) -> str:
         f"job {job_id} succeeded but its results are gone from the server's store ({what}; removed outside "
         "the server?); nothing can be fetched: submit the edit again under a new job id"
     )
+
+
+def remove_partials(folder: Path) -> None:
+    """A worker killed while writing leaves half-written outputs under temporary names; the re-run starts clean."""
+    for partial in folder.glob(".*.partial-*"):
+        if partial.is_file():
+            partial.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvlock.errors import InvalidRequest, MediaNotFoundError
-from kvlock.media.decode import IMAGE_SUFFIXES, _sequence_files
+from kvlock.media.decode import IMAGE_SUFFIXES, sequence_files
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -137,7 +137,7 @@ class MediaRoots:
         if not sequence_like and not candidate.exists():
             raise MediaNotFoundError(f"{candidate} does not exist")
         if sequence_like or candidate.suffix.lower() in IMAGE_SUFFIXES:
-            found = _sequence_files(candidate)
+            found = sequence_files(candidate)
             if found is None and sequence_like:
                 raise MediaNotFoundError(f"no image sequence at {candidate}")
             if found is not None and (sequence_like or len(found[0]) > 1):

@@ -30,7 +30,7 @@ class Reporter:
         if self.tty:
             total, done = info["total"], info["step"] + 1
             filled = round(BAR * done / total)
-            h = "—" if info.get("h") is None else f"{info['h']:.4f}"  # None until the metric window is full
+            h = "—" if info["h"] is None else f"{info['h']:.4f}"  # None until the metric window has samples
             line = (
                 f"\r[{'#' * filled}{'-' * (BAR - filled)}] window {info['window'] + 1}/{info['windows']} "
                 f"step {done}/{total} h={h} α={info['alpha']:.2f} ω={info['omega']:.2f} "

@@ -24,7 +24,7 @@ from kvlock.errors import EditCancelled, InvalidRequest, KVLockError
 from kvlock.media.atomic import atomic_path
 
 from .executor import JobControl, WorkerLost
-from .job_media import ResultFile, load_job_media
+from .job_media import ResultFile, load_job_media, remove_partials
 from .jobs import JobSpec
 from .media_roots import MediaRoots
 from .ray_options import RayOptions
@@ -209,7 +209,7 @@ class RayExecutor:
             kind, payload = self._follow(worker, job, media, control)
         except _ray_failures() as error:
             self.pool.lost(worker, _first_line(error))
-            _remove_partials(folder)
+            remove_partials(folder)
             raise WorkerLost(f"{worker.label} died while running the job ({_first_line(error)})") from None
         self.pool.release(ticket, payload.get("loaded"))
         if kind == "cancelled":
@@ -262,9 +262,3 @@ def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
-
-def _remove_partials(folder: Path) -> None:
-    """A killed worker leaves its half-written outputs under temporary names; the re-run starts clean."""
-    for partial in folder.glob(".*.partial-*"):
-        if partial.is_file():
-            partial.unlink(missing_ok=True)
