@@ -127,3 +127,22 @@ def resolve_model(spec: str, extra_dirs: Iterable[str | Path] = ()) -> str:
             return entry.location
     names = ", ".join(e.name for e in entries)
     raise ModelLoadError(f"no model folder or configured model named {spec!r}; available: {names}")
+
+
+def listed_model(name: str, extra_dirs: Iterable[str | Path] = ()) -> str:
+    """What :func:`load_model` takes for a model *named* in :func:`list_models` — never a path.
+
+    A server resolves clients' model names with this, so a client can neither make it load an arbitrary
+    folder nor learn which paths exist: every unknown name gets the same answer.
+    """
+    if name == TINY or name in builtin_models():
+        return name
+    entries = list_models(extra_dirs)
+    for entry in entries:
+        if entry.name == name and entry.location != "embedded":
+            if not entry.status.startswith("ok"):
+                raise ModelLoadError(f"model {name!r} is listed but cannot be loaded: {entry.status}")
+            return entry.location
+    shown = name if len(name) <= 80 else name[:80] + "…"
+    names = ", ".join(e.name for e in entries if e.status.startswith("ok"))
+    raise ModelLoadError(f"no model named {shown!r} on this server; ListModels names those it offers: {names}")

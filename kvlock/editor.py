@@ -274,7 +274,7 @@ class Editor:
                 )
                 trace.windows.append(window_trace)
                 with self._stage("composite"):
-                    composer.add(plan, decoded)
+                    composer.add(plan, decoded, cancel, steps)
                 if z is not None:
                     latents.append(z)
         finally:
@@ -463,10 +463,15 @@ class _Composer:
         self.region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
         self.raw = encoding.to_model(src[..., :3]) if request.return_raw else None
 
-    def add(self, plan: Window, decoded: _Decoded | None) -> None:
+    def add(
+        self, plan: Window, decoded: _Decoded | None, cancel: threading.Event | None = None, steps: int = 0
+    ) -> None:
+        """Composite the frames ``plan`` owns; a cancel is honoured between frames, as between steps."""
         if decoded is None:
             return
         for j in range(plan.start + plan.context, plan.end):
+            if cancel is not None and cancel.is_set():
+                raise EditCancelled(steps, steps)
             self._frame(j, plan, decoded, j - plan.start - plan.context)
 
     def _frame(self, j: int, plan: Window, decoded: _Decoded, k: int) -> None:

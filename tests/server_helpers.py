@@ -51,3 +51,25 @@ def header(job_id: str = "job-1", frames: int = 9, height: int = 48, width: int 
     )
     base.update(fields)
     return pb.EditHeader(**base)
+
+
+def chunks(track: int, data: bytes, size: int = 4096) -> list[pb.SubmitEditRequest]:
+    return [
+        pb.SubmitEditRequest(chunk=pb.MediaChunk(track=track, sequence=i, data=data[o : o + size]))
+        for i, o in enumerate(range(0, len(data), size))
+    ]
+
+
+def upload(head: pb.EditHeader, frames, matte, size: int = 65536) -> list[pb.SubmitEditRequest]:
+    """A whole submission: the header, then every byte of an inline source and matte."""
+    messages = [pb.SubmitEditRequest(header=head)]
+    if head.WhichOneof("source") == "source_inline":
+        messages += chunks(pb.SOURCE, frames.tobytes(), size)
+    if head.WhichOneof("matte") == "matte_inline":
+        messages += chunks(pb.MATTE, matte.tobytes(), size)
+    return messages
+
+
+def submit_raw(app: App, messages, timeout: float = 60):
+    stub, metadata = raw_stub(app)
+    return stub.SubmitEdit(iter(messages), metadata=metadata, timeout=timeout)

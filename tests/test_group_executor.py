@@ -22,6 +22,7 @@ from kvlock_bridge import ArrayClip, Params
 from kvlock_server.app import ConfigError
 from kvlock_server.cli_serve import gpu_list
 from kvlock_server.job_media import build_request
+from kvlock_server.media_roots import MediaRoots
 
 from .server_helpers import client, start, states, wait_for
 
@@ -53,7 +54,7 @@ def result_frames(app, job_id: str) -> np.ndarray:
 
 def assert_single_device_result(app, job_id: str, editor) -> None:
     """The group's result file against the in-process editor's edit of the very same job."""
-    request, _, _ = build_request(app.store.get(job_id).spec, app.store.folder(job_id))
+    request, _, _ = build_request(app.store.get(job_id).spec, app.store.folder(job_id), MediaRoots(()))  # inline
     alone = editor.edit(request).frames
     assert np.abs(result_frames(app, job_id).astype(np.int16) - alone.astype(np.int16)).max() <= 1
 

@@ -28,7 +28,7 @@ from kvlock_server.store import JobStore
 from kvlock_server.wire import Limits
 from kvlock_wire import editor_pb2 as pb
 
-from .server_helpers import client, header, raw_stub, start, states, wait_for
+from .server_helpers import chunks, client, header, raw_stub, start, states, submit_raw, wait_for
 
 
 @pytest.fixture()
@@ -49,7 +49,7 @@ def params(**settings) -> Params:
     return Params("a red ball", settings={"steps": 2, **settings})
 
 
-def test_submit_watch_fetch_with_byte_exact_transfer_over_many_chunks(app, clip, tmp_path):
+def test_submit_watch_fetch_with_byte_exact_transfer_over_manychunks(app, clip, tmp_path):
     frames, matte = clip
     c = client(app)
     seen = []
@@ -254,24 +254,12 @@ def test_file_paths_only_under_media_roots(app, clip, tmp_path):
     assert shared["video"].read_bytes() == done.output.read_bytes()
 
 
-def _submit_raw(app, messages):
-    stub, metadata = raw_stub(app)
-    return stub.SubmitEdit(iter(messages), metadata=metadata, timeout=60)
-
-
-def _chunks(track, data, size=4096):
-    return [
-        pb.SubmitEditRequest(chunk=pb.MediaChunk(track=track, sequence=i, data=data[o : o + size]))
-        for i, o in enumerate(range(0, len(data), size))
-    ]
-
-
 @pytest.mark.parametrize(
     ("build", "code", "words"),
     [
         (lambda f, m: [header(model="no-such-model")], grpc.StatusCode.NOT_FOUND, "no-such-model"),
         (
-            lambda f, m: [header(), *_chunks(pb.SOURCE, f.tobytes()), *_chunks(pb.MATTE, np.zeros_like(m).tobytes())],
+            lambda f, m: [header(), *chunks(pb.SOURCE, f.tobytes()), *chunks(pb.MATTE, np.zeros_like(m).tobytes())],
             grpc.StatusCode.INVALID_ARGUMENT,
             "matte is empty",
         ),
@@ -281,17 +269,17 @@ def _chunks(track, data, size=4096):
             "matte frames are 32×48",
         ),
         (
-            lambda f, m: [header(), *_chunks(pb.SOURCE, f.tobytes())[::-1]],
+            lambda f, m: [header(), *chunks(pb.SOURCE, f.tobytes())[::-1]],
             grpc.StatusCode.INVALID_ARGUMENT,
             "out of order",
         ),
         (
-            lambda f, m: [header(), *_chunks(pb.SOURCE, f.tobytes() + b"extra")],
+            lambda f, m: [header(), *chunks(pb.SOURCE, f.tobytes() + b"extra")],
             grpc.StatusCode.INVALID_ARGUMENT,
             "more bytes",
         ),
         (
-            lambda f, m: [header(), *_chunks(pb.SOURCE, f.tobytes()[:-10])],
+            lambda f, m: [header(), *chunks(pb.SOURCE, f.tobytes()[:-10])],
             grpc.StatusCode.INVALID_ARGUMENT,
             "incomplete",
         ),
@@ -318,7 +306,7 @@ def test_bad_requests_fail_before_work_with_the_right_code(tmp_path, clip, build
             m if isinstance(m, pb.SubmitEditRequest) else pb.SubmitEditRequest(header=m) for m in build(frames, matte)
         ]
         with pytest.raises(grpc.RpcError) as info:
-            _submit_raw(app, messages)
+            submit_raw(app, messages)
         assert info.value.code() == code and words in info.value.details()
         assert states(app) == {} and list((tmp_path / "state" / "store" / "incoming").iterdir()) == []
     finally:
@@ -354,7 +342,7 @@ def test_client_disconnect_mid_upload_leaves_no_half_job(app, clip):
 
     def messages():
         yield pb.SubmitEditRequest(header=header(job_id="half"))
-        yield from _chunks(pb.SOURCE, frames.tobytes())[:5]
+        yield from chunks(pb.SOURCE, frames.tobytes())[:5]
         arrived.set()
         threading.Event().wait(1.0)
         raise RuntimeError("client went away")

@@ -170,11 +170,11 @@ def _finished(store: JobStore, job_id: str, size: int) -> None:
 
 
 def test_retention_by_fetch_age_and_size_never_touches_queued_jobs(tmp_path):
-    store = JobStore(tmp_path / "store", Retention(max_bytes=3000, keep_after_fetch=10, max_age=100))
+    store = JobStore(tmp_path / "store", Retention(max_bytes=30_000, keep_after_fetch=10, max_age=100))
     for name in ("old", "fetched", "big", "kept"):
-        _finished(store, name, 1000)
+        _finished(store, name, 10_000)
     with store.staging() as folder:
-        (folder / "source.raw").write_bytes(b"q" * 1500)
+        (folder / "source.raw").write_bytes(b"q" * 15_000)
         store.accept(_spec("queued"), folder)
     now = time.time()
     store._db.execute("UPDATE jobs SET finished = ? WHERE job_id = 'old'", (now - 1000,))
@@ -183,10 +183,10 @@ def test_retention_by_fetch_age_and_size_never_touches_queued_jobs(tmp_path):
     removed = store.sweep(now)
     assert set(removed[:2]) == {"fetched", "old"} and removed[2:] == ["big"]  # then the oldest finished, by size
     assert "queued" not in removed and store.get("queued").state == JobState.QUEUED
-    assert store.usage_bytes() <= 3000
+    assert store.usage_bytes() <= 30_000
     assert not (store.jobs_dir / "old").exists()
     with pytest.raises(StoreFullError, match="job store is full"):
-        store.ensure_room(5000)
+        store.ensure_room(50_000)
 
 
 def test_committed_proto_and_built_stubs_agree(tmp_path):

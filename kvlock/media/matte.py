@@ -56,10 +56,53 @@ def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
     if options.threshold is not None:
         matte = (matte >= options.threshold).astype(np.float32)
     if options.dilate > 0:
-        k = 2 * options.dilate + 1
+        # a square max filter is a max over rows then over columns: 2k work per pixel instead of k²
+        k, d = 2 * options.dilate + 1, options.dilate
         t = torch.from_numpy(np.ascontiguousarray(matte))[:, None]
-        matte = F.max_pool2d(t, k, stride=1, padding=options.dilate)[:, 0].numpy()
+        t = F.max_pool2d(t, (k, 1), stride=1, padding=(d, 0))
+        matte = F.max_pool2d(t, (1, k), stride=1, padding=(0, d))[:, 0].numpy()
     return np.clip(matte, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def matte_plan(
+    matte: MediaInfo,
+    source: MediaInfo,
+    start: int,
+    end: int,
+    options: MatteOptions = MatteOptions(),
+    own: tuple[int, int] | None = None,
+) -> tuple[int, int, list[str]]:
+    """Check the options and sizes; return the matte's frames [first, last) that cover source [start, end).
+
+    ``own`` is the matte file's own [first, last) when the caller knows it (a slipped matte clip). Nothing is
+    decoded, so a caller can then read the matte in pieces (:func:`read_matte`).
+    """
+    if options.channel not in CHANNELS:
+        raise MatteError(f"matte channel must be one of {CHANNELS}, got {options.channel!r}")
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+        raise MatteError(f"matte threshold must be in [0, 1], got {options.threshold}")
+    first, last, warnings = matte_frames(matte.frames, matte.kind == "still", source.frames, start, end, own)
+    if (matte.width, matte.height) != (source.width, source.height):
+        same_aspect = abs(matte.width / matte.height - source.width / source.height) < 0.01
+        if not (options.resize and same_aspect):
+            hint = " or pass --matte-resize" if same_aspect else " (the aspect ratios differ, so it cannot be scaled)"
+            raise MatteError(
+                f"matte is {matte.width}×{matte.height} but the source is {source.width}×{source.height}; "
+                f"render the matte at the source's resolution{hint}"
+            )
+        warnings.append(f"matte scaled from {matte.width}×{matte.height} to {source.width}×{source.height}")
+    return first, last, warnings
+
+
+def read_matte(
+    matte: MediaInfo, source: MediaInfo, first: int, last: int, options: MatteOptions = MatteOptions()
+) -> np.ndarray:
+    """Matte frames [first, last) as float32 (N, H, W) in [0, 1] at the source's size, refined."""
+    values = pick_channel(read_frames(matte, first, last), options.channel)
+    if (matte.width, matte.height) != (source.width, source.height):
+        t = torch.from_numpy(values)[:, None]
+        values = F.interpolate(t, size=(source.height, source.width), mode="bilinear", antialias=True)[:, 0].numpy()
+    return refine(values, options)
 
 
 def load_matte(
@@ -73,25 +116,8 @@ def load_matte(
     """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings.
 
     ``own`` is the matte file's own [first, last) when the caller knows it (a slipped matte clip)."""
-    if options.channel not in CHANNELS:
-        raise MatteError(f"matte channel must be one of {CHANNELS}, got {options.channel!r}")
-    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
-        raise MatteError(f"matte threshold must be in [0, 1], got {options.threshold}")
-    first, last, warnings = matte_frames(matte.frames, matte.kind == "still", source.frames, start, end, own)
-    size_ok = (matte.width, matte.height) == (source.width, source.height)
-    if not size_ok:
-        same_aspect = abs(matte.width / matte.height - source.width / source.height) < 0.01
-        if not (options.resize and same_aspect):
-            hint = " or pass --matte-resize" if same_aspect else " (the aspect ratios differ, so it cannot be scaled)"
-            raise MatteError(
-                f"matte is {matte.width}×{matte.height} but the source is {source.width}×{source.height}; "
-                f"render the matte at the source's resolution{hint}"
-            )
-    values = pick_channel(read_frames(matte, first, last), options.channel)
-    if not size_ok:
-        t = torch.from_numpy(values)[:, None]
-        values = F.interpolate(t, size=(source.height, source.width), mode="bilinear", antialias=True)[:, 0].numpy()
-        warnings.append(f"matte scaled from {matte.width}×{matte.height} to {source.width}×{source.height}")
+    first, last, warnings = matte_plan(matte, source, start, end, options, own)
+    values = read_matte(matte, source, first, last, options)
     if values.shape[0] == 1 and end - start > 1:
         values = np.repeat(values, end - start, axis=0)
-    return refine(values, options), warnings
+    return values, warnings

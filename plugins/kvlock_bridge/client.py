@@ -171,7 +171,12 @@ class Client:
         job_id: str | None = None,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> SubmitResult:
-        """Upload the header and any inline frames; return once the server accepted (or refused) the job."""
+        """Upload the header and any inline frames; return once the server accepted (or refused) the job.
+
+        ``chunk_bytes`` is at most the contract's 1 MiB (``CHUNK_BYTES``): servers refuse larger chunks.
+        """
+        if not 1 <= chunk_bytes <= CHUNK_BYTES:
+            raise BridgeError(f"chunk_bytes must be in [1, {CHUNK_BYTES}] (1 MiB, the contract's limit): {chunk_bytes}")
         job_id = job_id or uuid.uuid4().hex
         header = _header(job_id, source, matte, params)
 

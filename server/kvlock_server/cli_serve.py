@@ -5,17 +5,32 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from kvlock.acceleration import PARALLEL_LAYOUTS
 from kvlock_wire import DEFAULT_PORT, default_state_dir
 
+from .admission import CallLimits
 from .app import ServerConfig, create_server, serve_forever
 from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
 from .ray_options import RayOptions
+from .security import token_file_private
 from .store import Retention
 
 GB = 1024**3
+BOUND_FLAGS = (  # one flag per field of CallLimits
+    ("workers", int, "threads for store, file and check work"),
+    ("max_calls", int, "short calls at once (ListJobs, CancelJob, ListModels)"),
+    ("max_uploads", int, "SubmitEdit streams at once"),
+    ("max_fetches", int, "FetchResult streams at once"),
+    ("max_watchers", int, "WatchJob streams at once"),
+    ("max_validations", int, "uploads whose pixels are checked at once"),
+    ("call_timeout", float, "seconds a short call may take"),
+    ("upload_idle_timeout", float, "seconds between two messages of an upload"),
+    ("upload_timeout", float, "seconds for a whole upload"),
+    ("write_timeout", float, "seconds a stream waits for its client to read"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-attempts", type=int, default=3, help="runs of a job interrupted by restarts or lost workers"
     )
+    bounds = parser.add_argument_group("bounds on concurrent and long calls (past one: RESOURCE_EXHAUSTED at once)")
+    defaults = CallLimits()
+    for name, kind, text in BOUND_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        bounds.add_argument(flag, type=kind, default=getattr(defaults, name), help=f"{text} [%(default)s]")
     add_acceleration_arguments(parser, compile_default="auto")
     farm = parser.add_argument_group("Ray cluster (--executor ray)")
     farm.add_argument(
@@ -95,6 +115,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         retention=Retention(int(args.max_store_gb * GB), args.keep_hours * 3600, args.max_age_hours * 3600),
+        calls=CallLimits(**{f.name: getattr(args, f.name) for f in fields(CallLimits)}),  # flags of the same names
         max_attempts=args.max_attempts,
         preview_every=args.preview_every,
         preload=args.preload,
@@ -115,7 +136,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if app.token_created:
         print(f"kvlock: generated a token (shown once): {app.token}", flush=True)
     if app.token:
-        print(f"kvlock: the token is stored in {app.token_path} (readable by you only)", flush=True)
+        private = "readable by you only" if token_file_private(app.token_path) else "WARNING: readable by others"
+        print(f"kvlock: the token is stored in {app.token_path} ({private})", flush=True)
     print("kvlock: health: grpc.health.v1.Health/Check on the same address", flush=True)
     sys.stdout.flush()
     serve_forever(app, args.grace)

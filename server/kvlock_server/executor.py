@@ -8,6 +8,7 @@ job under a :class:`JobControl`), so the queue never knows whether the GPU is he
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 from collections.abc import Callable, Iterable
@@ -19,10 +20,11 @@ import torch
 
 from kvlock import Editor
 from kvlock.acceleration import Acceleration
-from kvlock.catalog import resolve_model
+from kvlock.catalog import listed_model
 
 from .job_media import ResultFile, build_request, write_results
 from .jobs import JobSpec
+from .media_roots import MediaRoots
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -73,8 +75,10 @@ class InProcessExecutor:
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
         concurrency: int = 1,
+        roots: MediaRoots | None = None,
     ) -> None:
         self.device, self.dtype = device, dtype
+        self.roots = roots or MediaRoots(())
         self.acceleration = acceleration
         self.model_dirs = list(model_dirs)
         self.capacity = concurrency
@@ -82,13 +86,14 @@ class InProcessExecutor:
         self._lock = threading.Lock()
 
     def resolve(self, model: str) -> str:
-        return resolve_model(model, self.model_dirs)
+        return listed_model(model, self.model_dirs)
 
     def editor(self, model: str, slot: int = 0) -> Editor:
         key = (self.resolve(model), slot)
         with self._lock:
             if key not in self._editors:
                 self._editors[key] = Editor.from_pretrained(key[0], self.device, self.dtype, self.acceleration)
+                gc.freeze()  # a model is hundreds of thousands of objects: never rescan them (see app.py)
             return self._editors[key]
 
     def preload(self, model: str) -> None:
@@ -111,11 +116,11 @@ class InProcessExecutor:
         pass
 
     def run(self, spec: JobSpec, folder: Path, ticket: int, control: JobControl) -> list[ResultFile]:
-        request, warnings, timecode = build_request(spec, folder)
+        request, warnings, timecode = build_request(spec, folder, self.roots)
         editor = self.editor(spec.model, ticket)
         result = run_edit(editor, request, control)
         result.trace.warnings[:0] = warnings
-        return write_results(result, spec, folder, timecode)
+        return write_results(result, spec, folder, timecode, self.roots)
 
 
 def run_edit(editor: Editor, request: Any, control: JobControl, extra: dict[str, Any] | None = None) -> Any:

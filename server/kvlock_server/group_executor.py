@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlock.acceleration import Acceleration
-from kvlock.catalog import resolve_model
+from kvlock.catalog import listed_model
 from kvlock.errors import EditCancelled, KVLockError, UnsupportedDeviceError
 from kvlock.loading import resolve_device
 
@@ -32,6 +32,7 @@ from .executor import JobControl, WorkerLost
 from .group_rank import RankSetup, rank_main
 from .job_media import ResultFile, remove_partials
 from .jobs import JobSpec
+from .media_roots import MediaRoots
 
 log = logging.getLogger("kvlock.server")
 START_TIMEOUT = 600.0  # joining, and loading a 14B model on every rank
@@ -214,8 +215,10 @@ class GroupExecutor:
         dtype: str = "bfloat16",
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
+        roots: MediaRoots | None = None,
     ) -> None:
         self.devices = tuple(devices)
+        self.roots = roots or MediaRoots(())
         if len(self.devices) < 2:
             raise ValueError(f"a GPU group needs at least 2 devices, got {list(self.devices)}")
         for device in self.devices:  # a missing GPU is named now, not by a rank that fails to start
@@ -242,7 +245,7 @@ class GroupExecutor:
             self._group = None
 
     def resolve(self, model: str) -> str:
-        return resolve_model(model, self.model_dirs)
+        return listed_model(model, self.model_dirs)
 
     def preload(self, model: str) -> None:
         with self._lock:
@@ -288,6 +291,7 @@ class GroupExecutor:
                 "spec": spec.to_json(),
                 "model_key": key,
                 "folder": str(folder),
+                "media_roots": [str(r) for r in self.roots.roots],  # the ranks judge named files as the server does
                 "preview_every": control.preview_every,
             }
             control.progress({"message": f"starting on {group.label}"})

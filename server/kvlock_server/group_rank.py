@@ -120,13 +120,15 @@ class _Rank:
         from .executor import JobControl, run_edit
         from .job_media import build_request, write_results
         from .jobs import JobSpec
+        from .media_roots import MediaRoots
         from .runner import failure_message
 
         try:
             spec = JobSpec.from_json(job["spec"])
             editor = self._editor(job["model_key"], spec.model)
             folder = Path(job["folder"])
-            request, warnings, timecode = build_request(spec, folder)
+            roots = MediaRoots(job.get("media_roots", ()))
+            request, warnings, timecode = build_request(spec, folder, roots)
             if self.setup.rank != 0:
                 editor.edit(request)  # its cancel flag follows rank 0's (kvlock.sequence_parallel.AgreedFlag)
                 self._final("done")
@@ -140,7 +142,7 @@ class _Rank:
             result = run_edit(editor, request, control)
             result.trace.warnings[:0] = warnings
             result.trace.execution["group"] = list(self.setup.devices)
-            files = write_results(result, spec, folder, timecode)
+            files = write_results(result, spec, folder, timecode, roots)
             self._final("done", files=[asdict(f) for f in files])
         except EditCancelled as stop:
             self._final("cancelled", step=stop.step, total=stop.total)

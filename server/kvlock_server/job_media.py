@@ -1,11 +1,14 @@
 """Turning a job's stored media into an edit request, and an edit's result into files to deliver.
 
-Both run on the server only: at submission (to validate before a job is accepted) and when the job runs.
+Both run on the server only, when the job runs (a submission is checked by ``upload_checks``, in pieces).
+Files named by the client are read through descriptors opened and judged again now (``media_roots``), and
+must be the very files the job was accepted with.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +26,7 @@ from kvlock.settings import validate_settings
 from kvlock.validation import check_frames, normalise_matte
 
 from .jobs import PIXEL_LAYOUTS, ClipSpec, JobSpec
+from .media_roots import MediaRoots
 
 OUTPUT_SUFFIX = OUTPUT_SUFFIXES
 
@@ -41,7 +45,19 @@ def read_inline(clip: ClipSpec, folder: Path) -> np.ndarray:
     return data if dtype.isnative else data.astype(dtype.newbyteorder("="))
 
 
-def _inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
+def inline_matte_values(raw: np.ndarray, channel: str) -> np.ndarray:
+    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement."""
+    if raw.shape[-1] == 1:
+        return raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
+    return pick_channel(raw, channel)
+
+
+def pin(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path) -> Path:
+    """Open a file clip's files (checked by descriptor, same identity as accepted); the path to read them by."""
+    return held.enter_context(roots.pinned(clip.path, clip.fingerprint, where=folder)).path
+
+
+def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
     return MediaInfo(
         Path("<upload>"),
         "video",
@@ -56,51 +72,64 @@ def _inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
     )
 
 
-def load_job_media(spec: JobSpec, folder: Path) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
+def source_info(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack) -> MediaInfo:
+    """The source's media info; a file source is pinned (``held`` keeps its descriptors open)."""
+    rate = Fraction(*spec.rate)
+    if spec.source.kind == "file":
+        return probe(pin(held, spec.source, roots, folder), rate)
+    return inline_info(spec.source, rate)
+
+
+def check_codec(info: MediaInfo, codec: str) -> list[str]:
+    """Refuse an output codec the source cannot be written back in; warnings for what it loses."""
+    if codec == "exr" and info.codec != "exr":
+        raise InvalidRequest("codec EXR writes the source's EXR files back with the edit: name an EXR source file")
+    return check_output(info, codec, info.has_alpha)
+
+
+def load_job_media(
+    spec: JobSpec, folder: Path, roots: MediaRoots
+) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
     """Source frames (T, H, W, 3|4; float for EXR), matte (T, H, W) float, warnings and frame 0's timecode."""
+    with ExitStack() as held:
+        return _load(spec, folder, roots, held, source_info(spec, folder, roots, held))
+
+
+def _load(
+    spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack, info: MediaInfo
+) -> tuple[np.ndarray, np.ndarray, list[str], str | None]:
     rate = Fraction(*spec.rate)
     options = MatteOptions(**spec.matte_options)
     timecode = spec.timecode
     if spec.source.kind == "file":
-        source_info = probe(spec.source.path, rate)
-        end = spec.source.end or source_info.frames
+        end = spec.source.end or info.frames
         start = spec.source.start
-        frames = read_frames(source_info, start, end)  # alpha, if any, passes through the edit untouched
-        if source_info.timecode and not timecode:
-            number = parse_timecode(source_info.timecode, source_info.rate) + start
-            timecode = format_timecode(number, source_info.rate, drop_frame=";" in source_info.timecode)
+        frames = read_frames(info, start, end)  # alpha, if any, passes through the edit untouched
+        if info.timecode and not timecode:
+            number = parse_timecode(info.timecode, info.rate) + start
+            timecode = format_timecode(number, info.rate, drop_frame=";" in info.timecode)
     else:
         frames = read_inline(spec.source, folder)
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, axis=-1)
-        source_info, start, end = _inline_info(spec.source, rate), 0, spec.source.frames
+        start, end = 0, spec.source.frames
     if spec.matte.kind == "file":  # end 0: no range of its own (it follows the source's)
         own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
-        matte, warnings = load_matte(probe(spec.matte.path, rate), source_info, start, end, options, own)
+        matte_info = probe(pin(held, spec.matte, roots, folder), rate)
+        matte, warnings = load_matte(matte_info, info, start, end, options, own)
     else:
         raw = read_inline(spec.matte, folder)
-        values = (
-            raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
-            if raw.shape[-1] == 1
-            else (pick_channel(raw, options.channel))
-        )
-        matte, warnings = refine(values, options), []
+        matte, warnings = refine(inline_matte_values(raw, options.channel), options), []
     return frames, matte, warnings, timecode
 
 
-def _source_info(spec: JobSpec) -> MediaInfo:
-    rate = Fraction(*spec.rate)
-    return probe(spec.source.path, rate) if spec.source.kind == "file" else _inline_info(spec.source, rate)
-
-
-def build_request(spec: JobSpec, folder: Path) -> tuple[EditRequest, list[str], str | None]:
-    """Everything validated as the engine will validate it, so a bad job fails before it is queued."""
-    validate_settings(EditSettings(**spec.settings))  # before reading any media: the cheap checks first
-    info = _source_info(spec)
-    if spec.codec == "exr" and info.codec != "exr":
-        raise InvalidRequest("codec EXR writes the source's EXR files back with the edit: name an EXR source file")
-    output_warnings = check_output(info, spec.codec, info.has_alpha)
-    frames, matte, warnings, timecode = load_job_media(spec, folder)
+def build_request(spec: JobSpec, folder: Path, roots: MediaRoots) -> tuple[EditRequest, list[str], str | None]:
+    """Everything validated as the engine will validate it; the cheap checks before any media is decoded."""
+    validate_settings(EditSettings(**spec.settings))
+    with ExitStack() as held:
+        info = source_info(spec, folder, roots, held)
+        output_warnings = check_codec(info, spec.codec)
+        frames, matte, warnings, timecode = _load(spec, folder, roots, held, info)
     request, more = assemble_request(spec, frames, matte)
     return request, warnings + more + output_warnings, timecode
 
@@ -120,10 +149,17 @@ def assemble_request(spec: JobSpec, frames: np.ndarray, matte: np.ndarray) -> tu
     return request, frame_warnings + matte_warnings
 
 
-def write_results(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None) -> list[ResultFile]:
+def write_results(
+    result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, roots: MediaRoots
+) -> list[ResultFile]:
+    """Write the result files into ``folder`` (EXR output reads the pinned source files as templates)."""
+    with ExitStack() as held:
+        return _write(result, spec, folder, timecode, source_info(spec, folder, roots, held))
+
+
+def _write(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, info: MediaInfo) -> list[ResultFile]:
     rate = Fraction(*spec.rate)
     files = []
-    info = _source_info(spec)
     start = spec.source.start if spec.source.kind == "file" else 0
     encoding = encoding_for(result.frames.dtype, info.transfer)
     video = f"result{OUTPUT_SUFFIX[spec.codec]}"
@@ -142,11 +178,28 @@ def write_results(result: EditResult, spec: JobSpec, folder: Path, timecode: str
     return files
 
 
-def result_files(folder: Path) -> list[ResultFile]:
+class ResultsMissingError(Exception):
+    """A finished job's result files are not (all) in its folder any more."""
+
+
+def result_files(folder: Path, job_id: str = "") -> list[ResultFile]:
+    """The files a succeeded job delivers; raise :class:`ResultsMissingError` if any of them is gone."""
     listing = folder / "results.json"
-    if not listing.is_file():
-        return []
-    return [ResultFile(**item) for item in json.loads(listing.read_text())]
+    try:
+        items = [ResultFile(**item) for item in json.loads(listing.read_text())]
+    except (OSError, ValueError, TypeError) as error:
+        raise ResultsMissingError(_gone(job_id, f"its list of results cannot be read ({error})")) from None
+    for item in items:
+        if not (folder / item.name).exists():
+            raise ResultsMissingError(_gone(job_id, f"{item.name} is missing"))
+    return items
+
+
+def _gone(job_id: str, what: str) -> str:
+    return (
+        f"job {job_id} succeeded but its results are gone from the server's store ({what}; removed outside "
+        "the server?); nothing can be fetched: submit the edit again under a new job id"
+    )
 
 
 def remove_partials(folder: Path) -> None:

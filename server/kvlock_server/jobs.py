@@ -8,8 +8,32 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+from kvlock.errors import InvalidRequest
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+JOB_ID_RULE = "1–64 characters of A–Z, a–z, 0–9, '.', '_', '-', not starting with '.'"
 PIXEL_LAYOUTS = {"rgb8": (3, 1), "rgb16": (3, 2), "gray8": (1, 1), "gray16": (1, 2)}  # channels, bytes
+
+
+class InvalidJobId(InvalidRequest):
+    """A job id that breaks the one rule every id obeys (it names a folder, so the rule is strict)."""
+
+
+def is_job_id(text: object) -> bool:
+    return isinstance(text, str) and JOB_ID.fullmatch(text) is not None
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it may name a job (and its folder), else raise :class:`InvalidJobId`.
+
+    The whole string must match (no trailing newline), it cannot start with '.' (so never '.', '..' or a
+    hidden name), and it is at most 64 characters: an id is always one plain folder name.
+    """
+    if not is_job_id(job_id):
+        text = str(job_id)
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise InvalidJobId(f"job_id {shown!r} must be {JOB_ID_RULE}")
+    return job_id
 
 
 class JobState(StrEnum):
@@ -36,6 +60,7 @@ class ClipSpec:
     pixel: str = "rgb8"
     start: int = 0
     end: int = 0
+    fingerprint: str = ""  # file: identities of the files accepted (see media_roots); "" in older stores
 
     @property
     def nbytes(self) -> int:

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from kvlock.acceleration import Acceleration
-from kvlock.catalog import resolve_model
+from kvlock.catalog import listed_model
 from kvlock.errors import EditCancelled, InvalidRequest, KVLockError
 from kvlock.media.atomic import atomic_path
 
 from .executor import JobControl, WorkerLost
 from .job_media import ResultFile, load_job_media, remove_partials
 from .jobs import JobSpec
+from .media_roots import MediaRoots
 from .ray_options import RayOptions
 from .ray_pool import NoWorkerForJob, Ticket, Worker, WorkerPool
 from .ray_worker import STORE_ID_FILE, EditWorker
@@ -87,10 +88,12 @@ class RayExecutor:
         dtype: str = "bfloat16",
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
+        roots: MediaRoots | None = None,
     ) -> None:
         import ray
 
         self.options = options
+        self.roots = roots or MediaRoots(())
         self.model_dirs = list(model_dirs)
         self.store_root = Path(store_root)
         self.store_path = options.store_path or str(self.store_root)
@@ -138,7 +141,7 @@ class RayExecutor:
     # -- what the service asks ----------------------------------------------------------------------
 
     def resolve(self, model: str) -> str:
-        return resolve_model(model, self.model_dirs)
+        return listed_model(model, self.model_dirs)
 
     def loaded(self) -> set[str]:
         return self.pool.loaded()
@@ -196,10 +199,11 @@ class RayExecutor:
             "model_key": key,
             "previews": control.previews_wanted(),
             "preview_every": control.preview_every,
+            "media_roots": [str(r) for r in self.roots.roots],  # a worker judges named files as the server does
         }
         media = None
         if not worker.sees_store:
-            media = ray.put(load_job_media(spec, folder))  # small by the admission rule
+            media = ray.put(load_job_media(spec, folder, self.roots))  # small by the admission rule
         control.progress({"message": f"starting on {worker.label}"})
         try:
             kind, payload = self._follow(worker, job, media, control)

@@ -26,12 +26,13 @@ from typing import Any
 
 from kvlock import Editor
 from kvlock.acceleration import Acceleration
-from kvlock.catalog import resolve_model
+from kvlock.catalog import listed_model
 from kvlock.errors import EditCancelled
 
 from .executor import JobControl, run_edit
 from .job_media import assemble_request, build_request, write_results
-from .jobs import JobSpec
+from .jobs import JobSpec, check_job_id
+from .media_roots import MediaRoots
 from .runner import failure_message
 
 STORE_ID_FILE = "store-id"
@@ -136,9 +137,10 @@ class EditWorker:
             if job["model_key"] not in self._editors:
                 events.put(("status", {"message": f"loading {spec.model} on {self.name}"}))
             editor = self._editor(job["model_key"], spec.model)
-            folder = Path(self.store_path) / "jobs" / spec.job_id
+            folder = Path(self.store_path) / "jobs" / check_job_id(spec.job_id)
+            roots = MediaRoots(job.get("media_roots", ()))
             if media is None:
-                request, warnings, timecode = build_request(spec, folder)
+                request, warnings, timecode = build_request(spec, folder, roots)
             else:
                 frames, matte, warnings, timecode = media
                 request, more = assemble_request(spec, frames, matte)
@@ -153,11 +155,11 @@ class EditWorker:
             result.trace.warnings[:0] = warnings
             result.trace.execution["worker"] = {k: v for k, v in self.describe().items() if k != "loaded"}
             if media is None:
-                files = write_results(result, spec, folder, timecode)
+                files = write_results(result, spec, folder, timecode, roots)
                 final("done", files=[asdict(f) for f in files])
             else:
                 with tempfile.TemporaryDirectory(prefix="kvlock-result-") as scratch:
-                    files = write_results(result, spec, Path(scratch), timecode)
+                    files = write_results(result, spec, Path(scratch), timecode, roots)
                     blobs = {f.name: (Path(scratch) / f.name).read_bytes() for f in files}
                     blobs["results.json"] = (Path(scratch) / "results.json").read_bytes()
                 final("done", files=[asdict(f) for f in files], blobs=blobs)
@@ -178,7 +180,7 @@ class EditWorker:
         while len(self._editors) >= self.keep_models:
             self._editors.popitem(last=False)
             _free_gpu_cache()
-        path = resolve_model(model, self.model_dirs)
+        path = listed_model(model, self.model_dirs)
         self._editors[key] = Editor.from_pretrained(path, self.device, self.dtype, self.acceleration)
         return self._editors[key]
 

@@ -1,14 +1,18 @@
 """The queue: worker threads take queued jobs by priority, run them, and publish live progress.
 
 Thread rules: the store is the source of truth for job state; live progress (step, metric, preview) sits
-in memory under one condition variable that watchers wait on. Nothing here knows gRPC. A failing job
-never takes a worker down: every outcome becomes a state and a message.
+in memory under one condition variable. Whoever watches jobs subscribes a listener that is told, from
+the worker threads and without blocking them, which job changed (or that the queue moved); a listener
+must not block. The queue's order is read from the store once per change and shared by every reader, so
+a thousand watchers of queued jobs cost one query per change, not a thousand. Nothing here knows gRPC.
+A failing job never takes a worker down: every outcome becomes a state and a message.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +41,26 @@ class LiveStatus:
     message: str = ""
     preview_png: bytes = b""
     queue_position: int = 0
+
+
+@dataclass(frozen=True)
+class _QueueSnapshot:
+    """Queued jobs in run order: each one's 1-based position and its message."""
+
+    positions: dict[str, int]
+    messages: dict[str, str]
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, str]]) -> _QueueSnapshot:
+        return cls({job_id: i + 1 for i, (job_id, _) in enumerate(rows)}, dict(rows))
+
+    def status(self, job_id: str, version: int) -> LiveStatus:
+        return LiveStatus(
+            state=JobState.QUEUED,
+            version=version,
+            message=self.messages[job_id],
+            queue_position=self.positions[job_id],
+        )
 
 
 @dataclass
@@ -68,6 +92,10 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self._previews: dict[str, int] = {}
         self._version = 0
+        self._queue_version = 0
+        self._queue_cache: tuple[int, _QueueSnapshot] = (-1, _QueueSnapshot({}, {}))
+        self._refresh = threading.Lock()
+        self._listeners: list[Callable[[str | None], None]] = []
         self._stopping = threading.Event()
         self._parking = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -81,7 +109,12 @@ class JobRunner:
             self._workers.append(worker)
 
     def wake(self) -> None:
-        self._publish(None, None)
+        """The queue changed from outside (a job was accepted): workers look again, watchers re-read."""
+        self._publish(None, None, queue_changed=True)
+
+    def subscribe(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(job_id)`` after each change of a job, ``listener(None)`` when the queue moves."""
+        self._listeners.append(listener)
 
     def stop(self, grace: float) -> list[str]:
         """Stop taking jobs; let running ones finish for ``grace`` seconds, then park them (queued again)."""
@@ -105,22 +138,55 @@ class JobRunner:
 
     # -- what clients ask ---------------------------------------------------------------------------
 
+    def live(self, job_id: str) -> LiveStatus | None:
+        """The running job's progress from memory (never blocks on the store); None if it is not running."""
+        with self._changed:
+            return self._live.get(job_id)
+
+    def cached_status(self, job_id: str) -> LiveStatus | None:
+        """The status from memory alone — running, or queued in the current snapshot — else None."""
+        with self._changed:
+            live = self._live.get(job_id)
+            if live is not None:
+                return live
+            version, snapshot = self._queue_cache
+            if version != self._queue_version or job_id not in snapshot.positions:
+                return None
+            return snapshot.status(job_id, self._version)
+
     def status(self, job_id: str) -> LiveStatus:
-        record = self.store.get(job_id)
         with self._changed:
             live = self._live.get(job_id)
             version = self._version
-        if live is not None and record.state == JobState.RUNNING:
-            return live
-        queue = self.store.queue()  # read after the record: the job may have started in between
-        position = queue.index(job_id) + 1 if job_id in queue else 0
-        return LiveStatus(state=record.state, version=version, message=record.message, queue_position=position)
+        if live is not None:
+            return live  # running: from memory, no query
+        snapshot = self._snapshot()
+        if job_id in snapshot.positions:
+            return snapshot.status(job_id, version)
+        state, message = self.store.state_of(job_id)
+        return LiveStatus(state=state, version=version, message=message)
 
-    def wait_change(self, job_id: str, seen: int, timeout: float) -> LiveStatus:
-        """Block until anything changes after version ``seen`` (or ``timeout``), then return the status."""
+    def queue(self) -> list[str]:
+        """Queued ids in run order, read from the store once per change of the queue."""
+        return list(self._snapshot().positions)
+
+    def _snapshot(self) -> _QueueSnapshot:
+        """The queue as of its current version: one query per change, shared by every reader."""
         with self._changed:
-            self._changed.wait_for(lambda: self._version > seen, timeout=timeout)
-        return self.status(job_id)
+            version, snapshot = self._queue_cache
+            if version == self._queue_version:
+                return snapshot
+        with self._refresh:  # a burst of readers after a change waits for one query, not one each
+            with self._changed:
+                version, snapshot = self._queue_cache
+                current = self._queue_version
+            if version == current:
+                return snapshot
+            snapshot = _QueueSnapshot.of(self.store.queued())
+            with self._changed:
+                if self._queue_version == current:  # nothing moved while it was read
+                    self._queue_cache = (current, snapshot)
+            return snapshot
 
     def watch_previews(self, job_id: str, on: bool) -> None:
         with self._changed:
@@ -129,7 +195,7 @@ class JobRunner:
     def cancel(self, job_id: str) -> JobState:
         record = self.store.get(job_id)
         if record.state == JobState.QUEUED and self.store.cancel_queued(job_id):
-            self._publish(job_id, None)
+            self._publish(job_id, None, queue_changed=True)
             return JobState.CANCELLED
         running = self._running.get(job_id)
         if running is not None:
@@ -140,15 +206,24 @@ class JobRunner:
 
     # -- workers ------------------------------------------------------------------------------------
 
-    def _publish(self, job_id: str | None, live: LiveStatus | None) -> None:
+    def _publish(self, job_id: str | None, live: LiveStatus | None, queue_changed: bool = False) -> None:
         with self._changed:
             self._version += 1
+            if queue_changed:
+                self._queue_version += 1
             if job_id is not None:
                 if live is None:
                     self._live.pop(job_id, None)
                 else:
                     self._live[job_id] = replace(live, version=self._version)
             self._changed.notify_all()
+        if queue_changed and self._listeners:
+            self._snapshot()  # read the new queue once here, so the watchers woken next all find it in memory
+        for listener in self._listeners:
+            if job_id is not None:
+                listener(job_id)
+            if queue_changed:
+                listener(None)
 
     def _work(self, slot: int) -> None:
         while not self._stopping.is_set():
@@ -171,7 +246,7 @@ class JobRunner:
     def _run(self, job_id: str, ticket: Any) -> None:
         record = self.store.get(job_id)
         running = self._running[job_id]
-        self._publish(job_id, LiveStatus(state=JobState.RUNNING, message="starting"))
+        self._publish(job_id, LiveStatus(state=JobState.RUNNING, message="starting"), queue_changed=True)
 
         def progress(event: dict[str, Any]) -> None:
             fields = {k: event[k] for k in LiveStatus.__dataclass_fields__ if k in event}
@@ -198,7 +273,7 @@ class JobRunner:
         finally:
             with self._changed:
                 self._running.pop(job_id, None)
-            self._publish(job_id, None)
+            self._publish(job_id, None, queue_changed=True)  # it may be queued again
 
     def _after_lost_worker(self, job_id: str, attempts: int, reason: str) -> None:
         """Run the job again elsewhere, unless it has now taken down ``max_attempts`` workers (or restarts)."""

@@ -1,35 +1,80 @@
-"""The server's two guards: the bearer token every call but health must carry, and the media roots that
-bound which files the server will read on a client's behalf.
+"""The server's guard at the door: the bearer token every call but health must carry.
+
+(Which files the server reads for a client is the other guard: ``media_roots``.)
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from .media_roots import MediaRoots
+
+log = logging.getLogger("kvlock.server")
 PUBLIC_METHODS = ("/grpc.health.v1.Health/",)
+DENIED = (
+    "{reason} token: send the metadata 'authorization: Bearer <token>'; the token is in the server's token "
+    "file, which `kvlock serve` names when it starts (ask whoever runs the server)"
+)
+
+
+class TokenFileError(Exception):
+    """The token file cannot be trusted (another user's, or not a regular file)."""
 
 
 def load_or_create_token(path: Path) -> tuple[str, bool]:
-    """Read the token, or create one readable by this user only. Returns (token, created)."""
-    if path.is_file():
-        token = path.read_text().strip()
+    """Read the token, or create one readable by this user only. Returns (token, created).
+
+    An existing file must be this user's regular file; one that others could read is made private (0600)
+    with a warning, since its token may have been seen: delete the file to get a new one.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        fd = None
+    except OSError as error:
+        raise TokenFileError(f"cannot use the token file {path} ({error}); it must be a regular file") from None
+    if fd is not None:
+        with os.fdopen(fd) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise TokenFileError(f"the token file {path} is not a regular file; remove it")
+            if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+                raise TokenFileError(f"the token file {path} belongs to another user; remove it or use --state-dir")
+            mode = stat.S_IMODE(info.st_mode)
+            if mode & 0o077:
+                os.fchmod(handle.fileno(), 0o600)
+                log.warning(
+                    "the token file %s was readable by others (mode %04o); it is now 0600. Anyone who read it "
+                    "has the token: delete the file and restart to make a new one",
+                    path,
+                    mode,
+                )
+            token = handle.read().strip()
         if token:
             return token, False
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
-    os.chmod(path, 0o600)
+    os.replace(temporary, path)
     return token, True
+
+
+def token_file_private(path: Path) -> bool:
+    """Whether the token file is readable by its owner only (what the server tells its operator)."""
+    return not stat.S_IMODE(path.stat().st_mode) & 0o077
 
 
 def is_loopback(host: str) -> bool:
@@ -42,8 +87,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _abort_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny)
@@ -54,49 +99,30 @@ def _abort_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMeth
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Refuse every call without ``authorization: Bearer <token>``, health checks excepted."""
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuse every call without ``authorization: Bearer <token>``, health checks excepted.
 
-    def __init__(self, token: str, where: str) -> None:
+    The refusal says how to authenticate, not where the token lives on the server's disk.
+    """
+
+    def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
-        self._where = where
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         if details.method.startswith(PUBLIC_METHODS):
-            return continuation(details)
+            return await continuation(details)
         given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if isinstance(given, bytes):
+            given = given.decode(errors="replace")
         if hmac.compare_digest(given.encode(), self._expected):
-            return continuation(details)
-        handler = continuation(details)
-        reason = "missing" if not given else "wrong"
-        message = f"{reason} token: send 'authorization: Bearer <token>'; the server's token is in {self._where}"
+            return await continuation(details)
+        handler = await continuation(details)
+        message = DENIED.format(reason="missing" if not given else "wrong")
         return _abort_handler(handler, message) if handler is not None else None
 
 
-class MediaRoots:
-    """Folders the server may read from; paths must be absolute, free of '..', and stay inside after
-    every symlink is resolved."""
-
-    def __init__(self, roots: Iterable[str | Path]) -> None:
-        self.roots = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
-
-    def check(self, path: str) -> Path:
-        if not self.roots:
-            raise PermissionError("this server reads no files (it has no --media-root); upload the frames instead")
-        candidate = Path(path)
-        if not candidate.is_absolute():
-            raise PermissionError(f"{path!r}: file paths must be absolute")
-        if ".." in candidate.parts:
-            raise PermissionError(f"{path!r}: '..' is not allowed in file paths")
-        real = Path(os.path.realpath(candidate))
-        if not any(real == root or root in real.parents for root in self.roots):
-            raise PermissionError(f"{path} is outside the server's media roots")
-        return candidate
-
-    def check_all(self, files: Iterable[Path]) -> None:
-        for f in files:
-            self.check(str(f))
+__all__ = ["BearerTokenInterceptor", "MediaRoots", "is_loopback", "load_or_create_token"]

@@ -1,23 +1,29 @@
 """Translation between the wire contract's messages and the server's domain (JobSpec, LiveStatus …).
 
-Header validation lives here because it is about the message: ids, sizes, formats, paths. Everything
-that needs the pixels is checked after the upload, by the engine's own validation.
+Header validation lives here because it is about the message: ids, sizes, formats, paths, rates,
+timecodes, string lengths and every setting's range — all bounded here, before any byte is uploaded or
+any work starts, so a client's mistake is always INVALID_ARGUMENT naming the field, never a hang or an
+internal error later. Everything that needs the pixels is checked after the upload (``upload_checks``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from fractions import Fraction
+from pathlib import Path
 
 from kvlock.errors import InvalidRequest
 from kvlock.media.decode import probe
 from kvlock.media.matte import CHANNELS
-from kvlock.settings import EditSettings, validate_settings
+from kvlock.media.timecode import parse_timecode
+from kvlock.settings import MAX_TEXT, EditSettings, validate_settings
 from kvlock_wire import editor_pb2 as pb
 
-from .jobs import JOB_ID, ClipSpec, JobRecord, JobSpec, JobState
+from .jobs import ClipSpec, JobRecord, JobSpec, JobState, check_job_id
+from .media_roots import MediaRoots
 from .runner import LiveStatus
-from .security import MediaRoots
 
 PIXELS = {pb.RGB8: "rgb8", pb.RGB16: "rgb16", pb.GRAY8: "gray8", pb.GRAY16: "gray16"}
 CODECS = {
@@ -44,9 +50,63 @@ class OversizedError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
+    """What one request may ask for. ``validation_batch_bytes`` bounds the memory of checking an upload."""
+
     max_side: int = 8192
     max_frames: int = 100_000
     max_upload_bytes: int = 16 * 1024**3
+    max_model_name: int = 256
+    max_dilate: int = 64
+    max_fps: int = 1000
+    max_rate_term: int = 1_000_000
+    validation_batch_bytes: int = 16 * 1024**2
+
+
+def _text(value: str, field: str, most: int) -> str:
+    if len(value) > most:
+        raise InvalidRequest(f"{field} is {len(value)} characters; at most {most} are accepted")
+    return value
+
+
+def _rate(rate: pb.Rational, limits: Limits) -> tuple[int, int]:
+    """The header's frame rate as an exact fraction; unset (0/0) is 24/1."""
+    if rate.num == 0 and rate.den == 0:
+        return 24, 1
+    most = limits.max_rate_term
+    if not (1 <= rate.num <= most and 1 <= rate.den <= most):
+        raise InvalidRequest(f"rate {rate.num}/{rate.den}: numerator and denominator must be in [1, {most}]")
+    if not 1 <= Fraction(rate.num, rate.den) <= limits.max_fps:
+        raise InvalidRequest(f"rate {rate.num}/{rate.den} must be in [1, {limits.max_fps}] frames per second")
+    return rate.num, rate.den
+
+
+def _timecode(text: str, rate: tuple[int, int]) -> str | None:
+    if not text:
+        return None
+    _text(text, "timecode", 16)
+    try:
+        parse_timecode(text, Fraction(*rate))
+    except ValueError as error:
+        raise InvalidRequest(f"timecode: {error}") from None
+    return text.strip()
+
+
+def _matte_options(options: pb.MatteOptions, limits: Limits) -> dict:
+    channel = options.channel if options.HasField("channel") else "auto"
+    if channel not in CHANNELS:
+        raise InvalidRequest(f"matte_options.channel must be one of {CHANNELS}, got {channel[:40]!r}")
+    threshold = options.threshold if options.HasField("threshold") else None
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise InvalidRequest(f"matte_options.threshold must be in [0, 1], got {threshold}")
+    if not 0 <= options.dilate <= limits.max_dilate:
+        raise InvalidRequest(f"matte_options.dilate must be in [0, {limits.max_dilate}] pixels, got {options.dilate}")
+    return {
+        "channel": channel,
+        "invert": options.invert,
+        "dilate": options.dilate,
+        "resize": options.resize,
+        "threshold": threshold,
+    }
 
 
 def settings_to_dict(message: pb.Settings) -> dict:
@@ -70,30 +130,52 @@ def _inline(clip: pb.InlineClip, name: str, file_name: str, limits: Limits, allo
     return spec
 
 
-def _file(clip: pb.FileClip, name: str, roots: MediaRoots, ranged: bool = True) -> ClipSpec:
-    """A file under the media roots (every file of a sequence too), over its own range when ``ranged``."""
-    path = roots.check(clip.path)
-    info = probe(path)  # raises MediaNotFoundError / UnreadableMediaError
-    roots.check_all(info.files)
+def _file(
+    clip: pb.FileClip, name: str, roots: MediaRoots, limits: Limits, scratch: Path | None, ranged: bool = True
+) -> ClipSpec:
+    """A file under the media roots (every file of a sequence too), opened and judged by descriptor and
+    probed through those descriptors, over its own range when ``ranged``."""
+    with roots.pinned(clip.path, where=scratch) as pinned:
+        info = probe(pinned.path)  # raises MediaNotFoundError / UnreadableMediaError
+    if not (8 <= info.width <= limits.max_side and 8 <= info.height <= limits.max_side):
+        raise InvalidRequest(f"{name}: frame size {info.width}×{info.height} is outside 8–{limits.max_side} pixels")
+    path = str(roots.check(clip.path))
     if not ranged:
-        return ClipSpec("file", str(path), info.frames, info.width, info.height)
+        return ClipSpec("file", path, info.frames, info.width, info.height, fingerprint=pinned.fingerprint)
     end = clip.end or info.frames
     if not 0 <= clip.start < end <= info.frames:
         raise InvalidRequest(f"{name}: range [{clip.start}, {end}) is outside the file's [0, {info.frames})")
-    return ClipSpec(
-        "file", str(path), end - clip.start, info.width, info.height, "rgb16" if info.deep else "rgb8", clip.start, end
-    )
+    if end - clip.start > limits.max_frames:
+        raise InvalidRequest(f"{name}: {end - clip.start} frames is over {limits.max_frames}; send a shorter range")
+    pixel = "rgb16" if info.deep else "rgb8"
+    return ClipSpec("file", path, end - clip.start, info.width, info.height, pixel, clip.start, end, pinned.fingerprint)
 
 
-def spec_from_header(header: pb.EditHeader, roots: MediaRoots, limits: Limits, known_model) -> JobSpec:
-    """Check everything the header alone can tell; raise a typed error naming what to fix."""
-    if not JOB_ID.match(header.job_id):
-        raise InvalidRequest(f"job_id {header.job_id!r} must be 1–64 characters of A–Z, a–z, 0–9, '.', '_', '-'")
-    known_model(header.model or "tiny")
+def spec_from_header(
+    header: pb.EditHeader,
+    roots: MediaRoots,
+    limits: Limits,
+    known_model: Callable[[str], object],
+    scratch: Path | None = None,
+) -> JobSpec:
+    """Check everything the header alone can tell; raise a typed error naming what to fix.
+
+    Cheap checks come first, so a bad field is reported before any file is opened.
+    """
+    check_job_id(header.job_id)
+    model = _text(header.model, "model", limits.max_model_name) or "tiny"
+    _text(header.prompt, "prompt", MAX_TEXT)
     if not header.prompt.strip():
         raise InvalidRequest("prompt is empty: describe what the masked subject should become")
     settings = settings_to_dict(header.settings)
     validate_settings(EditSettings(**settings))
+    matte_options = _matte_options(header.matte_options, limits)
+    rate = _rate(header.rate, limits)
+    timecode = _timecode(header.timecode, rate)
+    if header.output.codec not in CODECS:
+        names = ", ".join(pb.Codec.Name(c) for c in CODECS if c)
+        raise InvalidRequest(f"output.codec {header.output.codec} is not a codec this server writes; use {names}")
+    known_model(model)
     which_source, which_matte = header.WhichOneof("source"), header.WhichOneof("matte")
     if which_source is None or which_matte is None:
         raise InvalidRequest("the header must name a source and a matte (inline frames or a file)")
@@ -101,7 +183,7 @@ def spec_from_header(header: pb.EditHeader, roots: MediaRoots, limits: Limits, k
     if which_source == "source_inline":
         source = _inline(header.source_inline, "source", "source.raw", limits, rgb)
     else:
-        source = _file(header.source_file, "source", roots)
+        source = _file(header.source_file, "source", roots, limits, scratch)
     if which_matte == "matte_inline":
         matte = _inline(header.matte_inline, "matte", "matte.raw", limits, rgb | {pb.GRAY8, pb.GRAY16})
         if (matte.width, matte.height) != (source.width, source.height):
@@ -112,27 +194,15 @@ def spec_from_header(header: pb.EditHeader, roots: MediaRoots, limits: Limits, k
             raise InvalidRequest(f"matte has {matte.frames} frames; send {source.frames} (one per source frame) or 1")
     else:  # a matte that names its own frames keeps them; one that names none follows the source's range
         own = header.matte_file.HasField("start") or header.matte_file.HasField("end")
-        matte = _file(header.matte_file, "matte", roots, ranged=own)
+        matte = _file(header.matte_file, "matte", roots, limits, scratch, ranged=own)
         if own and matte.frames not in (1, source.frames):
             raise InvalidRequest(
                 f"matte range [{matte.start}, {matte.end}) has {matte.frames} frames but the source's has "
                 f"{source.frames}: give the matte as many frames as the source (or one, used for every frame)"
             )
-    options = header.matte_options
-    channel = options.channel if options.HasField("channel") else "auto"
-    if channel not in CHANNELS:
-        raise InvalidRequest(f"matte channel must be one of {CHANNELS}, got {channel!r}")
-    matte_options = {
-        "channel": channel,
-        "invert": options.invert,
-        "dilate": options.dilate,
-        "resize": options.resize,
-        "threshold": options.threshold if options.HasField("threshold") else None,
-    }
-    rate = (header.rate.num, header.rate.den) if header.rate.num > 0 and header.rate.den > 0 else (24, 1)
     return JobSpec(
         job_id=header.job_id,
-        model=header.model or "tiny",
+        model=model,
         prompt=header.prompt,
         source=source,
         matte=matte,
@@ -140,7 +210,7 @@ def spec_from_header(header: pb.EditHeader, roots: MediaRoots, limits: Limits, k
         matte_options=matte_options,
         priority=header.priority,
         rate=rate,
-        timecode=header.timecode or None,
+        timecode=timecode,
         codec=CODECS[header.output.codec],
         region=header.output.region,
     )
