@@ -359,9 +359,10 @@ def attention_backends(device: torch.device, shape: Shape, heads: int, head_dim:
 
 
 def engine_steps(
-    editor: Any, shape: Shape, fraction: float, alpha: float, steps: int, pair: bool = True
+    editor: Any, shape: Shape, fraction: float, alpha: float, steps: int, pair: bool = True, **overrides: Any
 ) -> tuple[list[float], float, str]:
-    """Per-step seconds of the engine's loop at a fixed α, the token foreground fraction, and the modes."""
+    """Per-step seconds of the engine's loop at a fixed α, the token foreground fraction, and the modes
+    (``overrides``: further settings, e.g. the source-pass approximations)."""
     from kvlock.sampler import Prompts, sample_kvlock
     from kvlock.settings import EditSettings, validate_settings
     from kvlock.token_mask import build_token_mask
@@ -372,7 +373,7 @@ def engine_steps(
     x0 = torch.randn(shape.latent(), generator=gen).to(m.device)
     noise = torch.randn(shape.latent(), generator=gen).to(m.device)
     embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
-    settings = validate_settings(EditSettings(alpha_fixed=alpha, steps=steps))
+    settings = validate_settings(EditSettings(alpha_fixed=alpha, steps=steps, **overrides))
     with torch.no_grad():
         _, records = sample_kvlock(
             m.family,
@@ -387,10 +388,30 @@ def engine_steps(
             omega0=5.0,
             pair_guidance=pair,
         )
-    return [r.seconds for r in records], masks.foreground_fraction, "/".join(sorted({r.mode for r in records}))
+    modes = "/".join(sorted({r.mode + (f"+{r.source}" if r.source else "") for r in records}))
+    return [r.seconds for r in records], masks.foreground_fraction, modes
 
 
-def whole_edit(editor: Any, shape: Shape, steps: int, method: str = "kvlock") -> dict[str, Any]:
+# Whole-edit settings by name: the default schedule, α = 1 throughout, and the source-pass approximations
+# (``bg``: a source pass over the background alone; ``rN``: one source pass every N locked steps).
+EDIT_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "alpha1": {"method": "fixed_alpha=1"},
+    "alpha0.5": {"method": "fixed_alpha=0.5"},
+    "no_lock": {"method": "no_lock"},
+    "bg": {"source_pass": "background"},
+    "bg+r2": {"source_pass": "background", "source_refresh": 2},
+    "alpha1+bg": {"method": "fixed_alpha=1", "source_pass": "background"},
+    "alpha1+bg+r2": {"method": "fixed_alpha=1", "source_pass": "background", "source_refresh": 2},
+    "alpha1+r2": {"method": "fixed_alpha=1", "source_refresh": 2},
+    "early1": {"alpha_early": 1.0},
+    "early1+bg+r2": {"alpha_early": 1.0, "source_pass": "background", "source_refresh": 2},
+}
+STEP_OPTIONS = {"": {}, "bg": {"source_pass": "background"}, "r2": {"source_refresh": 2}}
+STEP_OPTIONS["bg+r2"] = {**STEP_OPTIONS["bg"], **STEP_OPTIONS["r2"]}
+
+
+def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default") -> dict[str, Any]:
     from kvlock import EditRequest, EditSettings
 
     rng = np.random.default_rng(0)
@@ -405,7 +426,8 @@ def whole_edit(editor: Any, shape: Shape, steps: int, method: str = "kvlock") ->
     sync(device)
     t = time.perf_counter()
     result = editor.edit(
-        EditRequest(frames, box_matte(shape, 0.3), "a red car", EditSettings(steps=steps, method=method)), progress
+        EditRequest(frames, box_matte(shape, 0.3), "a red car", EditSettings(steps=steps, **EDIT_PRESETS[preset])),
+        progress,
     )
     sync(device)
     seconds = time.perf_counter() - t
@@ -420,15 +442,17 @@ def whole_edit(editor: Any, shape: Shape, steps: int, method: str = "kvlock") ->
         "peak_after_first_steps_gib": step_peaks[min(2, len(step_peaks) - 1)],
         "peak_after_last_step_gib": step_peaks[-1],
         "modes": modes,
-        "method": method,
+        "preset": preset,
+        "sources": sorted({r.source for r in result.trace.windows[0].steps}),
         "stage_seconds": result.trace.stage_seconds,
         "execution": result.trace.execution,
     }
 
 
 def median_tail(xs: list[float]) -> float:
-    """Median step time, leaving out the first step (allocator and autotuning warm-up)."""
-    return statistics.median(xs[1:] if len(xs) > 1 else xs)
+    """Mean step time, leaving out the first step (allocator and autotuning warm-up); a mean, not a
+    median, because a source pass reused every other step makes the steps alternate in cost."""
+    return statistics.fmean(xs[1:] if len(xs) > 1 else xs)
 
 
 def run_variant(
@@ -446,15 +470,19 @@ def run_variant(
     device, only = editor.model.device, set(args.only.split(","))
     print(label, editor.execution, flush=True)
     if "steps" in only and not args.cap_gb:
-        cases = [(float(f), float(a), True) for f, a in (c.split(":") for c in args.cases.split(","))]
+        cases = []
+        for case in args.cases.split(","):
+            f, a, *option = case.split(":")
+            cases.append((float(f), float(a), True, option[0] if option else ""))
         if label == "eager" and args.model != "14b":
-            cases.append((0.3, 1.0, False))
-        for fraction, alpha, pair in cases:
+            cases.append((0.3, 1.0, False, ""))
+        for fraction, alpha, pair, option in cases:
             reset_peak(device)
-            times, fg, modes = engine_steps(editor, shape, fraction, alpha, args.steps, pair)
+            times, fg, modes = engine_steps(editor, shape, fraction, alpha, args.steps, pair, **STEP_OPTIONS[option])
+            extra = (" unpaired" if not pair else "") + (f" {option}" if option else "")
             rows.append(
                 {
-                    "row": f"engine α={alpha:g} fg={fg:.0%}{'' if pair else ' unpaired'} [{label}]",
+                    "row": f"engine α={alpha:g} fg={fg:.0%}{extra} [{label}]",
                     "ms": 1e3 * median_tail(times),
                     "modes": modes,
                     "peak_gib": peak_gib(device),
@@ -468,17 +496,105 @@ def run_variant(
         print(out[f"forward [{label}]"], flush=True)
     if "edit" in only and args.warm and editor.execution["compile"] != "off":
         t = time.perf_counter()
-        for method in ("fixed_alpha=1", "fixed_alpha=0.5", "no_lock"):  # visit every pass kind once
-            whole_edit(editor, shape, 2, method)
+        for preset in ("alpha1", "alpha0.5", "no_lock", "alpha1+bg"):  # visit every pass kind once
+            whole_edit(editor, shape, 2, preset)
         out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
         print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
     if "edit" in only:
-        methods = ["kvlock"] if label == "eager" or args.cap_gb or args.model == "14b" else ["kvlock", "fixed_alpha=1"]
-        for method in methods:
-            result = whole_edit(editor, shape, args.edit_steps, method)
+        presets = args.edits.split(",")
+        if label == "eager" or args.cap_gb or args.model == "14b":
+            presets = presets[:1]
+        for preset in presets:
+            result = whole_edit(editor, shape, args.edit_steps, preset)
             result["label"] = label
             out.setdefault("edits", []).append(result)
             print(result, flush=True)
+
+
+def plain_compiled(
+    pipe: Any,
+    shape: Shape,
+    embeds: tuple[torch.Tensor, torch.Tensor],
+    args: argparse.Namespace,
+    only: set[str],
+    rows: list[dict[str, Any]],
+    out: dict[str, Any],
+) -> None:
+    """The plain pipeline as a speed-minded user runs it: its repeated blocks compiled (one line), then the
+    same step and generation rows as eager; the blocks are returned to eager for the engine's variants."""
+    device = pipe.transformer.device
+    blocks = [m for m in pipe.transformer.modules() if type(m).__name__ in pipe.transformer._repeated_blocks]
+    pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    t = time.perf_counter()
+    run_plain(pipe, shape, embeds, 2, "latent")
+    out["plain_compile_seconds"] = time.perf_counter() - t
+    print({"plain_compile_seconds": out["plain_compile_seconds"]}, flush=True)
+    if "steps" in only:
+        reset_peak(device)
+        plain = plain_steps(pipe, shape, embeds, args.steps)
+        rows.append(
+            {"row": "plain diffusers CFG step, compiled", "ms": 1e3 * median_tail(plain), "peak_gib": peak_gib(device)}
+        )
+        print(rows[-1], flush=True)
+    if "edit" in only:
+        reset_peak(device)
+        seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
+        out["plain_generation_compiled"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
+        print(out["plain_generation_compiled"], flush=True)
+    for block in blocks:
+        block._compiled_call_impl = None  # back to eager: the engine compiles its own way
+    torch._dynamo.reset()
+
+
+def first_edits(model: Any, shape: Shape, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """A restart child: a fresh process compiles (from --compile-cache) and times its first edits."""
+    from kvlock.acceleration import Acceleration
+    from kvlock.editor import Editor
+
+    t = time.perf_counter()
+    editor = Editor(model, Acceleration(attention="native", compile="inductor", compile_cache=args.compile_cache))
+    out["editor_seconds"] = time.perf_counter() - t
+    preset = args.edits.split(",")[0]
+    out["first_edits"] = [whole_edit(editor, shape, args.edit_steps, preset) for _ in range(args.first_edits)]
+    print(json.dumps(out, default=str), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def restart_rows(args: argparse.Namespace) -> None:
+    """Cold process (empty cache) → one edit; restarted process (the cache it left) → two edits.
+
+    The restarted process's first edit against its second is what a user of a restarted server feels.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    cache = Path(args.compile_cache or tempfile.mkdtemp(prefix="kvlock-compile-"))
+    common = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--edits", args.edits]
+    common += ["--edit-steps", str(args.edit_steps), "--compile-cache", str(cache)]
+    for flag in ("frames", "height", "width"):
+        if getattr(args, flag):
+            common += [f"--{flag}", str(getattr(args, flag))]
+    results = {}
+    for name, edits in (("cold", 1), ("restarted", 2)):
+        target = Path(tempfile.mkstemp(suffix=".json")[1])
+        t = time.perf_counter()
+        subprocess.run([*common, "--first-edits", str(edits), "--json", str(target)], check=True)
+        results[name] = {"process_seconds": time.perf_counter() - t, **json.loads(target.read_text())}
+    cold = results["cold"]["first_edits"][0]["seconds"]
+    first, warm = (e["seconds"] for e in results["restarted"]["first_edits"])
+    summary = {"cold_first_edit": cold, "restarted_first_edit": first, "warm_edit": warm, "restart_ratio": first / warm}
+    print("\n| edit | seconds | × warm |\n|---|---:|---:|")
+    for label, value in (
+        ("first edit, cold process (empty cache)", cold),
+        ("first edit after a restart", first),
+        ("second edit (warm)", warm),
+    ):
+        print(f"| {label} | {value:.1f} | {value / warm:.2f} |")
+    print(json.dumps(summary))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, **results}, indent=1, default=str))
 
 
 def main() -> None:
@@ -496,7 +612,27 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="compile every pass kind before timing edits")
     parser.add_argument("--cap-gb", type=float, help="simulate a smaller card: cap this process's GPU memory")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--edits", default="default,alpha1", help=f"whole edits to time: {', '.join(EDIT_PRESETS)}")
+    parser.add_argument(
+        "--plain",
+        default="eager,compiled",
+        help="plain baselines: eager, and compiled as a speed-minded user runs it "
+        "(compile_repeated_blocks(fullgraph=True))",
+    )
+    parser.add_argument(
+        "--compile-cache", help="the engine's compile cache folder (the restart rows' two processes share one)"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="time the first edit of a fresh process against a warm one: a cold process fills --compile-cache, "
+        "then a second process (a restarted server) edits twice",
+    )
+    parser.add_argument("--first-edits", type=int, default=0, help=argparse.SUPPRESS)  # a restart child's edits
     args = parser.parse_args()
+    if args.restart:
+        restart_rows(args)
+        return
 
     from kvlock.editor import Editor
     from kvlock.families import family_for_pipeline
@@ -553,13 +689,16 @@ def main() -> None:
         total = torch.cuda.get_device_properties(index).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * GIB / total), index)
 
-    if "steps" in only:
+    if args.first_edits:
+        only = {"edit"}
+    eager_plain = "eager" in args.plain.split(",")
+    if "steps" in only and eager_plain:
         reset_peak(device)
         plain = plain_steps(pipe, shape, embeds, args.steps)
         rows.append({"row": "plain diffusers CFG step", "ms": 1e3 * median_tail(plain), "peak_gib": peak_gib(device)})
         print(rows[-1], flush=True)
     flops = rate = None
-    if "roofline" in only:
+    if "roofline" in only and not args.first_edits:
         rate = matmul_rate(device, 8192)
         out["matmul_tflops"] = rate / 1e12
         flops = forward_flops(cfg, shape.tokens(), shape.tokens(), text_length)
@@ -569,11 +708,13 @@ def main() -> None:
         cfg_t = pipe.transformer.config
         out["attention_ms"] = attention_backends(device, shape, cfg_t.num_attention_heads, cfg_t.attention_head_dim)
         print(out["attention_ms"], flush=True)
-    if "edit" in only and not args.cap_gb:
+    if "edit" in only and not args.cap_gb and not args.first_edits and eager_plain:
         reset_peak(device)
         seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
         out["plain_generation"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
         print(out["plain_generation"], flush=True)
+    if "compiled" in args.plain.split(",") and not args.cap_gb and not args.first_edits:
+        plain_compiled(pipe, shape, embeds, args, only, rows, out)
 
     defaults = ModelDefaults(
         height=shape.height,
@@ -585,6 +726,9 @@ def main() -> None:
     )
     name = f"{args.model} (random weights)"
     model = LoadedModel(name, adapter, pipe, defaults, device, torch.bfloat16)
+    if args.first_edits:
+        first_edits(model, shape, args, out)
+        return
     variants = [(name, VARIANTS[name](args.cap_gb)) for name in args.variants.split(",")]
     ctx = {"flops": flops, "rate": rate}
     for label, acc in variants:
@@ -594,10 +738,30 @@ def main() -> None:
             print(f"{label}: FAILED {type(exc).__name__}: {exc}", flush=True)
             out.setdefault("failures", []).append(f"{label}: {type(exc).__name__}: {exc}")
     out["rows"] = rows
-    print("\n| row | ms/step | × plain | peak GiB | modes |\n|---|---:|---:|---:|---|")
-    plain_ms = rows[0]["ms"] if rows and rows[0]["row"].startswith("plain") else float("nan")
+    print("\n| row | ms/step | × plain eager | × plain compiled | peak GiB | modes |\n|---|---:|---:|---:|---:|---|")
+    by_name = {r["row"]: r["ms"] for r in rows}
+    eager_ms = by_name.get("plain diffusers CFG step", float("nan"))
+    compiled_ms = by_name.get("plain diffusers CFG step, compiled", float("nan"))
     for r in rows:
-        print(f"| {r['row']} | {r['ms']:.0f} | {r['ms'] / plain_ms:.2f} | {r['peak_gib']:.1f} | {r.get('modes', '')} |")
+        ratios = f"{r['ms'] / eager_ms:.2f} | {r['ms'] / compiled_ms:.2f}"
+        print(f"| {r['row']} | {r['ms']:.0f} | {ratios} | {r['peak_gib']:.1f} | {r.get('modes', '')} |")
+    plains = {k: out[k]["seconds"] for k in ("plain_generation", "plain_generation_compiled") if k in out}
+    if out.get("edits") and plains:
+        print(
+            "\n| whole run | seconds | × plain eager | × plain compiled | peak GiB | modes |"
+            "\n|---|---:|---:|---:|---:|---|"
+        )
+        for name, seconds in plains.items():
+            print(f"| {name} | {seconds:.1f} | | | {out[name]['peak_gib']:.2f} | |")
+        for e in out["edits"]:
+            ratios = " | ".join(
+                f"{e['seconds'] / plains[k]:.2f}" if k in plains else ""
+                for k in ("plain_generation", "plain_generation_compiled")
+            )
+            print(
+                f"| edit {e['preset']} [{e['label']}] | {e['seconds']:.1f} | {ratios} | {e['peak_gib']:.2f} "
+                f"| {e['modes']} |"
+            )
     print(json.dumps(out, indent=1, default=str))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "server")]
 
 from kvlock.calibration import tau_from_samples  # noqa: E402
-from kvlock.world.benchmark import METHODS, summarise  # noqa: E402
+from kvlock.world.benchmark import METHODS, PAIRED_KEYS, paired_differences, summarise  # noqa: E402
 from kvlock.world.following import ATTRIBUTES  # noqa: E402
 
 QUANTILES = (0.25, 0.5, 0.75)
@@ -242,6 +242,22 @@ def print_table(table: dict, title: str) -> None:
             print(f"| {name} | " + " | ".join([*cells, *(_cell(s[k]) for k in columns)]) + " |")
 
 
+def print_paired(rows: dict, references: tuple[str, ...] = ("kvlock", "no lock")) -> None:
+    """Each method against each reference, case by case (same cases, same seeds)."""
+    for reference in references:
+        if reference not in rows:
+            continue
+        print(f"\n# paired against {reference}: mean difference over the same cases [95 % interval]")
+        print("| method | cases | Δ leftover PSNR | Δ all right | Δ colour | Δ in-matte PSNR | Δ bg PSNR raw |")
+        print("|---|---|---|---|---|---|---|")
+        for name, method_rows in rows.items():
+            if name == reference:
+                continue
+            d = paired_differences(method_rows, rows[reference])
+            cells = " | ".join(_cell(d[k]) for k in PAIRED_KEYS)
+            print(f"| {name} | {d['cases']} | {cells} |")
+
+
 def report(path: Path) -> None:
     """Print the tables of an earlier run's JSON (calibration phases, test split, prompt following)."""
     log = json.loads(path.read_text())
@@ -251,7 +267,9 @@ def report(path: Path) -> None:
     if "chosen" in log:
         print(f"\nchosen: {log['chosen']}")
     if "test" in log:
-        print_table(log["test"], f"test split ({log['date']}, {log['machine']} {log['args']['device']})")
+        split = log["args"].get("split", "test")
+        print_table(log["test"], f"{split} split ({log['date']}, {log['machine']} {log['args']['device']})")
+        print_paired(log["test_rows"])
     if log.get("following_summary"):
         print(f"\n# text-to-video prompt following, {len(log['following'])} held-out prompts:")
         print("| " + " | ".join(log["following_summary"]) + " |")
@@ -307,6 +325,7 @@ def main() -> None:
             f"defaults {chosen or 'as shipped'}, {platform.machine()} {args.device}, {time.strftime('%Y-%m-%d')}, "
             f"{time.time() - began:.0f} s",
         )
+        print_paired(rows)
         if following:
             summary = {a: sum(r[a] for r in following) / len(following) for a in (*ATTRIBUTES, "all")}
             log["following_summary"] = summary

@@ -9,7 +9,9 @@ mode that fits, and the choice is reported so a user can override it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +51,8 @@ class Acceleration:
     what the engine plans to use, e.g. to leave room for an editing application on the same GPU.
     ``parallel`` ("ulysses" or "ring") spreads each edit over the ranks of the initialised
     ``torch.distributed`` process group, one device per rank (``kvlock.sequence_parallel``).
+    ``compile_cache`` is a folder that keeps compiled kernels, graphs and the shapes seen to be dynamic
+    across processes (``use_compile_cache``), so a restarted server does not compile again.
     """
 
     attention: str = "auto"
@@ -58,6 +62,7 @@ class Acceleration:
     memory_limit_gb: float | None = None
     vae_tiling: str = "auto"
     parallel: str | None = None
+    compile_cache: str | None = None
 
     def validated(self) -> Acceleration:
         if self.attention not in ATTENTION_CHOICES:
@@ -79,6 +84,31 @@ class Acceleration:
                     f"not {self.attention!r}"
                 )
         return self
+
+
+CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def default_compile_cache() -> Path:
+    """Where compiled artefacts live between runs: the user's cache folder, not /tmp (emptied at boot)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "kvlock" / "compile"
+
+
+def use_compile_cache(folder: str | Path) -> str:
+    """Point torch's compiler caches at ``folder`` for this process and return the folder in use.
+
+    Inductor reads the variable each time it looks for a cached artefact, and its FX-graph, AOT-autograd and
+    Triton caches and dynamo's record of which sizes were dynamic all live under it; a folder already set
+    in the environment by the user wins. Must run before the first compilation of the process.
+    """
+    current = os.environ.get(CACHE_VARIABLE)
+    if current:
+        return current
+    path = Path(folder).expanduser()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ[CACHE_VARIABLE] = str(path)
+    return str(path)
 
 
 def attention_backend_for(choice: str, device: torch.device) -> str | None:

@@ -40,6 +40,7 @@ from .acceleration import (
     choose_memory_mode,
     estimate_need,
     memory_budget,
+    use_compile_cache,
 )
 from .colour import PixelEncoding, encoding_for
 from .compositing import (
@@ -158,8 +159,12 @@ class Editor:
         # every rank of the process group builds its editor the same way, then they share each edit
         self.group = join_sequence_parallel(pipe, family, acc.parallel, device) if acc.parallel else None
         compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
+        cache = "off"
         if compiled:
             import torch._dynamo
+
+            if acc.compile_cache:
+                cache = use_compile_cache(acc.compile_cache)
 
             # one graph per pass kind (off / capture / fuse / foreground) and token count, shared by all blocks
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -169,6 +174,7 @@ class Editor:
             "dtype": str(model.dtype).removeprefix("torch."),
             "attention": backend or "default",
             "compile": compiled or "off",
+            "compile_cache": cache,
             "pair_guidance": acc.pair_guidance,
             "memory": mode,
             "memory_reason": reason,

@@ -5,13 +5,16 @@ each forward pass; processors read the mode, the current α and the token indice
 
 - ``off``: plain attention (α = 0 or no source pass this step).
 - ``capture``: the source pass; store background K and V (after norm and rotary embedding) per layer.
+- ``capture_own``: a source pass over the background tokens alone (in ``background_index`` order, one
+  device): store its K/V as they come. Its background never attended to the old subject.
 - ``fuse``: a full edit pass; background K/V become α·K_src + (1−α)·K_edit (DESIGN §2.3).
 - ``foreground``: an edit pass over foreground tokens only (α = 1); K/V = cached background + own.
   ``joined`` says how many of the pass's leading tokens join the K/V (None: all); under sequence
   parallelism a rank's block of tokens is padded to a common length and the padding must not join.
 
-The bank is overwritten by every source pass: nothing is kept across steps, so memory is one step's
-background K/V whatever the number of steps.
+The bank is overwritten by every source pass, so memory is one step's background K/V whatever the number
+of steps; the loop may reuse it on the next step instead of running the source pass again
+(``EditSettings.source_refresh``).
 
 Layers are numbered by call order within a pass (a cursor reset when a pass begins), so one processor
 instance serves every layer: compiled blocks then share one graph instead of one per layer. The exchange
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-MODES = ("off", "capture", "fuse", "foreground")
+MODES = ("off", "capture", "capture_own", "fuse", "foreground")
 
 KVObserver = Callable[[int, str, torch.Tensor, torch.Tensor], None]
 
@@ -76,6 +79,10 @@ class KVBank:
         self.keys[layer] = key[:, self.background_index]
         self.values[layer] = value[:, self.background_index]
 
+    def store_own(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.keys[layer] = key
+        self.values[layer] = value
+
     @torch.compiler.disable
     def attend_kv(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The K/V the next self-attention layer of this pass should attend over in the current mode."""
@@ -83,6 +90,8 @@ class KVBank:
         self.cursor += 1
         if self.mode == "capture":
             self.store(layer, key, value)
+        elif self.mode == "capture_own":
+            self.store_own(layer, key, value)
         elif self.mode == "fuse":
             key = fuse_background(key, self.keys[layer], self.background_index, self.alpha)
             value = fuse_background(value, self.values[layer], self.background_index, self.alpha)

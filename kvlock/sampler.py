@@ -1,10 +1,12 @@
 """The KV-Lock denoising loop for one temporal window, as a plain function (k-diffusion style).
 
 Per step k (DESIGN §2.3): choose α_k, ω_k from the metric; if α_k > 0 run the source pass on the noised
-source and capture background K/V; run the conditional and unconditional edit passes with the K/V fused
-(foreground tokens only when α_k = 1); combine them with CFG-Zero* (or classic CFG); take the scheduler
-step; reset the background latents to the noised source at the next σ; update the metric (on the
-conditional prediction's x̂0, from the first controlled step on). One callback per step carries everything
+source and capture background K/V (two approximations, off by default, trade exactness for speed: a source
+pass over the background tokens alone, and reusing one source pass's K/V for the next locked steps); run
+the conditional and unconditional edit passes with the K/V fused (foreground tokens only when α_k = 1);
+combine them with CFG-Zero* (or classic CFG); take the scheduler step; reset the background latents to the
+noised source at the next σ; update the metric (on the conditional prediction's x̂0, from the first
+controlled step on). One callback per step carries everything
 a progress bar, a preview, a trace or a cancel check needs.
 
 Which tokens the passes and the K/V bank work on comes from a :class:`Layout`: on one device the mask's own
@@ -56,6 +58,7 @@ class StepRecord:
     s_star: float
     mode: str
     seconds: float
+    source: str = ""  # "full", "background" or "reused": where this step's background K/V came from
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,14 @@ class PassTokens:
     ``background``: indices, among the tokens of a full pass on this device, of the background tokens the
     bank captures and fuses. ``foreground``: the token indices a foreground-only pass runs (None: no
     foreground-only pass can be laid out; full fused passes are used instead). ``joined``: how many of this
-    device's foreground-pass tokens join the K/V (None: all of them).
+    device's foreground-pass tokens join the K/V (None: all of them). ``background_pass``: whether a source
+    pass over the background tokens alone can run here (one device: the background is ``background``).
     """
 
     background: torch.Tensor
     foreground: torch.Tensor | None
     joined: int | None = None
+    background_pass: bool = False
 
 
 class Layout(Protocol):
@@ -87,7 +92,7 @@ class OneDevice:
     """Every token on this device."""
 
     def pass_tokens(self, masks: TokenMask) -> PassTokens:
-        return PassTokens(masks.background_index, masks.foreground_index)
+        return PassTokens(masks.background_index, masks.foreground_index, background_pass=True)
 
     def agree(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
@@ -123,6 +128,7 @@ class _Passes:
         device = device if device is not None else pipe.transformer.device
         tokens = tokens if tokens is not None else OneDevice().pass_tokens(masks)
         self.fg_index = tokens.foreground.to(device) if tokens.foreground is not None else None
+        self.bg_index = tokens.background.to(device) if tokens.background_pass else None
         self.region = masks.latent[None, None].to(device)
 
     @property
@@ -154,7 +160,15 @@ class _Passes:
         v = self.edit(mode, alpha, torch.cat([z, z]), t, torch.cat([cond, uncond]), fill)
         return v[:1], v[1:]
 
-    def source(self, z_src: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    def source(
+        self, z_src: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, background: bool = False
+    ) -> torch.Tensor:
+        """The source pass; ``background``: over the background tokens alone (their K/V then carry no trace of
+        the old subject, and the pass costs the background's share of a full one). The output at foreground
+        positions is then zero: it only ever fills background positions, which the latent lock replaces."""
+        if background and self.bg_index is not None and self.bg_index.numel():
+            with self.bank.pass_mode("capture_own"):
+                return self.family.predict_tokens(self.pipe, z_src, t, embeds, self.bg_index).float()
         with self.bank.pass_mode("capture"):
             return self.family.predict(self.pipe, z_src, t, embeds).float()
 
@@ -199,6 +213,10 @@ def sample_kvlock(
     foreground-only guidance passes run as one batch (see ``_Passes.can_pair``); results agree with
     separate passes to float rounding. ``generator`` feeds a stochastic scheduler's noise, if the family's
     scheduler has any. ``layout`` spreads the tokens over devices (default: all on this one).
+
+    ``settings.source_refresh`` = N reuses a source pass's K/V (and its background fill) for up to N − 1
+    following steps that need them; ``settings.source_pass`` = "background" runs it over the background
+    tokens only (one device; elsewhere the full pass runs). Both are approximations, off by default.
     """
     layout = layout if layout is not None else OneDevice()
     x0_source = layout.agree(x0_source)
@@ -218,6 +236,10 @@ def sample_kvlock(
     meter = HallucinationMeter(settings.metric_window, region, latent_scale(x0_source))
     control_start = max(0, run_steps - settings.kappa)
     use_uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
+    background_source = settings.source_pass == "background"
+    source_kind = "background" if background_source and tokens.background_pass else "full"
+    last_source: int | None = None  # the step whose source pass the bank holds, and that pass's output
+    last_fill: torch.Tensor | None = None
 
     def lock(z: torch.Tensor, i: int) -> torch.Tensor:
         return soft * z + (1.0 - soft) * stepper.noised(x0_source, noise, i)
@@ -247,9 +269,13 @@ def sample_kvlock(
                 guidance_form=settings.guidance_form,
             )
             mode = edit_mode(ctl.alpha, has_background, foreground_only)
-            fill = None
+            source, fill = "", None
             if mode != "off":
-                fill = passes.source(stepper.noised(x0_source, noise, i), t, prompts.source)
+                if last_source is not None and i - last_source < settings.source_refresh:
+                    source, fill = "reused", last_fill
+                else:
+                    fill = passes.source(stepper.noised(x0_source, noise, i), t, prompts.source, background_source)
+                    last_source, last_fill, source = i, fill, source_kind
             paired = use_uncond and pair_guidance and prompts.negative_source is None and passes.can_pair(mode)
             if paired:
                 v_cond, v_uncond = passes.edit_pair(mode, ctl.alpha, z, t, prompts.cond, prompts.uncond, fill)
@@ -260,7 +286,8 @@ def sample_kvlock(
                 if not paired:
                     fill_u = fill
                     if mode != "off" and prompts.negative_source is not None:
-                        fill_u = passes.source(stepper.noised(x0_source, noise, i), t, prompts.negative_source)
+                        noised = stepper.noised(x0_source, noise, i)
+                        fill_u = passes.source(noised, t, prompts.negative_source, background_source)
                     v_uncond = passes.edit(mode, ctl.alpha, z, t, prompts.uncond, fill_u)
                 if settings.guidance_form == "static":
                     v = classic_cfg(v_cond, v_uncond, ctl.omega)
@@ -283,6 +310,7 @@ def sample_kvlock(
                 s_star=s_star,
                 mode=mode,
                 seconds=time.perf_counter() - began,
+                source=source,
             )
             records.append(record)
             if callback is not None:

@@ -19,6 +19,7 @@ from .errors import SettingsError
 GUIDANCE_FORMS = ("kvlock", "paper", "static")
 GEOMETRIES = ("fit", "crop_to_matte")
 UNCOND_SOURCES = ("shared", "own")
+SOURCE_PASSES = ("full", "background")
 MAX_TEXT = 10_000  # characters of a prompt; text encoders read a few hundred tokens at most
 
 # Every number has a finite range, so no setting can make an edit's work (or memory) unbounded: a
@@ -43,6 +44,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "window_frames": (1, 1024, " frames"),
     "window_overlap": (0, 1024, " frames"),
     "feather": (0, 256, " pixels"),
+    "source_refresh": (1, 1000, " steps"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
 
@@ -75,6 +77,11 @@ class EditSettings:
     uncond_source: str = "shared"
     foreground_only: bool = True
     dilate_tokens: int = 0
+    # approximations of the source pass, for speed (docs/benchmarks.md measures what they cost):
+    # "background" runs it over the background tokens alone; source_refresh = N runs it every N-th locked
+    # step and reuses its K/V in between (1: every step, the exact method)
+    source_pass: str = "full"
+    source_refresh: int = 1
     # geometry and output
     geometry: str = "fit"
     crop_margin: float = 0.25
@@ -154,5 +161,11 @@ def validate_settings(s: EditSettings) -> EditSettings:
     )
     _require(s.guidance_form in GUIDANCE_FORMS, f"guidance_form must be one of {GUIDANCE_FORMS}")
     _require(s.uncond_source in UNCOND_SOURCES, f"uncond_source must be one of {UNCOND_SOURCES}")
+    _require(s.source_pass in SOURCE_PASSES, f"source_pass must be one of {SOURCE_PASSES}, got {s.source_pass!r}")
+    _require(
+        s.source_refresh == 1 or s.uncond_source == "shared",
+        "source_refresh above 1 reuses one source pass's K/V; with uncond_source 'own' there are two per step "
+        "(use uncond_source 'shared' or source_refresh 1)",
+    )
     _require(s.geometry in GEOMETRIES, f"geometry must be one of {GEOMETRIES}, got {s.geometry!r}")
     return s

@@ -163,6 +163,22 @@ MUTANTS = [
         "head, rest = matte[:1], matte[:-1]",
         "temporal pooling windows shifted by one frame",
     ),
+    Mutant(
+        "source-reuse-without-refresh",
+        "kvlock/sampler.py",
+        "if last_source is not None and i - last_source < settings.source_refresh:",
+        "if last_source is not None:",
+        "one source pass's K/V reused for every later step, whatever source_refresh says",
+        ("tests/test_source_pass_approximations.py",),
+    ),
+    Mutant(
+        "background-source-pass-sees-everything",
+        "kvlock/sampler.py",
+        "if background and self.bg_index is not None and self.bg_index.numel():",
+        "if False:",
+        "source_pass='background' silently running the full source pass",
+        ("tests/test_source_pass_approximations.py",),
+    ),
 ]
 
 

@@ -31,3 +31,20 @@ def box_matte(frames: int, height: int, width: int, top: int, left: int, h: int,
         x = min(width - w, left + drift * t)
         matte[t, top : top + h, x : x + w] = 1.0
     return matte
+
+
+def window_job(editor: Editor, clip_seed: int, noise_seed: int, settings):
+    """One window's inputs as the editor builds them: family, pipeline, source latents, noise, masks, prompts."""
+    import torch
+
+    from kvlock.token_mask import build_token_mask
+
+    fam, pipe = editor.model.family, editor.model.pipe
+    frames = make_clip(9, 64, 64, seed=clip_seed)
+    matte = torch.from_numpy(box_matte(9, 64, 64, 16, 20, 28, 24, drift=1))
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
+    with torch.no_grad():
+        x0 = fam.encode_video(pipe, video)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(noise_seed))
+    masks = build_token_mask(matte, editor.model.compression)
+    return fam, pipe, x0, noise, masks, editor._encode_prompts("a red cube", settings)

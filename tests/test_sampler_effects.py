@@ -20,25 +20,14 @@ from kvlock.kv_bank import fuse_background
 from kvlock.metric import latent_scale, window_variance
 from kvlock.sampler import _Passes, sample_kvlock
 from kvlock.settings import EditSettings, validate_settings
-from kvlock.token_mask import build_token_mask
 
-from .conftest import box_matte, make_clip
+from .conftest import window_job
 
 
 @pytest.fixture(scope="module")
 def job(editor):
     """A window's inputs as the editor would build them: source latents, one noise tensor, masks, prompts."""
-    fam, pipe = editor.model.family, editor.model.pipe
-    frames = make_clip(9, 64, 64, seed=11)
-    matte = torch.from_numpy(box_matte(9, 64, 64, 16, 20, 28, 24, drift=1))
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
-    with torch.no_grad():
-        x0 = fam.encode_video(pipe, video)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
-    masks = build_token_mask(matte, editor.model.compression)
-    settings = EditSettings(source_prompt="a grey box", negative_prompt="blurry")
-    prompts = editor._encode_prompts("a red cube", settings)
-    return fam, pipe, x0, noise, masks, prompts
+    return window_job(editor, 11, 3, EditSettings(source_prompt="a grey box", negative_prompt="blurry"))
 
 
 def _run(editor, job, settings: EditSettings, steps: int, omega0: float = 5.0, stop_after: int | None = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kvlock.acceleration import ATTENTION_CHOICES, MEMORY_MODES, VAE_TILING, Acceleration
+from kvlock.acceleration import ATTENTION_CHOICES, MEMORY_MODES, VAE_TILING, Acceleration, default_compile_cache
 
 
 def add_acceleration_arguments(parser: argparse.ArgumentParser, compile_default: str) -> None:
@@ -15,6 +15,12 @@ def add_acceleration_arguments(parser: argparse.ArgumentParser, compile_default:
         choices=("auto", "on", "off"),
         default=compile_default,
         help=f"compile the transformer blocks (auto: on for CUDA; costs about a minute once) [{compile_default}]",
+    )
+    group.add_argument(
+        "--compile-cache",
+        default=str(default_compile_cache()),
+        help="folder that keeps compiled kernels between runs, so a restart does not compile again; 'none' "
+        "leaves torch's own (%(default)s)",
     )
     group.add_argument("--attention", choices=sorted(ATTENTION_CHOICES), default="auto", help="attention backend")
     group.add_argument(
@@ -39,4 +45,5 @@ def acceleration_from_args(args: argparse.Namespace, parallel: str | None = None
         memory_limit_gb=args.memory_limit_gb,
         vae_tiling=args.vae_tiling,
         parallel=parallel,
+        compile_cache=None if args.compile_cache.lower() == "none" else args.compile_cache,
     ).validated()

@@ -47,6 +47,8 @@ SETTING_HELP = {
     "b": "guidance ceiling factor",
     "geometry": "fit (whole frame) or crop_to_matte (box around the matte)",
     "feather": "outward feather of the composite, in pixels",
+    "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
+    "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
 }
 
 
