@@ -411,7 +411,7 @@ STEP_OPTIONS = {"": {}, "bg": {"source_pass": "background"}, "r2": {"source_refr
 STEP_OPTIONS["bg+r2"] = {**STEP_OPTIONS["bg"], **STEP_OPTIONS["r2"]}
 
 
-def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default") -> dict[str, Any]:
+def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", fraction: float = 0.3) -> dict[str, Any]:
     from kvlock import EditRequest, EditSettings
 
     rng = np.random.default_rng(0)
@@ -426,7 +426,7 @@ def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default") -
     sync(device)
     t = time.perf_counter()
     result = editor.edit(
-        EditRequest(frames, box_matte(shape, 0.3), "a red car", EditSettings(steps=steps, **EDIT_PRESETS[preset])),
+        EditRequest(frames, box_matte(shape, fraction), "a red car", EditSettings(steps=steps, **EDIT_PRESETS[preset])),
         progress,
     )
     sync(device)
@@ -554,8 +554,21 @@ def first_edits(model: Any, shape: Shape, args: argparse.Namespace, out: dict[st
     t = time.perf_counter()
     editor = Editor(model, Acceleration(attention="native", compile="inductor", compile_cache=args.compile_cache))
     out["editor_seconds"] = time.perf_counter() - t
+    if args.warm:  # what `kvlock serve` does for a preloaded model before it takes jobs
+        from kvlock.warm_up import warm_up
+
+        t = time.perf_counter()
+        out["warm_up"] = warm_up(editor)
+        out["warm_up_seconds"] = time.perf_counter() - t
     preset = args.edits.split(",")[0]
-    out["first_edits"] = [whole_edit(editor, shape, args.edit_steps, preset) for _ in range(args.first_edits)]
+    from torch._dynamo.utils import counters
+
+    edits = []
+    for _ in range(args.first_edits):
+        graphs = counters["stats"]["unique_graphs"]
+        edits.append(whole_edit(editor, shape, args.edit_steps, preset, args.edit_fraction))
+        edits[-1]["graphs_compiled"] = counters["stats"]["unique_graphs"] - graphs  # 0: nothing was traced
+    out["first_edits"] = edits
     print(json.dumps(out, default=str), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
@@ -572,19 +585,24 @@ def restart_rows(args: argparse.Namespace) -> None:
 
     cache = Path(args.compile_cache or tempfile.mkdtemp(prefix="kvlock-compile-"))
     common = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--edits", args.edits]
-    common += ["--edit-steps", str(args.edit_steps), "--compile-cache", str(cache)]
+    common += ["--edit-steps", str(args.edit_steps), "--compile-cache", str(cache)] + (["--warm"] * args.warm)
     for flag in ("frames", "height", "width"):
         if getattr(args, flag):
             common += [f"--{flag}", str(getattr(args, flag))]
     results = {}
-    for name, edits in (("cold", 1), ("restarted", 2)):
+    # the restarted process edits another matte than the cold one did: a server's next job is another shot
+    for name, edits, fraction in (("cold", 1, 0.3), ("restarted", 2, args.restart_fraction)):
         target = Path(tempfile.mkstemp(suffix=".json")[1])
         t = time.perf_counter()
-        subprocess.run([*common, "--first-edits", str(edits), "--json", str(target)], check=True)
+        child = [*common, "--first-edits", str(edits), "--edit-fraction", str(fraction), "--json", str(target)]
+        subprocess.run(child, check=True)
         results[name] = {"process_seconds": time.perf_counter() - t, **json.loads(target.read_text())}
     cold = results["cold"]["first_edits"][0]["seconds"]
     first, warm = (e["seconds"] for e in results["restarted"]["first_edits"])
     summary = {"cold_first_edit": cold, "restarted_first_edit": first, "warm_edit": warm, "restart_ratio": first / warm}
+    summary["warm_up_seconds"] = {k: v.get("warm_up_seconds") for k, v in results.items()}
+    summary["graphs_compiled"] = {k: [e["graphs_compiled"] for e in v["first_edits"]] for k, v in results.items()}
+    graphs = summary["graphs_compiled"]
     print("\n| edit | seconds | × warm |\n|---|---:|---:|")
     for label, value in (
         ("first edit, cold process (empty cache)", cold),
@@ -592,6 +610,7 @@ def restart_rows(args: argparse.Namespace) -> None:
         ("second edit (warm)", warm),
     ):
         print(f"| {label} | {value:.1f} | {value / warm:.2f} |")
+    print(f"graphs traced per edit: cold {graphs['cold']}, restarted {graphs['restarted']}")
     print(json.dumps(summary))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, **results}, indent=1, default=str))
@@ -629,6 +648,10 @@ def main() -> None:
         "then a second process (a restarted server) edits twice",
     )
     parser.add_argument("--first-edits", type=int, default=0, help=argparse.SUPPRESS)  # a restart child's edits
+    parser.add_argument("--edit-fraction", type=float, default=0.3, help=argparse.SUPPRESS)  # and its matte
+    parser.add_argument(
+        "--restart-fraction", type=float, default=0.2, help="matte area of the restarted process's edits (cold: 0.3)"
+    )
     args = parser.parse_args()
     if args.restart:
         restart_rows(args)

@@ -52,7 +52,11 @@ def test_compiled_blocks_match_eager_in_every_pass_kind():
     try:
         assert compiled.execution["compile"] == "aot_eager"
         assert all(block._compiled_call_impl is not None for block in compiled.model.pipe.transformer.blocks)
-        for settings in (EditSettings(alpha_fixed=1.0, steps=3), EditSettings(alpha_fixed=0.5, steps=3)):
+        for settings in (
+            EditSettings(alpha_fixed=1.0, steps=3),
+            EditSettings(alpha_fixed=0.5, steps=3),
+            EditSettings(alpha_fixed=1.0, steps=3, source_pass="background", source_refresh=2),
+        ):
             a, b = _edit(eager, settings), _edit(compiled, settings)
             assert [r.mode for r in a.trace.windows[0].steps] == [r.mode for r in b.trace.windows[0].steps]
             assert torch.allclose(a.latents[0], b.latents[0], atol=1e-5, rtol=1e-5)
@@ -152,3 +156,34 @@ def test_acceleration_options_are_validated():
     assert attention_backend_for("auto", torch.device("cpu")) is None
     cpu = Editor.from_pretrained("tiny-random", acceleration=Acceleration(memory="sequential_offload"))
     assert cpu.execution["memory"] == "resident"  # nothing to offload to on the CPU, and it says so
+
+
+def test_compile_cache_is_kept_in_the_given_folder_unless_the_user_chose_one(tmp_path, monkeypatch):
+    from kvlock.acceleration import CACHE_VARIABLE, default_compile_cache, use_compile_cache
+
+    monkeypatch.delenv(CACHE_VARIABLE, raising=False)
+    folder = tmp_path / "cache" / "compile"
+    assert use_compile_cache(folder) == str(folder)
+    assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
+    assert __import__("os").environ[CACHE_VARIABLE] == str(folder)  # where inductor looks, from now on
+    # a folder the user set in the environment wins over ours
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "theirs"))
+    assert use_compile_cache(tmp_path / "ours") == str(tmp_path / "theirs")
+    assert not (tmp_path / "ours").exists()
+    # the default survives a reboot: the user's cache folder, not /tmp
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_compile_cache() == tmp_path / "xdg" / "kvlock" / "compile"
+
+
+def test_compile_cache_flag_reaches_the_engine():
+    import argparse
+
+    from kvlock_server.cli_acceleration import acceleration_from_args, add_acceleration_arguments
+
+    parser = argparse.ArgumentParser()
+    add_acceleration_arguments(parser, compile_default="auto")
+    parser.add_argument("--device", default="cuda")
+    assert acceleration_from_args(parser.parse_args(["--compile-cache", "/srv/k"])).compile_cache == "/srv/k"
+    assert acceleration_from_args(parser.parse_args(["--compile-cache", "none"])).compile_cache is None
+    default = acceleration_from_args(parser.parse_args([])).compile_cache
+    assert default is not None and default.endswith("kvlock/compile")

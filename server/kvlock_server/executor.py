@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,10 +22,17 @@ import torch
 from kvlock import Editor
 from kvlock.acceleration import Acceleration
 from kvlock.catalog import listed_model
+from kvlock.warm_up import warm_up
 
 from .job_media import ResultFile, build_request, write_results
 from .jobs import JobSpec
 from .media_roots import MediaRoots
+
+log = logging.getLogger("kvlock.server")
+
+
+def _kinds(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {value:.1f} s" for kind, value in seconds.items())
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -97,7 +105,11 @@ class InProcessExecutor:
             return self._editors[key]
 
     def preload(self, model: str) -> None:
-        self.editor(model)
+        """Load the model and, when it compiles, run every pass kind once (``kvlock.warm_up``), so the first
+        job after a (re)start is not the one that pays the compilation."""
+        seconds = warm_up(self.editor(model))
+        if seconds:
+            log.info("%s warmed up in %.1f s (%s)", model, sum(seconds.values()), _kinds(seconds))
 
     def loaded(self) -> set[str]:
         with self._lock:

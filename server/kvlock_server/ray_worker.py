@@ -28,6 +28,7 @@ from kvlock import Editor
 from kvlock.acceleration import Acceleration
 from kvlock.catalog import listed_model
 from kvlock.errors import EditCancelled
+from kvlock.warm_up import warm_up
 
 from .executor import JobControl, run_edit
 from .job_media import assemble_request, build_request, write_results
@@ -94,7 +95,7 @@ class EditWorker:
 
     def preload(self, key: str, model: str) -> list[str]:
         with self._busy:
-            self._editor(key, model)
+            warm_up(self._editor(key, model))  # every pass kind compiled before the first job
         return list(self._editors)
 
     def control(self, job_id: str, cancel: bool = False, previews: bool | None = None) -> None:
