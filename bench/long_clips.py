@@ -77,8 +77,8 @@ def boundary_transitions(sets: list[frozenset[int]]) -> list[bool]:
     return [sets[j] != sets[j - 1] or len(sets[j]) > 1 or len(sets[j - 1]) > 1 for j in range(1, len(sets))]
 
 
-def measure(editor: Editor, case: EditCase, steps: int) -> dict:
-    settings = EditSettings(steps=steps, seed=case.seed, source_prompt=case.source_prompt)
+def measure(editor: Editor, case: EditCase, steps: int, overrides: dict | None = None) -> dict:
+    settings = EditSettings(steps=steps, seed=case.seed, source_prompt=case.source_prompt, **(overrides or {}))
     began = time.perf_counter()
     result = editor.edit(EditRequest(case.frames, case.matte, case.prompt, settings))
     seconds = time.perf_counter() - began
@@ -155,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=len(SCENES), help=f"how many of the {len(SCENES)} scenes")
     parser.add_argument("--only", help="comma-separated case names (long-0 …) instead of the first --cases")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--overlap", type=int, help="window_overlap in frames (default: the engine's)")
+    parser.add_argument("--settings", default="{}", help="further EditSettings as JSON, e.g. '{\"alpha_early\": 1}'")
     args = parser.parse_args(argv)
+    overrides = json.loads(args.settings)
+    if args.overlap is not None:
+        overrides["window_overlap"] = args.overlap
     editor = Editor.from_pretrained(args.model)
     rows = []
     cases = long_cases(args.frames)
     chosen = [c for c in cases if c.name in args.only.split(",")] if args.only else cases[: args.cases]
     for case in chosen:
-        rows.append(measure(editor, case, args.steps))
+        rows.append(measure(editor, case, args.steps, overrides))
         print(f"{case.name}: {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     machine = f"{platform.machine()} {platform.processor()}".strip()
     print(f"{time.strftime('%Y-%m-%d')} · {machine} · model {editor.name} · {args.frames} frames, {args.steps} steps")

@@ -95,6 +95,19 @@ def test_timecode_range_png_output_and_region_with_alpha(media, tmp_path):
     assert alpha.dtype == np.uint16 and (alpha[matte[2:7] > 0] > 65000).all() and (alpha[:, 0, 0] == 0).all()
 
 
+def test_a_folder_whose_name_has_a_dot_is_written_when_said_so(media, tmp_path):
+    folder, frames, matte = media
+    out = tmp_path / "shot.v2"
+    refused = kvlock(*base_args(folder, out, "--frames", "2:7"))
+    assert refused.returncode != 0 and "end it with / or add --codec png" in refused.stderr
+    assert not out.exists()
+    done = kvlock(*base_args(folder, out, "--frames", "2:7", "--codec", "png"))
+    assert done.returncode == 0, done.stderr
+    plates = read_frames(probe(out), 0, 5)
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[2:7]]) == 0
+    assert np.array_equal(plates[outside], frames[2:7][outside])
+
+
 def test_progress_bar_on_a_terminal(media, tmp_path):
     folder = media[0]
     leader, follower = pty.openpty()

@@ -278,3 +278,21 @@ def test_kvlock_serve_with_the_ray_executor(cluster, clip, tmp_path):
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_without_an_address_the_server_starts_its_own_ray_and_joins_no_running_cluster(cluster):
+    """With ``cluster`` running on this machine (started by ``ray start``, as a studio's farm would be), a
+    server given no --ray-address must not become a driver of it."""
+    joined = {}
+    for own in ("local", None):  # the server's choice, then Ray's own default as the guard of this test
+        code = (
+            "import ray; from kvlock_server.ray_executor import connect; "
+            f"connect(None, own={own!r}); print(ray.get_runtime_context().gcs_address); ray.shutdown()"
+        )
+        env = dict(os.environ, RAY_ADDRESS=cluster)  # Ray's own default follows this
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        joined[own] = done.stdout.strip().splitlines()[-1].rpartition(":")[2]  # the head's port (its IP varies)
+    port = cluster.rpartition(":")[2]
+    assert joined[None] == port  # the cluster is there to be joined
+    assert joined["local"] and joined["local"] != port

@@ -125,9 +125,12 @@ def _codec_and_out(args: argparse.Namespace, source: MediaInfo) -> tuple[str, Pa
     if args.out:
         out = Path(args.out).expanduser()
         implied = SUFFIX_CODEC.get(out.suffix.lower())
+        if implied is None and (args.codec in ("png", "exr") or out.is_dir() or str(args.out).endswith(("/", "\\"))):
+            implied = "png"  # a folder whose name has a dot (shot.v2/, plate.kvlock): said so, or already there
         if implied is None:
             raise InvalidRequest(
-                f"--out {out}: use .mkv (ffv1), .mov (prores), .mp4 (h264) or a folder name (png, exr)"
+                f"--out {out}: use .mkv (ffv1), .mov (prores), .mp4 (h264) or a folder name (png, exr); for a "
+                "folder whose name has a dot, end it with / or add --codec png (or exr)"
             )
         folder = implied == "png"
         codec = args.codec or (_folder_codec(source) if folder else implied)

@@ -56,6 +56,22 @@ class RayClusterUnreachable(ConnectionError):
     """The Ray head named by --ray-address does not answer."""
 
 
+def connect(address: str | None, own: str = "local") -> None:
+    """Join the head at ``address``, or with none start a Ray instance of this server's own.
+
+    Ray's own default (no address) joins whatever cluster ``ray start`` left running on the machine, or the
+    one ``RAY_ADDRESS`` names: another user's farm, with their workers and jobs. "local" always starts a
+    new instance, which is what docs/ray.md promises for a server without ``--ray-address``.
+    """
+    import ray
+
+    if address:
+        check_reachable(address)
+        ray.init(address=address, namespace="kvlock", log_to_driver=True)
+    else:
+        ray.init(address=own, namespace="kvlock", include_dashboard=False)
+
+
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds when the head is not there; Ray itself keeps retrying for minutes."""
     target = address.removeprefix("ray://")
@@ -99,11 +115,7 @@ class RayExecutor:
         self.store_path = options.store_path or str(self.store_root)
         self.store_id = store_identity(self.store_root)
         if not ray.is_initialized():
-            if options.address:
-                check_reachable(options.address)
-                ray.init(address=options.address, namespace="kvlock", log_to_driver=True)
-            else:
-                ray.init(namespace="kvlock", include_dashboard=False)
+            connect(options.address)
         gpu = device.startswith("cuda")
         resources = ray.cluster_resources()
         count = options.workers or (
