@@ -65,8 +65,9 @@ def test_background_bit_exact_for_long_clips_in_windows(editor):
     matte = box_matte(40, 64, 96, 16, 4, 24, 24, drift=1)
     settings = EditSettings(steps=2)
     result = editor.edit(EditRequest(frames, matte, PROMPT, settings))
-    # evenly spread on latent slots, overlaps of one lead-in latent frame (5 frames), no frame in three
-    assert [(w.start, w.end, w.context) for w in result.trace.windows] == [(0, 17, 0), (12, 29, 5), (24, 40, 5)]
+    # evenly spread on latent slots, lead-ins of two latent windows besides frame 0 (9 frames)
+    windows = [(w.start, w.end, w.context) for w in result.trace.windows]
+    assert windows == [(0, 17, 0), (8, 25, 9), (16, 33, 9), (24, 40, 9)]
     _assert_background_exact(frames, matte, result, settings.feather)
 
 
@@ -89,7 +90,7 @@ def test_a_window_continues_from_the_previous_window_s_result_with_the_same_nois
     monkeypatch.setattr(kvlock.editor, "sample_kvlock", spy)
     frames = make_clip(29, 64, 64, seed=9)
     matte = box_matte(29, 64, 64, 20, 4, 24, 24, drift=1)
-    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2)))
+    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2, window_overlap=5)))
     assert [(w.start, w.context) for w in result.trace.windows] == [(0, 0), (12, 5)]
     lead_in = _encode(editor, result.frames[12:17])  # latent frames 0 and 1 of window 2
     assert torch.equal(result.latents[1][:, :, :2], lead_in)

@@ -20,7 +20,6 @@ from kvlock.geometry import (
     first_slot,
     grid_size,
     matte_box,
-    max_overlap,
     temporal_windows,
 )
 from kvlock.noise import NoiseField
@@ -66,7 +65,7 @@ def _check_plan(windows: list[tuple[int, int]], total: int, window: int, overlap
     for a, b in windows:
         assert a % step == 0 and 0 < b - a <= window
         covered[a:b] += 1
-    assert (covered >= 1).all() and (covered <= 2).all()  # every frame, and never three windows at once
+    assert (covered >= 1).all()  # every frame (a frame in several windows is made by the first, read by the rest)
     strides = []
     for (a0, b0), (a1, b1) in itertools.pairwise(windows):
         assert b0 - a1 >= max(1, overlap)  # the overlap asked for, and a lead-in of one frame at least
@@ -76,21 +75,20 @@ def _check_plan(windows: list[tuple[int, int]], total: int, window: int, overlap
 
 
 @pytest.mark.parametrize(("window", "step"), [(17, 4), (81, 4), (49, 4), (161, 8), (13, 4)])
-def test_temporal_windows_start_on_latent_slots_overlap_enough_and_never_three_deep(window, step):
+def test_temporal_windows_start_on_latent_slots_overlap_enough_and_spread_evenly(window, step):
     for total in range(1, 4 * window):
-        for overlap in (None, 0, 1, max_overlap(window, step)):
+        for overlap in (None, 0, 1, window // 2, window - step):
             windows = temporal_windows(total, window, overlap, step)
-            wanted = min(8, max_overlap(window, step)) if overlap is None else overlap
+            wanted = min(8, window - step) if overlap is None else overlap
             _check_plan(windows, total, window, wanted, step)
 
 
-def test_the_issue_s_clip_is_planned_evenly_and_an_overlap_that_needs_three_windows_is_refused():
-    # 40 frames, 17-frame windows: three evenly spread windows, overlaps of 5 (a whole lead-in latent frame)
-    assert temporal_windows(40, 17, None, 4) == [(0, 17), (12, 29), (24, 40)]
+def test_the_issue_s_clip_is_planned_evenly_with_lead_ins_of_two_latent_windows():
+    # 40 frames, 17-frame windows: four evenly spread windows, overlaps of 9 (frame 0 and two latent windows)
+    assert temporal_windows(40, 17, None, 4) == [(0, 17), (8, 25), (16, 33), (24, 40)]
+    assert temporal_windows(40, 17, 5, 4) == [(0, 17), (12, 29), (24, 40)]  # a shorter lead-in, fewer windows
     assert temporal_windows(10, 17, 8, 4) == [(0, 10)]
-    with pytest.raises(SettingsError, match="at most 5"):
-        temporal_windows(40, 17, 8, 4)  # overlaps of 9 would put frame 16 in three windows
-    assert temporal_windows(25, 17, 8, 4) == [(0, 17), (8, 25)]  # two windows may overlap by more
+    assert temporal_windows(25, 17, 8, 4) == [(0, 17), (8, 25)]
     with pytest.raises(SettingsError, match="no new frames"):
         temporal_windows(40, 17, 16, 4)
 
