@@ -61,3 +61,41 @@ def test_without_the_warm_up_a_new_matte_size_compiles(compiled):
         compiled.edit(EditRequest(frames, box_matte(d.frames, d.height, d.width, *box), "a cube", settings))
         counts.append(_graphs())
     assert counts[1] > counts[0]
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "ltx"])
+def test_the_other_families_warm_up_every_pass_kind(family):
+    import torch._dynamo
+
+    from kvlock.families import family_for_pipeline
+    from kvlock.loading import LoadedModel
+    from kvlock.world import tiny_families as tf
+
+    build, defaults = {
+        "cogvideox": (tf.build_tiny_cogvideox, tf.TINY_COGVIDEOX_DEFAULTS),
+        "ltx": (tf.build_tiny_ltx, tf.TINY_LTX_DEFAULTS),
+    }[family]
+    pipe = build()
+    model = LoadedModel(
+        family, family_for_pipeline(type(pipe).__name__), pipe, defaults, torch.device("cpu"), torch.float32
+    )
+    torch._dynamo.reset()
+    try:
+        seconds = warm_up(Editor(model, Acceleration(compile="aot_eager")))
+    finally:
+        torch._dynamo.reset()
+    assert set(seconds) == {"plain", "foreground", "fused", "background source", "plain again"}
+
+
+def test_a_server_whose_warm_up_fails_still_starts_with_the_model_loaded(monkeypatch, caplog):
+    import kvlock_server.executor as executor_module
+
+    def broken(editor):
+        raise RuntimeError("no kernel for this card")
+
+    monkeypatch.setattr(executor_module, "warm_up", broken)
+    executor = executor_module.InProcessExecutor(acceleration=Acceleration(compile="aot_eager"))
+    with caplog.at_level("WARNING", logger="kvlock.server"):
+        executor.preload("tiny-random")
+    assert executor.loaded() == {"tiny-random"}
+    assert "warm-up failed (RuntimeError: no kernel for this card)" in caplog.text

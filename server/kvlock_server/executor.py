@@ -34,6 +34,7 @@ log = logging.getLogger("kvlock.server")
 def _kinds(seconds: dict[str, float]) -> str:
     return ", ".join(f"{kind} {value:.1f} s" for kind, value in seconds.items())
 
+
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -107,7 +108,12 @@ class InProcessExecutor:
     def preload(self, model: str) -> None:
         """Load the model and, when it compiles, run every pass kind once (``kvlock.warm_up``), so the first
         job after a (re)start is not the one that pays the compilation."""
-        seconds = warm_up(self.editor(model))
+        editor = self.editor(model)
+        try:
+            seconds = warm_up(editor)
+        except Exception as exc:  # a faster first job is not worth a server that does not start
+            log.warning("%s: warm-up failed (%s: %s); its first job compiles instead", model, type(exc).__name__, exc)
+            return
         if seconds:
             log.info("%s warmed up in %.1f s (%s)", model, sum(seconds.values()), _kinds(seconds))
 

@@ -13,6 +13,7 @@ through Ray's object store and gets the encoded results back the same way (small
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -95,7 +96,10 @@ class EditWorker:
 
     def preload(self, key: str, model: str) -> list[str]:
         with self._busy:
-            warm_up(self._editor(key, model))  # every pass kind compiled before the first job
+            editor = self._editor(key, model)
+            # every pass kind compiled before the first job; should it fail, a slower first job, not a dead worker
+            with contextlib.suppress(Exception):
+                warm_up(editor)
         return list(self._editors)
 
     def control(self, job_id: str, cancel: bool = False, previews: bool | None = None) -> None:
