@@ -50,7 +50,7 @@ OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
 
 # τ for a model that was never calibrated: the embedded model's calibrated value (h is relative, so it is a
 # reasonable start; docs/benchmarks.md), with a notice to calibrate
-DEFAULT_TAU = 0.0033
+DEFAULT_TAU = 0.0021
 
 
 @dataclass(frozen=True)

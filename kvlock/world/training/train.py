@@ -205,6 +205,13 @@ def encode_clips(vae, tokenizer, count: int, rng: torch.Generator, device: torch
     return torch.cat(latents), ids, mask
 
 
+def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """Move training noise levels towards the noisy end by the same map the sampler's ``flow_shift`` applies
+    to its steps, so training spends its effort where sampling spends its steps: the high-noise steps decide
+    an object's shape, size and path, which the first model got wrong while it got colour right."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
 def tokenize(tokenizer, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = tokenizer(
         captions, padding="max_length", max_length=recipe.TEXT_LENGTH, truncation=True, return_tensors="pt"
@@ -263,7 +270,8 @@ def train_dit(args: argparse.Namespace) -> None:
         tok, tok_mask = ids[pick].clone(), mask[pick].clone()
         drop = torch.rand(args.batch, device=device) < 0.1
         tok[drop], tok_mask[drop] = empty_ids, empty_mask
-        sigma = torch.sigmoid(torch.randn(args.batch, device=device)).view(-1, 1, 1, 1, 1)
+        sigma = shift_sigmas(torch.sigmoid(torch.randn(args.batch, device=device)), args.sigma_shift)
+        sigma = sigma.view(-1, 1, 1, 1, 1)
         noise = torch.randn_like(x0)
         z = (1 - sigma) * x0 + sigma * noise
         for group in opt.param_groups:
@@ -361,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
     stages.choices["dit"].add_argument("--pool", type=int, default=16384)
     stages.choices["dit"].add_argument(
         "--refresh", type=int, default=64, help="fresh clips into the pool every 8 steps"
+    )
+    stages.choices["dit"].add_argument(
+        "--sigma-shift", type=float, default=1.0, help="shift of the logit-normal noise levels (1: none)"
     )
     stages.choices["dit"].add_argument("--compile", action="store_true", help="torch.compile the transformer")
     stages.choices["dit"].add_argument("--init-from", help="a saved pipeline folder to start the weights from")
