@@ -32,6 +32,9 @@ METHODS: dict[str, dict] = {
     "fixed α = 0.5": {"method": "fixed_alpha=0.5"},
     "fixed α = 1": {"method": "fixed_alpha=1"},
     "static CFG": {"method": "static_cfg"},
+    # the lock without KV-Lock's guidance: against "no lock" these differ in α alone
+    "fixed α = 0.5, static CFG": {"method": "fixed_alpha=0.5", "guidance_form": "static"},
+    "α_early = 0.5, static CFG": {"method": "static_cfg", "alpha_early": 0.5},
     "paper ω form": {"method": "paper_omega"},
     "α_early = 0": {"alpha_early": 0.0},
     "α_early = 0.5": {"alpha_early": 0.5},
@@ -41,6 +44,8 @@ METHODS: dict[str, dict] = {
     "background source pass": {"source_pass": "background"},
     "source refresh 2": {"source_refresh": 2},
     "fixed α = 1, background source pass": {"method": "fixed_alpha=1", "source_pass": "background"},
+    "fixed α = 0.5, background source pass": {"method": "fixed_alpha=0.5", "source_pass": "background"},
+    "α_early = 0.5, background source pass": {"alpha_early": 0.5, "source_pass": "background"},
     "α_early = 1, background source, refresh 2": {
         "alpha_early": 1.0,
         "source_pass": "background",
