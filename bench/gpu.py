@@ -523,8 +523,16 @@ def plain_compiled(
     """The plain pipeline as a speed-minded user runs it: its repeated blocks compiled (one line), then the
     same step and generation rows as eager; the blocks are returned to eager for the engine's variants."""
     device = pipe.transformer.device
-    blocks = [m for m in pipe.transformer.modules() if type(m).__name__ in pipe.transformer._repeated_blocks]
-    pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    repeated = getattr(pipe.transformer, "_repeated_blocks", None) or []
+    if repeated:
+        blocks = [m for m in pipe.transformer.modules() if type(m).__name__ in repeated]
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        out["plain_compile_form"] = "pipe.transformer.compile_repeated_blocks(fullgraph=True)"
+    else:  # CogVideoX names no repeated blocks in diffusers 0.42; the same regional compile, written by hand
+        blocks = list(pipe.transformer.transformer_blocks)
+        for block in blocks:
+            block.compile(fullgraph=True)
+        out["plain_compile_form"] = "block.compile(fullgraph=True) for each of pipe.transformer.transformer_blocks"
     t = time.perf_counter()
     run_plain(pipe, shape, embeds, 2, "latent")
     out["plain_compile_seconds"] = time.perf_counter() - t

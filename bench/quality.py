@@ -8,7 +8,8 @@ the test split with them:
 
   A. h under a firm lock (α = 1, b = 1), once per W → τ candidates for every (W, κ) (``kvlock.calibration``);
   B. τ = the 0.25 / 0.5 / 0.75 quantile → the quantile rule;
-  C. one knob at a time from there: W, κ, b, α_early, ω form, uncond source.
+  C. one knob at a time from there: W, κ, b, α_early, ω form, uncond source, and the method itself (no
+     lock and fixed α = 0.5 compete with the adaptive lock: the default is whichever the rule picks).
 
 Selection rule: among the candidates, those whose accuracy (every attribute right) is within 0.02 of the
 best candidate's; of these the one with the highest mean leftover PSNR (the failure KV-Lock exists to
@@ -36,19 +37,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "server")]
 
-from kvlock.calibration import tau_from_samples  # noqa: E402
+from kvlock.calibration import tau_from_samples, write_calibration  # noqa: E402
+from kvlock.settings import IGNORED_BY, SCHEDULE_DEFAULTS  # noqa: E402
 from kvlock.world.benchmark import METHODS, PAIRED_KEYS, paired_differences, summarise  # noqa: E402
 from kvlock.world.following import ATTRIBUTES  # noqa: E402
 
 QUANTILES = (0.25, 0.5, 0.75)
-BASE = {"metric_window": 10, "kappa": 20, "b": 2.0, "alpha_early": 1.0, "guidance_form": "kvlock"}
+BASE = {"method": "kvlock", "metric_window": 10, "kappa": 20, "b": 2.0, "alpha_early": 1.0, "guidance_form": "kvlock"}
 KNOBS = {
     "metric_window": [5],
     "kappa": [10, 30],
     "b": [1.0, 3.0],
     "alpha_early": [0.0, 0.5],
-    "guidance_form": ["paper"],
+    "guidance_form": ["paper", "static"],
     "uncond_source": ["own"],
+    # the baselines are candidates too: if the lock does not help a model, its default should not lock
+    "method": ["no_lock", "fixed_alpha=0.5"],
 }
 
 
@@ -242,7 +246,7 @@ def print_table(table: dict, title: str) -> None:
             print(f"| {name} | " + " | ".join([*cells, *(_cell(s[k]) for k in columns)]) + " |")
 
 
-def print_paired(rows: dict, references: tuple[str, ...] = ("kvlock", "no lock")) -> None:
+def print_paired(rows: dict, references: tuple[str, ...] = ("defaults", "kvlock", "no lock")) -> None:
     """Each method against each reference, case by case (same cases, same seeds)."""
     for reference in references:
         if reference not in rows:
@@ -277,6 +281,20 @@ def report(path: Path) -> None:
         print("| " + " | ".join(f"{v:.2f}" for v in log["following_summary"].values()) + " |")
 
 
+def write_schedule(log: dict, folder: Path) -> Path:
+    """Store the schedule a --calibrate run chose in the model folder's kvlock.json, where every edit that
+    leaves the lock's settings unset finds it; knobs the chosen method ignores are not stored."""
+    chosen = log["chosen"]
+    method = chosen.get("method", SCHEDULE_DEFAULTS["method"])
+    ignored = IGNORED_BY.get(method, ())
+    schedule = {k: chosen[k] for k in SCHEDULE_DEFAULTS if k in chosen and k not in ignored}
+    source = (
+        f"bench/quality.py --calibrate {log['date']} ({log['args']['device']}): calibration split, "
+        f"{log['args']['calibration_cases']} cases, {log['args']['steps']} steps; winner {chosen['winner']}"
+    )
+    return write_calibration(folder, {"schedule": schedule, "schedule_source": source})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's --json file and stop")
@@ -293,9 +311,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", help="write every row and summary here (rewritten after each phase)")
     parser.add_argument("--deadline", type=float, default=math.inf, help="seconds after which to stop waiting")
+    parser.add_argument(
+        "--write-schedule",
+        type=Path,
+        metavar="FOLDER",
+        help="store the chosen schedule in FOLDER/kvlock.json (with --calibrate, or --report of such a run)",
+    )
     args = parser.parse_args()
     if args.report:
         report(args.report)
+        if args.write_schedule:
+            print(f"schedule written to {write_schedule(json.loads(args.report.read_text()), args.write_schedule)}")
         return
     log: dict = {"args": vars(args), "date": time.strftime("%Y-%m-%d"), "machine": platform.machine()}
 
@@ -310,6 +336,8 @@ def main() -> None:
         if args.calibrate:
             chosen = calibrate(pool, args.calibration_cases, args.steps, log)
             save()
+            if args.write_schedule:
+                print(f"schedule written to {write_schedule(log, args.write_schedule)}", flush=True)
         jobs = [("following", "following", i, {}, None) for i in range(args.following)]
         for i in range(args.cases):  # case-major, so a run cut short still covers every method
             for name in args.methods:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .editor import Editor, EditRequest
 from .errors import InvalidRequest
-from .settings import EditSettings
+from .settings import EditSettings, with_schedule
 from .trace import Trace
 
 TAU_QUANTILE = 0.75
@@ -51,7 +51,7 @@ class CalibrationClip:
 def calibration_settings(base: EditSettings) -> EditSettings:
     """The settings calibration edits run with: the user's W, κ, steps and guidance, with α fixed at 1 and
     b = 1 so that τ cannot steer the trajectory it is measured on."""
-    return replace(base, method="kvlock", alpha_fixed=1.0, b=1.0, tau=1.0)
+    return replace(with_schedule(base), method="kvlock", alpha_fixed=1.0, b=1.0, tau=1.0)
 
 
 def measured_h(trace: Trace, window: int) -> list[float]:

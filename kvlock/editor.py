@@ -59,7 +59,7 @@ from .noise import NoiseField
 from .residency import Residency
 from .sampler import Prompts, StepCallback, sample_kvlock
 from .sequence_parallel import join_sequence_parallel
-from .settings import DEFAULT_TAU, EditSettings, validate_settings
+from .settings import DEFAULT_TAU, IGNORED_BY, SCHEDULE_DEFAULTS, EditSettings, validate_settings, with_schedule
 from .token_mask import Compression, build_token_mask
 from .trace import Trace, WindowTrace
 from .validation import check_frames, normalise_matte
@@ -222,11 +222,12 @@ class Editor:
         self, request: EditRequest, progress: ProgressCallback | None = None, cancel: threading.Event | None = None
     ) -> EditResult:
         began = time.perf_counter()
-        settings = validate_settings(request.settings)
+        validate_settings(request.settings)  # the request's own fields first, so their errors name them
+        settings, schedule_source, schedule_warnings = self._resolve_schedule(request.settings)
         encoding = request.pixel_encoding()
         frame_warnings = check_frames(request.frames, encoding.name)
         matte, warnings = normalise_matte(request.matte, request.frames)
-        warnings = frame_warnings + warnings
+        warnings = frame_warnings + warnings + schedule_warnings
         if not isinstance(request.prompt, str) or not request.prompt.strip():
             raise InvalidRequest("prompt is empty: describe what the masked subject should become")
         m = self.model
@@ -249,7 +250,13 @@ class Editor:
             min_margin=2 * settings.feather + m.compression.vae_s,
         )
         settings, tau_source = self._resolve_tau(settings, warnings)
-        trace = Trace(model=m.name, settings=settings.to_dict(), warnings=warnings, tau_source=tau_source)
+        trace = Trace(
+            model=m.name,
+            settings=settings.to_dict(),
+            warnings=warnings,
+            tau_source=tau_source,
+            schedule_source=schedule_source,
+        )
         trace.execution = dict(self.execution)
         self._stages = trace.stage_seconds
         with self._stage("prompts"), self.residency.hold("text_encoder"):
@@ -289,6 +296,30 @@ class Editor:
                 torch.cuda.empty_cache()
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=composer.out, trace=trace, latents=latents, region=composer.region, raw=composer.raw)
+
+    def _resolve_schedule(self, requested: EditSettings) -> tuple[EditSettings, dict[str, str], list[str]]:
+        """The lock's schedule field by field: the request's, else the model's (its kvlock.json), else the
+        engine's defaults; with where each came from, and a notice where the method ignores what was asked."""
+        d = self.model.defaults
+        model_schedule = d.schedule or {}
+        origin = "the model's schedule" + (f" ({d.schedule_source})" if d.schedule_source else "")
+        sources = {
+            name: "set for this edit"
+            if getattr(requested, name) is not None
+            else origin
+            if name in model_schedule
+            else "the engine's default"
+            for name in SCHEDULE_DEFAULTS
+        }
+        settings = validate_settings(with_schedule(requested, model_schedule))
+        warnings = []
+        ignored = [n for n in IGNORED_BY.get(settings.method, ()) if getattr(requested, n) is not None]
+        if ignored and requested.method is None:
+            warnings.append(
+                f"{self.model.name}'s default method is {settings.method}, which ignores {', '.join(ignored)}; "
+                "set the method (e.g. method kvlock) for them to act"
+            )
+        return settings, sources, warnings
 
     def _resolve_tau(self, settings: EditSettings, warnings: list[str]) -> tuple[EditSettings, str]:
         """τ from the request, else the model's calibration, else the documented default with a notice."""

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from .checkpoint import checkpoint_for, layout_problem, pipeline_problems
-from .errors import ModelLoadError, UnsupportedDeviceError
+from .errors import ModelLoadError, SettingsError, UnsupportedDeviceError
 from .families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
+from .settings import SCHEDULE_DEFAULTS, EditSettings, validate_settings, with_schedule
 from .token_mask import Compression
 
 DTYPES = {
@@ -122,7 +123,25 @@ def _folder_defaults(path: Path, family: ModelFamily) -> ModelDefaults:
         tau = defaults.tau
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
             raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
+        _check_schedule(extra, defaults.schedule)
     return defaults
+
+
+def _check_schedule(extra: Path, schedule: Any) -> None:
+    """A folder's schedule is held to the same ranges as a request's, so a bad file fails at load, not mid-job."""
+    if schedule is None:
+        return
+    if not isinstance(schedule, dict):
+        raise ModelLoadError(f"{extra}: schedule must be an object of lock settings, got {type(schedule).__name__}")
+    unknown = sorted(set(schedule) - set(SCHEDULE_DEFAULTS))
+    if unknown:
+        raise ModelLoadError(
+            f"{extra}: schedule has unknown settings {', '.join(unknown)}; known: {', '.join(SCHEDULE_DEFAULTS)}"
+        )
+    try:
+        validate_settings(with_schedule(EditSettings(**schedule)))
+    except (SettingsError, TypeError) as exc:
+        raise ModelLoadError(f"{extra}: schedule is not valid: {exc}") from exc
 
 
 def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:

@@ -29,7 +29,7 @@ from .guidance import cfg_zero_star, classic_cfg, optimal_scale
 from .kv_bank import KVBank
 from .metric import HallucinationMeter, latent_scale
 from .schedules import control_at
-from .settings import EditSettings
+from .settings import EditSettings, with_schedule
 from .token_mask import TokenMask
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -222,6 +222,7 @@ def sample_kvlock(
     x0_source = layout.agree(x0_source)
     device = x0_source.device
     stepper = family.stepper(pipe, steps, x0_source, generator)
+    settings = with_schedule(settings)  # fields left unset take the engine's defaults (the editor fills them first)
     first = start_index(steps, settings.strength)
     stepper.begin(first)
     run_steps = steps - first

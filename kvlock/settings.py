@@ -53,6 +53,25 @@ OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
 DEFAULT_TAU = 0.0021
 
 
+# The lock's schedule for a model whose folder names none. α_early and the rest were chosen on the quality
+# benchmark's calibration split (docs/benchmarks.md; the paper is silent on α_early). A model folder's
+# kvlock.json may carry its own "schedule" (the embedded model's was chosen the same way), and a request
+# overrides either field by field.
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "method": "kvlock",
+    "metric_window": 10,
+    "kappa": 20,
+    "b": 2.0,
+    "alpha_early": 0.0,
+    "guidance_form": "kvlock",
+    "uncond_source": "shared",
+}
+# what each method leaves without effect: a request that sets these under such a method is told so
+IGNORED_BY = {
+    "no_lock": ("metric_window", "kappa", "tau", "b", "alpha_early", "guidance_form", "alpha_fixed", "uncond_source")
+}
+
+
 @dataclass(frozen=True)
 class EditSettings:
     """One edit's settings. ``None`` means "the model's default" (steps, guidance, size, window)."""
@@ -64,17 +83,18 @@ class EditSettings:
     guidance: float | None = None
     strength: float = 1.0
     # KV-Lock control
-    method: str = "kvlock"
-    metric_window: int = 10
-    kappa: int = 20
+    # None in a schedule field: the model's schedule (its kvlock.json), else SCHEDULE_DEFAULTS
+    method: str | None = None
+    metric_window: int | None = None
+    kappa: int | None = None
     tau: float | None = None  # None: the model's calibrated τ, else DEFAULT_TAU
-    b: float = 2.0
+    b: float | None = None
     alpha_min: float = 0.0
-    alpha_early: float = 0.0  # chosen on the calibration split (docs/benchmarks.md); the paper is silent
+    alpha_early: float | None = None
     alpha_fixed: float | None = None
-    guidance_form: str = "kvlock"
+    guidance_form: str | None = None
     cfg_zero_delta: float = 1e-8
-    uncond_source: str = "shared"
+    uncond_source: str | None = None
     foreground_only: bool = True
     dilate_tokens: int = 0
     # approximations of the source pass, for speed (docs/benchmarks.md measures what they cost):
@@ -95,6 +115,15 @@ class EditSettings:
         return asdict(self)
 
 
+def with_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
+    """Fill the schedule fields the request left unset: from the model's ``schedule``, else the defaults."""
+    given = {k: v for k, v in (schedule or {}).items() if k in SCHEDULE_DEFAULTS}
+    filled = {
+        name: given.get(name, default) for name, default in SCHEDULE_DEFAULTS.items() if getattr(settings, name) is None
+    }
+    return replace(settings, **filled)
+
+
 def apply_method(settings: EditSettings) -> EditSettings:
     """Resolve ``method`` into the knobs it changes; each baseline changes exactly one thing.
 
@@ -104,6 +133,8 @@ def apply_method(settings: EditSettings) -> EditSettings:
     ``no_lock`` only in the guidance). ``static_cfg``: dynamic α, classic CFG at ω0. ``paper_omega``: the
     paper's ω form.
     """
+    if settings.method is None:
+        return settings  # the model's method, applied once the editor knows the model
     method = settings.method.strip()
     if method == "kvlock":
         return settings
@@ -159,11 +190,12 @@ def validate_settings(s: EditSettings) -> EditSettings:
     _require(
         s.alpha_fixed is None or 0.0 <= s.alpha_fixed <= 1.0, f"fixed alpha must be in [0, 1], got {s.alpha_fixed}"
     )
-    _require(s.guidance_form in GUIDANCE_FORMS, f"guidance_form must be one of {GUIDANCE_FORMS}")
-    _require(s.uncond_source in UNCOND_SOURCES, f"uncond_source must be one of {UNCOND_SOURCES}")
+    # None: the model's value, checked when the model fills it in (``with_schedule``, then this again)
+    _require(s.guidance_form in (None, *GUIDANCE_FORMS), f"guidance_form must be one of {GUIDANCE_FORMS}")
+    _require(s.uncond_source in (None, *UNCOND_SOURCES), f"uncond_source must be one of {UNCOND_SOURCES}")
     _require(s.source_pass in SOURCE_PASSES, f"source_pass must be one of {SOURCE_PASSES}, got {s.source_pass!r}")
     _require(
-        s.source_refresh == 1 or s.uncond_source == "shared",
+        s.source_refresh == 1 or s.uncond_source != "own",
         "source_refresh above 1 reuses one source pass's K/V; with uncond_source 'own' there are two per step "
         "(use uncond_source 'shared' or source_refresh 1)",
     )

@@ -36,6 +36,8 @@ class Trace:
     execution: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     tau_source: str = ""  # where this edit's τ came from: the request, the model's calibration, or the default
+    # where each field of the lock's schedule came from: the request, the model's schedule, or the engine
+    schedule_source: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

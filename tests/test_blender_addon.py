@@ -436,7 +436,8 @@ def test_a_linear_exr_plate_stays_linear_and_comes_back_as_exr(tmp_path, server,
     assert report["status"].startswith("Done: shot.kvlock on channel 3"), report["status"]
     source = job.spec.source
     assert job.spec.codec == "exr" and source.kind == "file" and (source.start, source.end) == (2, 7)
-    assert "tau" not in job.spec.settings and job.spec.settings["alpha_early"] == 0.0
+    # Lock = Model's schedule: no lock setting is sent, so the model's calibrated schedule applies
+    assert not {"tau", "method", "kappa", "b", "alpha_early", "metric_window"} & set(job.spec.settings)
     result = by_name(report["strips"])["shot KV-Lock"]
     assert result["type"] == "IMAGE" and result["colorspace"] == "ACEScg"
     assert (result["start"], result["end"], result["channel"]) == (*visible, 3)

@@ -144,7 +144,7 @@ def last_settings(server) -> dict:
 @pytest.mark.parametrize(("version", "studio"), [("18.5", False), ("21", True)])
 def test_dialog_renders_the_clip_under_the_playhead_with_its_slipped_matte(tmp_path, servers, media, version, studio):
     resolve = make_resolve(media, version, studio)
-    fields = {("Tau", "Value"): 0.005, ("Seed", "Text"): str(2**40)}
+    fields = {("Lock", "CurrentIndex"): 1, ("Tau", "Value"): 0.005, ("Seed", "Text"): str(2**40)}  # custom lock
     items, seen = run_dialog(resolve, servers["shared"], fields, tmp_path)
     assert items["Product"].Text.endswith("(Studio)" if studio else "(Free)") and resolve.api.modals == []
     assert items["Status"].Text.startswith(f"Done: placed on V3 at 01:00:00:10 (frame {REC})"), items["Status"].Text
@@ -265,7 +265,14 @@ def test_free_19_1_and_later_render_from_the_page_on_a_drop_frame_timeline(tmp_p
     resolve = make_resolve(media, version, drop=True)
     timeline_of(resolve).mark(DF_REC + 2, DF_REC + 7)
     server = servers["shared"]
-    form = {"prompt": "a red cube", "steps": "3", "tau": "0.005", "output_dir": str(tmp_path), "matte": "above"}
+    form = {
+        "prompt": "a red cube",
+        "steps": "3",
+        "lock": "custom",
+        "tau": "0.005",
+        "output_dir": str(tmp_path),
+        "matte": "above",
+    }
     log, _ = run_page(resolve, [
         lambda call: call(""),
         lambda call: call("check", {"address": server.address, "token": server.token}),
@@ -623,8 +630,16 @@ def test_the_fake_answers_like_resolve():
 def test_form_fields_take_the_engines_whole_range():
     form = Form.from_values({"tau": "0.0005", "strength": "0.001", "seed": str(2**63 - 1), "steps": 0, "b": "1"})
     assert (form.tau, form.strength, form.seed, form.b) == (0.0005, 0.001, 2**63 - 1, 1.0)
-    assert "tau" not in Form.from_values({"tau": "0"}).settings()  # 0: the model's calibrated τ
-    assert Form.from_values({"tau": "0.0005"}).settings()["tau"] == 0.0005
+    custom = {"lock": "custom"}
+    assert "tau" not in Form.from_values({**custom, "tau": "0"}).settings()  # 0: the model's calibrated τ
+    assert Form.from_values({**custom, "tau": "0.0005"}).settings()["tau"] == 0.0005
+    chosen = Form.from_values({**custom, "kappa": "12", "alpha_early": "0.5"}).settings()
+    assert (chosen["method"], chosen["kappa"], chosen["alpha_early"], chosen["b"]) == ("kvlock", 12, 0.5, 2.0)
+    # the model's lock (the default) sends no lock setting: the schedule calibrated for the model applies
+    model = Form.from_values({"kappa": "12", "tau": "0.0005"}).settings()
+    assert not {"method", "kappa", "tau", "b", "alpha_early"} & set(model)
+    with pytest.raises(FormError, match="lock must be one of"):
+        Form.from_values({"lock": "firm"})
     for field, value in (("tau", "-0.5"), ("strength", "1.5"), ("steps", "-1"), ("alpha_early", "nan"), ("seed", "x")):
         with pytest.raises(FormError):
             Form.from_values({field: value})

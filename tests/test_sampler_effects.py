@@ -19,7 +19,7 @@ from kvlock.guidance import optimal_scale
 from kvlock.kv_bank import fuse_background
 from kvlock.metric import latent_scale, window_variance
 from kvlock.sampler import _Passes, sample_kvlock
-from kvlock.settings import EditSettings, validate_settings
+from kvlock.settings import EditSettings, validate_settings, with_schedule
 
 from .conftest import window_job
 
@@ -177,4 +177,4 @@ def test_control_turns_the_previous_full_window_h_into_alpha_and_omega(editor, j
 def test_no_lock_is_plain_regeneration_with_classic_guidance():
     s = validate_settings(EditSettings(method="no_lock"))
     assert s.alpha_fixed == 0.0 and s.guidance_form == "static"
-    assert validate_settings(EditSettings(method="fixed_alpha=0")).guidance_form == "kvlock"
+    assert validate_settings(with_schedule(EditSettings(method="fixed_alpha=0"))).guidance_form == "kvlock"

@@ -24,7 +24,8 @@ from ..token_mask import Compression
 @dataclass(frozen=True)
 class ModelDefaults:
     """A model's native working size and sampling defaults; a model folder may override them (its
-    ``kvlock.json``), and ``kvlock calibrate`` records the model's τ there with where it came from."""
+    ``kvlock.json``), and ``kvlock calibrate`` records the model's τ there with where it came from; the
+    benchmark's ``--calibrate`` run may record a schedule there too (``bench/quality.py --write-schedule``)."""
 
     height: int
     width: int
@@ -34,6 +35,9 @@ class ModelDefaults:
     text_length: int = 512
     tau: float | None = None
     tau_source: str = ""
+    # the lock's schedule for this model (fields of SCHEDULE_DEFAULTS) and where it was chosen
+    schedule: dict[str, Any] | None = None
+    schedule_source: str = ""
 
 
 class ModelFamily(Protocol):

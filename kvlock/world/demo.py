@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write into (created)")
     parser.add_argument("--model", default="tiny", help="'tiny' or a local diffusers folder")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument(
+        "--method",
+        help="kvlock, no_lock, fixed_alpha=<a> …; default: the model's own schedule (the embedded model's: no lock)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -59,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     case = demo_case()
     editor = Editor.from_pretrained(args.model)
     print(f"model: {editor.name}\nsource: {case.source_prompt}\nedit:   {case.prompt}")
-    settings = EditSettings(steps=args.steps, seed=case.seed, source_prompt=case.source_prompt)
+    settings = EditSettings(steps=args.steps, seed=case.seed, source_prompt=case.source_prompt, method=args.method)
     result = editor.edit(
         EditRequest(case.frames, case.matte, case.prompt, settings, return_raw=True),
         progress=lambda e: print(_step_line(e), flush=True),
     )
+    print(f"method: {result.trace.settings['method']} ({result.trace.schedule_source['method']})")
     matte_rgb = (case.matte[..., None].repeat(3, axis=-1) * 255).astype(np.uint8)
     target = (case.target_frames * 255).round().astype(np.uint8)
     for name, data in (("source", case.frames), ("matte", matte_rgb), ("edited", result.frames), ("target", target)):

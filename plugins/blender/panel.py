@@ -39,8 +39,11 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
             col.prop(props, name)
         box = layout.box()
         box.label(text="Lock")
-        for name in ("method", "kappa", "tau", "b", "alpha_early", "metric_window", "feather"):
-            box.prop(props, name)
+        box.prop(props, "lock")
+        if props.lock == "CUSTOM":
+            for name in ("method", "kappa", "tau", "b", "alpha_early", "metric_window"):
+                box.prop(props, name)
+        box.prop(props, "feather")
         layout.prop(props, "placement")
         if props.placement == "CHANNEL":
             layout.prop(props, "placement_channel")

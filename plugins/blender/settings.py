@@ -12,7 +12,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from kvlock.settings import EditSettings
+from kvlock.settings import SCHEDULE_DEFAULTS, EditSettings
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 ENGINE = EditSettings()  # the engine's defaults
@@ -78,7 +78,15 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
     seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
-    # the lock (the engine's defaults)
+    # the lock: the model's own schedule (its kvlock.json, else the engine's defaults), or the knobs below
+    lock: EnumProperty(
+        name="Lock",
+        items=[
+            ("MODEL", "Model's schedule", "the schedule calibrated for this model (kvlock.json), else the engine's"),
+            ("CUSTOM", "Custom", "the method, κ, τ, b, early α and metric window set below"),
+        ],
+        default="MODEL",
+    )
     method: EnumProperty(
         name="Method",
         items=[
@@ -87,10 +95,13 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
             ("paper_omega", "Paper ω", "the paper's guidance form"),
             ("no_lock", "No lock", "plain regeneration inside the matte"),
         ],
-        default=ENGINE.method,
+        default=SCHEDULE_DEFAULTS["method"],
     )
     kappa: IntProperty(
-        name="Control steps κ", default=ENGINE.kappa, min=0, description="lock control in the last κ steps"
+        name="Control steps κ",
+        default=SCHEDULE_DEFAULTS["kappa"],
+        min=0,
+        description="lock control in the last κ steps",
     )
     tau: FloatProperty(
         name="Threshold τ",
@@ -99,11 +110,15 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
         precision=4,
         description="0: the model's calibrated τ (kvlock calibrate); the metric is relative to the source's scale",
     )
-    b: FloatProperty(name="Guidance ceiling b", default=ENGINE.b, min=1.0)
+    b: FloatProperty(name="Guidance ceiling b", default=SCHEDULE_DEFAULTS["b"], min=1.0)
     alpha_early: FloatProperty(
-        name="Early α", default=ENGINE.alpha_early, min=0.0, max=1.0, description="the lock before the last κ steps"
+        name="Early α",
+        default=SCHEDULE_DEFAULTS["alpha_early"],
+        min=0.0,
+        max=1.0,
+        description="the lock before the last κ steps",
     )
-    metric_window: IntProperty(name="Metric window", default=ENGINE.metric_window, min=2)
+    metric_window: IntProperty(name="Metric window", default=SCHEDULE_DEFAULTS["metric_window"], min=2)
     feather: IntProperty(name="Feather", default=ENGINE.feather, min=0, max=64, description="pixels of soft edge")
     # where the result goes
     placement: EnumProperty(name="Placement", items=PLACEMENT_ITEMS, default="ABOVE")
@@ -124,20 +139,21 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     placed_channel: IntProperty(default=0)
 
     def edit_settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this panel sets; 0 steps, guidance or τ leaves the model's own."""
+        """The engine's EditSettings fields this panel sets; 0 steps, guidance or τ leaves the model's own, and
+        with Lock = Model's schedule no lock setting is sent, so the model's calibrated schedule applies."""
         settings: dict[str, Any] = {
             "negative_prompt": self.negative_prompt,
             "source_prompt": self.source_prompt,
             "seed": self.seed,
             "strength": self.strength,
-            "method": self.method,
-            "kappa": self.kappa,
-            "b": self.b,
-            "alpha_early": self.alpha_early,
-            "metric_window": self.metric_window,
             "feather": self.feather,
         }
-        settings.update({name: getattr(self, name) for name in ("steps", "guidance", "tau") if getattr(self, name) > 0})
+        zero_means_model = ("steps", "guidance")
+        if self.lock == "CUSTOM":
+            for name in ("method", "kappa", "b", "alpha_early", "metric_window"):
+                settings[name] = getattr(self, name)
+            zero_means_model += ("tau",)
+        settings.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
         return settings
 
 

@@ -15,7 +15,7 @@ from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 from . import host
 from .controller import FINAL, Controller, explain, guarded
-from .form import MATTES, NUMBERS, SEED, TEXTS, Form, FormError
+from .form import LOCKS, MATTES, NUMBERS, SEED, TEXTS, Form, FormError
 
 
 def _row(ui: Any, label: str, widget: Any) -> Any:
@@ -51,6 +51,7 @@ def build_window(ui: Any, disp: Any) -> Any:
                 _row(ui, "Negative", ui.LineEdit({"ID": "Negative"})),
                 _row(ui, "Source", ui.LineEdit({"ID": "SourcePrompt", "PlaceholderText": "what the clip shows now"})),
                 _row(ui, SEED.label, ui.LineEdit({"ID": SEED.ident, "Text": str(SEED.default)})),
+                _row(ui, "Lock", ui.ComboBox({"ID": "Lock"})),
                 *numbers,
                 _row(ui, "Matte", ui.ComboBox({"ID": "Matte"})),
                 _row(ui, "Matte file", ui.LineEdit({"ID": "MatteFile"})),
@@ -68,6 +69,7 @@ def read_form(items: Any, models: list[str]) -> Form:
     values.update({n.attr: items[n.ident].Value for n in NUMBERS})
     values[SEED.attr] = items[SEED.ident].Text
     values["matte"] = MATTES[int(items["Matte"].CurrentIndex)][0]
+    values["lock"] = LOCKS[int(items["Lock"].CurrentIndex)][0]
     index = int(items["Model"].CurrentIndex)
     values["model"] = models[index] if 0 <= index < len(models) else ""
     return Form.from_values(values)
@@ -93,6 +95,8 @@ def run(resolve: Any, bmd: Any) -> None:
     items = win.GetItems()
     for _, label in MATTES:
         items["Matte"].AddItem(label)
+    for _, label in LOCKS:
+        items["Lock"].AddItem(label)
     controller = Controller(resolve, items["Address"].Text, token_file=str(default_token_file()))
     items["Product"].Text = controller.product.label
     timer = ui.Timer({"ID": "Poll", "Interval": 250})

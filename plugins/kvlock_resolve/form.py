@@ -14,6 +14,8 @@ from typing import Any
 
 MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
           ("file", "Matte file"))  # fmt: skip
+LOCKS = (("model", "The model's schedule (its calibration)"),
+         ("custom", "Custom: κ, τ, b and early α below"))  # fmt: skip
 INT_MAX, SEED_MAX = 2**31 - 1, 2**63 - 1
 
 
@@ -68,7 +70,8 @@ NUMBERS = (
     Number("alpha_early", "AlphaEarly", "Early α", float, 0.0, 0.0, 1.0, 3),
 )
 SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
-SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed", "kappa", "b", "alpha_early")
+SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed")
+LOCK_SETTINGS = ("kappa", "b", "alpha_early")  # sent only with the custom lock
 TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
          ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
 
@@ -88,6 +91,7 @@ class Form:
     tau: float = 0.0  # 0: the model's calibrated τ
     b: float = 2.0
     alpha_early: float = 0.0
+    lock: str = "model"  # "model": the model's calibrated schedule | "custom": κ, τ, b, early α as typed
     matte: str = "above"  # "above" | "clip" | "file"
     matte_file: str = ""
     output_dir: str = ""
@@ -113,10 +117,20 @@ class Form:
             if values["matte"] not in {key for key, _ in MATTES}:
                 raise FormError(f"matte must be one of {', '.join(key for key, _ in MATTES)}")
             out["matte"] = values["matte"]
+        if "lock" in values:
+            if values["lock"] not in {key for key, _ in LOCKS}:
+                raise FormError(f"lock must be one of {', '.join(key for key, _ in LOCKS)}")
+            out["lock"] = values["lock"]
         return cls(**out)
 
     def settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this form sets; 0 steps, guidance or τ leaves the model's own."""
+        """The engine's EditSettings fields this form sets; 0 steps, guidance or τ leaves the model's own, and
+        the model's lock sends no lock setting at all, so the schedule calibrated for the model applies."""
         out = {name: getattr(self, name) for name in SETTINGS}
-        out.update({name: getattr(self, name) for name in ("steps", "guidance", "tau") if getattr(self, name) > 0})
+        zero_means_model = ("steps", "guidance")
+        if self.lock == "custom":
+            out.update({name: getattr(self, name) for name in LOCK_SETTINGS})
+            out["method"] = "kvlock"
+            zero_means_model += ("tau",)
+        out.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
         return out

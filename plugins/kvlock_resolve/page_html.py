@@ -7,7 +7,7 @@ from html import escape
 
 from kvlock_wire import DEFAULT_ADDRESS
 
-from .form import MATTES, NUMBERS, SEED, Number
+from .form import LOCKS, MATTES, NUMBERS, SEED, Number
 
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 2em auto; max-width: 40em; color: #ddd; background: #222; }
@@ -71,6 +71,7 @@ def _number(n: Number) -> str:
 
 def page_html(product: str, nonce: str) -> str:
     mattes = "".join(f'<option value="{key}">{escape(label)}</option>' for key, label in MATTES)
+    locks = "".join(f'<option value="{key}">{escape(label)}</option>' for key, label in LOCKS)
     rows = [
         _row("Server", f'<input id="address" value="{escape(DEFAULT_ADDRESS)}">'),
         _row("Token", '<input id="token" type="password" placeholder="empty: the local server\'s token file">'),
@@ -79,6 +80,7 @@ def page_html(product: str, nonce: str) -> str:
         _row("Negative", _text("negative_prompt")),
         _row("Source", _text("source_prompt", "what the clip shows now")),
         _row(SEED.label, f'<input data-field="seed" inputmode="numeric" value="{SEED.default:g}">'),
+        _row("Lock", f'<select data-field="lock">{locks}</select>'),
         *(_row(n.label, _number(n)) for n in NUMBERS),
         _row("Matte", f'<select data-field="matte">{mattes}</select>'),
         _row("Matte file", _text("matte_file")),

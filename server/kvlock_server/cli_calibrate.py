@@ -28,7 +28,7 @@ from kvlock.catalog import resolve_model
 from kvlock.loading import TINY, TINY_FOLDER, builtin_models
 from kvlock.media.decode import probe, read_frames
 from kvlock.media.matte import MatteOptions, load_matte
-from kvlock.settings import EditSettings, validate_settings
+from kvlock.settings import SCHEDULE_DEFAULTS, EditSettings, validate_settings
 
 from .cli_acceleration import acceleration_from_args, add_acceleration_arguments
 from .progress import Reporter
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=24, help="calibration cases for 'tiny' (default 24)")
     parser.add_argument("--quantile", type=float, default=TAU_QUANTILE, help=f"default {TAU_QUANTILE}")
     parser.add_argument("--steps", type=int, help="denoising steps (the model's default)")
-    parser.add_argument("--metric-window", type=int, default=EditSettings.metric_window, help="W")
-    parser.add_argument("--kappa", type=int, default=EditSettings.kappa, help="κ")
+    parser.add_argument("--metric-window", type=int, default=SCHEDULE_DEFAULTS["metric_window"], help="W")
+    parser.add_argument("--kappa", type=int, default=SCHEDULE_DEFAULTS["kappa"], help="κ")
     parser.add_argument("--dry-run", action="store_true", help="print τ without writing it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")

@@ -40,7 +40,8 @@ SETTING_HELP = {
     "steps": "denoising steps (model default)",
     "guidance": "guidance scale ω0 (model default)",
     "strength": "1 starts from noise; lower keeps more of the source",
-    "method": "kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega",
+    "method": "kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega (default: the model's schedule, "
+    "e.g. no_lock for tiny; else kvlock)",
     "metric_window": "W: steps in the hallucination metric's window",
     "kappa": "κ: control is active in the last κ steps",
     "tau": "τ: metric threshold",
@@ -113,7 +114,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the user set on the command line (the rest stay at the engine's defaults)."""
+    """The settings the user set on the command line (the rest: the model's schedule, then the engine's defaults)."""
     return {f.name: getattr(args, f.name) for f in fields(EditSettings) if getattr(args, f.name) is not None}
 
 

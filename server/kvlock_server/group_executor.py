@@ -123,9 +123,7 @@ class _Group:
                 raise GroupLost("; ".join(dead)) from None
             return None
 
-    def _finals(
-        self, kinds: set[str], timeout: float, control: JobControl | None = None
-    ) -> dict[int, dict[str, Any]]:
+    def _finals(self, kinds: set[str], timeout: float, control: JobControl | None = None) -> dict[int, dict[str, Any]]:
         """Wait for one final event from every rank; relay progress and controls meanwhile.
 
         A rank that reports ``failed`` while the others run on is waited for ``FAILURE_GRACE`` seconds: an
@@ -312,4 +310,3 @@ class GroupExecutor:
             if self._group is not None:
                 self._group.stop()
                 self._group = None
-

@@ -273,4 +273,3 @@ class RayExecutor:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
