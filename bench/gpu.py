@@ -359,10 +359,18 @@ def attention_backends(device: torch.device, shape: Shape, heads: int, head_dim:
 
 
 def engine_steps(
-    editor: Any, shape: Shape, fraction: float, alpha: float, steps: int, pair: bool = True, **overrides: Any
+    editor: Any,
+    shape: Shape,
+    fraction: float,
+    alpha: float,
+    steps: int,
+    pair: bool = True,
+    interleave: bool = True,
+    **overrides: Any,
 ) -> tuple[list[float], float, str]:
     """Per-step seconds of the engine's loop at a fixed α, the token foreground fraction, and the modes
-    (``overrides``: further settings, e.g. the source-pass approximations)."""
+    (``overrides``: further settings, e.g. the source-pass approximations; ``interleave`` False runs the
+    source pass and the edit passes one after the other, holding every layer's K/V)."""
     from kvlock.sampler import Prompts, sample_kvlock
     from kvlock.settings import EditSettings, validate_settings
     from kvlock.token_mask import build_token_mask
@@ -387,6 +395,7 @@ def engine_steps(
             steps=steps,
             omega0=5.0,
             pair_guidance=pair,
+            interleave=interleave,
         )
     modes = "/".join(sorted({r.mode + (f"+{r.source}" if r.source else "") for r in records}))
     return [r.seconds for r in records], masks.foreground_fraction, modes
@@ -409,6 +418,7 @@ EDIT_PRESETS: dict[str, dict[str, Any]] = {
 }
 STEP_OPTIONS = {"": {}, "bg": {"source_pass": "background"}, "r2": {"source_refresh": 2}}
 STEP_OPTIONS["bg+r2"] = {**STEP_OPTIONS["bg"], **STEP_OPTIONS["r2"]}
+STEP_OPTIONS["seq"] = {"interleave": False}  # the passes one after the other (every layer's K/V held)
 
 
 def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", fraction: float = 0.3) -> dict[str, Any]:

@@ -4,6 +4,7 @@ windows, and whether the edited object stays the same object in every window. CP
     python bench/long_clips.py                       # 41-frame clips (three 17-frame windows), 20 steps
     python bench/long_clips.py --frames 57 --steps 10 --json out.json
     python bench/long_clips.py --only long-1 --steps 10    # one case
+    python bench/long_clips.py --seeds 4                   # every case with seeds s … s + 3: identity per seed
 
 Each case is a scene of the synthetic world rendered longer than the model's window, its first object
 edited (the generator renders the right answer too, so flicker is measured against the target's own
@@ -24,6 +25,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +64,13 @@ def long_cases(frames: int) -> list[EditCase]:
 
 
 def contributors(trace, total: int) -> list[frozenset[int]]:
-    """Per frame, the windows whose result makes the output (a window's locked lead-in frames excluded)."""
+    """Per frame, the windows whose result makes the output: a window's lead-in is a hand-over, a blend of
+    the previous window's result and its own, so both count there."""
     sets: list[set[int]] = [set() for _ in range(total)]
     for index, w in enumerate(trace.windows):
         if w.skipped:
             continue
-        for j in range(w.start + getattr(w, "context", 0), w.end):
+        for j in range(w.start, w.end):
             sets[j].add(index)
     return [frozenset(s) for s in sets]
 
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated case names (long-0 …) instead of the first --cases")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--overlap", type=int, help="window_overlap in frames (default: the engine's)")
+    parser.add_argument("--seeds", type=int, default=1, help="run each case with this many seeds (case's seed + k)")
     parser.add_argument("--settings", default="{}", help="further EditSettings as JSON, e.g. '{\"alpha_early\": 1}'")
     args = parser.parse_args(argv)
     overrides = json.loads(args.settings)
@@ -166,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = long_cases(args.frames)
     chosen = [c for c in cases if c.name in args.only.split(",")] if args.only else cases[: args.cases]
     for case in chosen:
-        rows.append(measure(editor, case, args.steps, overrides))
-        print(f"{case.name}: {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+        for k in range(args.seeds):
+            seeded = case if k == 0 else replace(case, name=f"{case.name} seed {case.seed + k}", seed=case.seed + k)
+            rows.append(measure(editor, seeded, args.steps, overrides))
+            print(f"{seeded.name}: {rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     machine = f"{platform.machine()} {platform.processor()}".strip()
     print(f"{time.strftime('%Y-%m-%d')} · {machine} · model {editor.name} · {args.frames} frames, {args.steps} steps")
     print("\n".join(table(rows)))

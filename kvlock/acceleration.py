@@ -165,22 +165,32 @@ def transformer_shape(transformer: Any) -> tuple[int, int, int]:
 
 
 def estimate_need(
-    pipe: Any, height: int, width: int, tokens: int, background_fraction: float, dtype: torch.dtype
+    pipe: Any,
+    height: int,
+    width: int,
+    tokens: int,
+    background_fraction: float,
+    dtype: torch.dtype,
+    kv_layers: int | None = None,
 ) -> MemoryNeed:
     """Estimate an edit's device memory for a window of ``tokens`` tokens at ``height`` × ``width``.
 
-    The K/V cache holds one step's background keys and values for every layer; the activations are one
-    full pass's (a paired foreground pass is never larger). The causal VAE works a few frames at a time,
-    so its working set follows the frame size, not the clip length.
+    The K/V cache holds one step's background keys and values for ``kv_layers`` layers: one where the
+    source and edit passes run in lockstep (``kvlock.sampler``), every layer otherwise (None) — and also
+    under ``source_refresh`` > 1, the background-only source pass or ``uncond_source="own"``, which the
+    plan made at load cannot know of. The activations are one full pass's (a paired foreground pass is
+    never larger). The causal VAE works a few frames at a time, so its working set follows the frame
+    size, not the clip length.
     """
     layers, model_width, ffn = transformer_shape(pipe.transformer)
+    held = layers if kv_layers is None else min(layers, kv_layers)
     itemsize = torch.empty((), dtype=dtype).element_size()
     blocks = getattr(pipe.transformer, "blocks", None)
     return MemoryNeed(
         text_encoder=module_bytes(getattr(pipe, "text_encoder", None)),
         transformer=module_bytes(pipe.transformer),
         vae=module_bytes(pipe.vae),
-        kv_cache=int(2 * layers * tokens * background_fraction * model_width * itemsize),
+        kv_cache=int(2 * held * tokens * background_fraction * model_width * itemsize),
         activations=int(tokens * (ACTIVATION_PER_FFN * ffn + ACTIVATION_PER_DIM * model_width) * itemsize),
         vae_work=int(height * width * VAE_BYTES_PER_PIXEL),
         largest_block=max((module_bytes(b) for b in blocks), default=0) if blocks is not None else 0,

@@ -88,6 +88,18 @@ def with_source_detail(
     return np.clip(restored, 0.0, scale)
 
 
+def handover_weight(k: int, context: int) -> float:
+    """How much of this window's result frame ``k`` of a window shows, its lead-in being ``context`` frames.
+
+    Linear over the lead-in, (k + 1) / (context + 1), and 1 from the first frame the window owns: the
+    previous result and this window's continuation of its round trip differ by the VAE's error, and a
+    ramp spreads that over context + 1 frame steps instead of one. Frame 0 of the clip (no lead-in) is 1.
+    """
+    if k >= context:
+        return 1.0
+    return (k + 1) / (context + 1)
+
+
 def support_box(weight: np.ndarray) -> tuple[slice, slice] | None:
     """The smallest rows × columns box holding every non-zero of ``weight``, or None if it is all zero."""
     rows, cols = np.nonzero(weight.any(axis=1))[0], np.nonzero(weight.any(axis=0))[0]

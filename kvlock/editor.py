@@ -12,13 +12,19 @@ Long clips. Windows start on multiples of the VAE's temporal factor and overlap 
 (``noise.NoiseField``). Each window after the first is conditioned on the one before: its source in the
 overlap is the output already made there (the previous window's edit, composited), and its matte is
 zero there, so those frames are locked — background K/V and latent lock — and the new frames are
-generated attending to the previous window's edited subject. The previous result is kept in the overlap
-(this window's decode of it is dropped), so every output frame comes from exactly one window and there is
-no cross-fade of two independent generations. Why this rather than blending in latent space (running
-all windows step by step and averaging the overlaps): it keeps one window in memory at a time and the
-sampler unchanged, and the subject's identity is carried by attention to frames that are already final,
-not averaged between two guesses. The overlap is a whole number of latent frames (4k + 1 frames for a
-4× causal VAE: latent frames 0 … k), so the lock covers exactly the latents of the lead-in.
+generated attending to the previous window's edited subject. Why this rather than blending in latent
+space (running all windows step by step and averaging the overlaps): it keeps one window in memory at a
+time and the sampler unchanged, and the subject's identity is carried by attention to frames that are
+already final, not averaged between two guesses. The overlap is a whole number of latent frames (4k + 1
+frames for a 4× causal VAE: latent frames 0 … k), so the lock covers exactly the latents of the lead-in.
+
+The hand-over. Locked, the lead-in's latents are the encoding of the previous result, so this window
+decodes there the VAE's round trip of it, not the result itself, and its new frames continue the round
+trip. Keeping the previous result up to the last lead-in frame would put the whole round-trip error into
+one frame step (on a still subject, most of what changes between windows: docs/benchmarks.md). So the
+lead-in's output ramps from the previous result to this window's decode of the same frames
+(``compositing.handover_weight``): a cross-fade of one generation with its own re-encoding, never of two
+independent generations.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from .compositing import (
     composite_frame,
     edited_region_rgba,
     feather_matte,
+    handover_weight,
     inner_ramp,
     support_box,
     with_source_detail,
@@ -130,8 +137,8 @@ def _window_source(plan: Window, source: np.ndarray, made: np.ndarray) -> np.nda
 
 @dataclass
 class _Decoded:
-    """One window's decoded edit E and reconstruction R of its source, (T, 3, h, w) in [0, 1], from the
-    first frame it owns (its lead-in dropped); R is None when nothing needs it (no feather)."""
+    """One window's decoded edit E and reconstruction R of its source, (T, 3, h, w) in [0, 1], from its
+    first frame (the lead-in included, for the hand-over); R is None when nothing needs it (no feather)."""
 
     edit: torch.Tensor
     reconstruction: torch.Tensor | None
@@ -201,8 +208,10 @@ class Editor:
         if acc.memory != "auto":
             return acc.memory, f"{acc.memory}: chosen by the user"
         d = m.defaults
+        tokens = _tokens(m.compression, d.frames, d.height, d.width)
+        lockstep = hasattr(m.family, "stages") and not acc.parallel  # one layer of K/V held at a time
         need = estimate_need(
-            m.pipe, d.height, d.width, _tokens(m.compression, d.frames, d.height, d.width), TYPICAL_BACKGROUND, m.dtype
+            m.pipe, d.height, d.width, tokens, TYPICAL_BACKGROUND, m.dtype, kv_layers=1 if lockstep else None
         )
         budget = memory_budget(m.device, acc.memory_limit_gb)
         assert budget is not None
@@ -445,9 +454,9 @@ class Editor:
         return wtrace, _Decoded(edit, reconstruction), z.cpu()
 
     def _decode(self, latents: torch.Tensor, plan: Window) -> torch.Tensor:
-        """(T, 3, h, w) in [0, 1] on the CPU: the frames of the window it owns (after its lead-in)."""
+        """(T, 3, h, w) in [0, 1] on the CPU: the window's frames, its lead-in included (the padding dropped)."""
         pixels = self.model.family.decode_latents(self.model.pipe, latents)[0].permute(1, 0, 2, 3)
-        return ((pixels[plan.context : plan.length].clamp(-1, 1) + 1.0) / 2.0).cpu()
+        return ((pixels[: plan.length].clamp(-1, 1) + 1.0) / 2.0).cpu()
 
     @staticmethod
     def _step_callback(index: int, count: int, progress: ProgressCallback | None) -> StepCallback | None:
@@ -503,15 +512,20 @@ class _Composer:
     def add(
         self, plan: Window, decoded: _Decoded | None, cancel: threading.Event | None = None, steps: int = 0
     ) -> None:
-        """Composite the frames ``plan`` owns; a cancel is honoured between frames, as between steps."""
+        """Composite the window's frames; a cancel is honoured between frames, as between steps.
+
+        Frames it owns are written; its lead-in's frames ramp from the previous window's result to this
+        one's (``handover_weight``), inside the feathered matte only, so the background stays the source's.
+        """
         if decoded is None:
             return
-        for j in range(plan.start + plan.context, plan.end):
+        for j in range(plan.start, plan.end):
             if cancel is not None and cancel.is_set():
                 raise EditCancelled(steps, steps)
-            self._frame(j, plan, decoded, j - plan.start - plan.context)
+            k = j - plan.start
+            self._frame(j, plan, decoded, k, handover_weight(k, plan.context))
 
-    def _frame(self, j: int, plan: Window, decoded: _Decoded, k: int) -> None:
+    def _frame(self, j: int, plan: Window, decoded: _Decoded, k: int, weight: float = 1.0) -> None:
         src = self.source[j]
         height, width = src.shape[:2]
         feathered = feather_matte(self.matte[j], self.feather)
@@ -542,11 +556,22 @@ class _Composer:
             inner = inner_ramp(self.matte[j], self.feather)[r, c]
             layer = with_source_detail(edited, reconstruction, base, inner, 1.0)
         plate_layer = np.where(covered[..., None], self.encoding.from_model(layer), source)
-        self.out[j][r, c, :3] = composite_frame(source, plate_layer, alpha)
+        frame = composite_frame(source, plate_layer, alpha)
+        if weight >= 1.0:
+            self.out[j][r, c, :3] = frame
+            if self.region is not None:
+                self.region[j] = edited_region_rgba(plate_layer, alpha, src.dtype)
+            if self.raw is not None:
+                self.raw[j] = edited
+            return
+        # the hand-over: only where this window's composite can differ from the source
+        ramp = np.where(alpha > 0, np.float32(weight), np.float32(0.0))
+        self.out[j][r, c, :3] = composite_frame(self.out[j][r, c, :3], frame.astype(np.float32), ramp)
         if self.region is not None:
-            self.region[j] = edited_region_rgba(plate_layer, alpha, src.dtype)
+            region = edited_region_rgba(plate_layer, alpha, src.dtype)
+            self.region[j] = composite_frame(self.region[j], region.astype(np.float32), ramp)
         if self.raw is not None:
-            self.raw[j] = edited
+            self.raw[j] = self.raw[j] + weight * (edited - self.raw[j])
 
 
 __all__ = ["EditCancelled", "EditRequest", "EditResult", "Editor"]

@@ -14,7 +14,9 @@ each forward pass; processors read the mode, the current α and the token indice
 
 The bank is overwritten by every source pass, so memory is one step's background K/V whatever the number
 of steps; the loop may reuse it on the next step instead of running the source pass again
-(``EditSettings.source_refresh``).
+(``EditSettings.source_refresh``). Where the source pass and the step's edit passes run block by block in
+lockstep (``kvlock.sampler``), each layer is dropped once its edit passes have read it (``forget``), so
+the bank holds one layer's K/V, not the model's.
 
 Layers are numbered by call order within a pass (a cursor reset when a pass begins), so one processor
 instance serves every layer: compiled blocks then share one graph instead of one per layer. The exchange
@@ -104,17 +106,24 @@ class KVBank:
         return key, value
 
     @contextmanager
-    def pass_mode(self, mode: str, alpha: float | None = None) -> Iterator[None]:
+    def pass_mode(self, mode: str, alpha: float | None = None, layer: int = 0) -> Iterator[None]:
+        """Route the passes inside through ``mode``; ``layer`` is the first layer they run (a pass run
+        block by block in lockstep with another enters at each of its layers)."""
         if mode not in MODES:
             raise ValueError(f"unknown K/V mode {mode!r}; expected one of {MODES}")
         previous = (self.mode, self.alpha, self.cursor)
-        self.mode, self.cursor = mode, 0
+        self.mode, self.cursor = mode, layer
         if alpha is not None:
             self.alpha = alpha
         try:
             yield
         finally:
             self.mode, self.alpha, self.cursor = previous
+
+    def forget(self, layer: int) -> None:
+        """Drop one layer's K/V once every pass that needs it has run that layer."""
+        self.keys.pop(layer, None)
+        self.values.pop(layer, None)
 
     def clear(self) -> None:
         self.keys.clear()

@@ -123,6 +123,7 @@ class _Passes:
         masks: TokenMask,
         device: torch.device | None = None,
         tokens: PassTokens | None = None,
+        single_device: bool = True,
     ) -> None:
         self.family, self.pipe, self.bank, self.masks = family, pipe, bank, masks
         device = device if device is not None else pipe.transformer.device
@@ -130,6 +131,7 @@ class _Passes:
         self.fg_index = tokens.foreground.to(device) if tokens.foreground is not None else None
         self.bg_index = tokens.background.to(device) if tokens.background_pass else None
         self.region = masks.latent[None, None].to(device)
+        self.single_device = single_device
 
     @property
     def foreground_possible(self) -> bool:
@@ -172,6 +174,46 @@ class _Passes:
         with self.bank.pass_mode("capture"):
             return self.family.predict(self.pipe, z_src, t, embeds).float()
 
+    def can_interleave(self, mode: str) -> bool:
+        """Whether this step's source pass and edit passes may run block by block in lockstep: the family
+        opens its forward at the blocks (``stages``), every token is on this device, and the pass reads
+        the source's K/V (``fuse`` or ``foreground``)."""
+        return self.single_device and mode in ("fuse", "foreground") and hasattr(self.family, "stages")
+
+    def interleaved(
+        self,
+        mode: str,
+        alpha: float,
+        z_src: torch.Tensor,
+        t: torch.Tensor,
+        source_embeds: torch.Tensor,
+        batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The source pass and the edit passes ``batches`` (latents, prompt embeddings) of one step, layer
+        by layer: block l of the source pass stores its background K/V, block l of every edit pass reads
+        them, and the bank forgets them. Each pass computes exactly what it computes on its own, but the
+        bank never holds more than one layer (the 14B model's full bank is 17.5 GiB at 81×480×832).
+        Returns the source pass's prediction (the background fill) and each edit pass's."""
+        source = self.family.stages(self.pipe, z_src, t, source_embeds, None)
+        index = self.fg_index if mode == "foreground" else None
+        edits = [self.family.stages(self.pipe, z, t, embeds, index) for z, embeds in batches]
+        x_src, xs = source.state, [e.state for e in edits]
+        try:
+            for layer, block in enumerate(source.blocks):
+                with self.bank.pass_mode("capture", layer=layer):
+                    x_src = source.run(block, x_src)
+                for k, stage in enumerate(edits):
+                    with self.bank.pass_mode(mode, alpha, layer=layer):
+                        xs[k] = stage.run(block, xs[k])
+                self.bank.forget(layer)
+        finally:
+            self.bank.clear()
+        fill = source.finish(x_src).float()
+        out = [stage.finish(x).float() for stage, x in zip(edits, xs, strict=True)]
+        if mode == "foreground":
+            out = [torch.where(self.region, v, fill) for v in out]
+        return fill, out
+
     def edit(
         self,
         mode: str,
@@ -206,6 +248,7 @@ def sample_kvlock(
     pair_guidance: bool = True,
     generator: torch.Generator | None = None,
     layout: Layout | None = None,
+    interleave: bool = True,
 ) -> tuple[torch.Tensor, list[StepRecord]]:
     """Denoise one window; return the final latents and the per-step records.
 
@@ -217,6 +260,11 @@ def sample_kvlock(
     ``settings.source_refresh`` = N reuses a source pass's K/V (and its background fill) for up to N − 1
     following steps that need them; ``settings.source_pass`` = "background" runs it over the background
     tokens only (one device; elsewhere the full pass runs). Both are approximations, off by default.
+
+    ``interleave`` runs a step's source pass and its edit passes block by block in lockstep where the
+    family allows it (``_Passes.interleaved``): the same numbers, one layer of K/V held instead of all.
+    It needs the bank for this step only, so it stands aside for ``source_refresh`` > 1, the
+    background-only source pass and a separate negative source prompt.
     """
     layout = layout if layout is not None else OneDevice()
     x0_source = layout.agree(x0_source)
@@ -232,7 +280,7 @@ def sample_kvlock(
     has_background = not bool(masks.flat.all())
     tokens = layout.pass_tokens(masks)
     bank.background_index, bank.joined = tokens.background.to(device), tokens.joined
-    passes = _Passes(family, pipe, bank, masks, device, tokens)
+    passes = _Passes(family, pipe, bank, masks, device, tokens, single_device=isinstance(layout, OneDevice))
     foreground_only = settings.foreground_only and passes.foreground_possible
     meter = HallucinationMeter(settings.metric_window, region, latent_scale(x0_source))
     control_start = max(0, run_steps - settings.kappa)
@@ -271,20 +319,38 @@ def sample_kvlock(
             )
             mode = edit_mode(ctl.alpha, has_background, foreground_only)
             source, fill = "", None
-            if mode != "off":
-                if last_source is not None and i - last_source < settings.source_refresh:
-                    source, fill = "reused", last_fill
-                else:
-                    fill = passes.source(stepper.noised(x0_source, noise, i), t, prompts.source, background_source)
-                    last_source, last_fill, source = i, fill, source_kind
             paired = use_uncond and pair_guidance and prompts.negative_source is None and passes.can_pair(mode)
-            if paired:
-                v_cond, v_uncond = passes.edit_pair(mode, ctl.alpha, z, t, prompts.cond, prompts.uncond, fill)
+            lockstep = (
+                interleave
+                and settings.source_refresh == 1
+                and source_kind == "full"
+                and prompts.negative_source is None
+                and passes.can_interleave(mode)
+            )
+            if lockstep:
+                if paired:
+                    batches = [(torch.cat([z, z]), torch.cat([prompts.cond, prompts.uncond]))]
+                else:
+                    batches = [(z, prompts.cond)] + ([(z, prompts.uncond)] if use_uncond else [])
+                noised = stepper.noised(x0_source, noise, i)
+                fill, vs = passes.interleaved(mode, ctl.alpha, noised, t, prompts.source, batches)
+                source, last_source = "full", None  # the bank kept nothing to reuse
+                v_cond, v_uncond = (vs[0][:1], vs[0][1:]) if paired else (vs[0], vs[1] if use_uncond else None)
             else:
-                v_cond = passes.edit(mode, ctl.alpha, z, t, prompts.cond, fill)
+                if mode != "off":
+                    if last_source is not None and i - last_source < settings.source_refresh:
+                        source, fill = "reused", last_fill
+                    else:
+                        noised = stepper.noised(x0_source, noise, i)
+                        fill = passes.source(noised, t, prompts.source, background_source)
+                        last_source, last_fill, source = i, fill, source_kind
+                if paired:
+                    v_cond, v_uncond = passes.edit_pair(mode, ctl.alpha, z, t, prompts.cond, prompts.uncond, fill)
+                else:
+                    v_cond = passes.edit(mode, ctl.alpha, z, t, prompts.cond, fill)
             s_star = 1.0
             if use_uncond:
-                if not paired:
+                if not paired and not lockstep:
                     fill_u = fill
                     if mode != "off" and prompts.negative_source is not None:
                         noised = stepper.noised(x0_source, noise, i)

@@ -23,7 +23,8 @@ class WindowTrace:
     foreground_fraction: float
     steps: list[StepRecord] = field(default_factory=list)
     skipped: str | None = None
-    context: int = 0  # leading frames locked to the previous window's result (kept from it in the output)
+    # leading frames locked to the previous window's result; the output ramps from it to this window's there
+    context: int = 0
 
 
 @dataclass

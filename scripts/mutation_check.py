@@ -179,6 +179,22 @@ MUTANTS = [
         "source_pass='background' silently running the full source pass",
         ("tests/test_source_pass_approximations.py",),
     ),
+    Mutant(
+        "long-clip-hand-over-dropped",
+        "kvlock/compositing.py",
+        "    return (k + 1) / (context + 1)",
+        "    return 1.0",
+        "a window's lead-in shows its own decode at once: the VAE's round trip in one frame step",
+        ("tests/test_engine_exactness.py", "tests/test_token_mask_geometry.py", "-k", "hand"),
+    ),
+    Mutant(
+        "lockstep-bank-kept-whole",
+        "kvlock/sampler.py",
+        "                self.bank.forget(layer)",
+        "                pass",
+        "the lockstep passes keeping every layer's K/V: the memory they exist to save",
+        ("tests/test_lockstep_passes.py",),
+    ),
 ]
 
 

@@ -119,6 +119,8 @@ def test_memory_estimate_arithmetic(editor):
     assert ffn == pipe.transformer.config.ffn_dim
     need = estimate_need(pipe, 64, 64, tokens=100, background_fraction=0.5, dtype=torch.bfloat16)
     assert need.kv_cache == 2 * layers * 100 * 0.5 * width * 2  # K and V, every layer, bf16
+    lockstep = estimate_need(pipe, 64, 64, tokens=100, background_fraction=0.5, dtype=torch.bfloat16, kv_layers=1)
+    assert lockstep.kv_cache == 2 * 1 * 100 * 0.5 * width * 2  # one layer held at a time
     assert need.transformer == sum(p.numel() * p.element_size() for p in pipe.transformer.parameters()) + sum(
         b.numel() * b.element_size() for b in pipe.transformer.buffers()
     )

@@ -79,24 +79,61 @@ def _encode(editor, frames: np.ndarray) -> torch.Tensor:
 
 def test_a_window_continues_from_the_previous_window_s_result_with_the_same_noise(editor, monkeypatch):
     """Window 2 (frames 12–28) sees frames 12–16 as window 1 made them, locked (its latents there are the
-    encoding of the output), and its noise on the clip's latent slots 3–4 is window 1's noise there."""
-    noises = []
-    sample = kvlock.editor.sample_kvlock
+    encoding of that output), and its noise on the clip's latent slots 3–4 is window 1's noise there."""
+    noises, seen = [], []
+    sample, window_source = kvlock.editor.sample_kvlock, kvlock.editor._window_source
 
     def spy(family, pipe, bank, x0, noise, *args, **kwargs):
         noises.append(noise.clone())
         return sample(family, pipe, bank, x0, noise, *args, **kwargs)
 
+    def spy_source(plan, source, made):
+        seen.append(made[plan.start : plan.start + plan.context].copy())  # the output so far, there
+        return window_source(plan, source, made)
+
     monkeypatch.setattr(kvlock.editor, "sample_kvlock", spy)
+    monkeypatch.setattr(kvlock.editor, "_window_source", spy_source)
     frames = make_clip(29, 64, 64, seed=9)
     matte = box_matte(29, 64, 64, 20, 4, 24, 24, drift=1)
     result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2, window_overlap=5)))
     assert [(w.start, w.context) for w in result.trace.windows] == [(0, 0), (12, 5)]
-    lead_in = _encode(editor, result.frames[12:17])  # latent frames 0 and 1 of window 2
+    lead_in = _encode(editor, seen[1])  # latent frames 0 and 1 of window 2
     assert torch.equal(result.latents[1][:, :, :2], lead_in)
     assert not torch.allclose(lead_in, _encode(editor, frames[12:17]), atol=1e-3)  # the edit, not the source
     assert torch.equal(noises[0][:, :, 3:5], noises[1][:, :, :2])
     assert not torch.equal(noises[0][:, :, :2], noises[1][:, :, :2])
+
+
+def test_the_lead_in_hands_over_from_the_previous_result_to_the_window_s_own_in_a_ramp(editor, monkeypatch):
+    """Frames 12–16 (window 2's lead-in of 5) are, inside the feathered matte, the previous result blended
+    with window 2's composite at weights 1/6 … 5/6; from frame 17 on they are window 2's alone, and the
+    background outside the feather stays the source's."""
+    frames = make_clip(29, 64, 64, seed=9)
+    matte = box_matte(29, 64, 64, 20, 4, 24, 24, drift=1)
+    before, own = {}, {}
+    add = kvlock.editor._Composer.add
+
+    def spy(self, plan, decoded, cancel=None, steps=0):
+        if decoded is not None and plan.context:
+            before.update({j: self.out[j].copy() for j in range(plan.start, plan.end)})
+            alone = kvlock.editor._Composer.__new__(kvlock.editor._Composer)
+            alone.__dict__.update(self.__dict__, out=self.out.copy())
+            for j in range(plan.start, plan.end):  # this window's composite at full weight
+                alone._frame(j, plan, decoded, j - plan.start, 1.0)
+                own[j] = alone.out[j].copy()
+        return add(self, plan, decoded, cancel, steps)
+
+    monkeypatch.setattr(kvlock.editor._Composer, "add", spy)
+    result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2, window_overlap=5)))
+    assert sorted(before) == list(range(12, 29))
+    for j in range(12, 17):
+        weight = (j - 12 + 1) / 6
+        assert not np.array_equal(before[j], own[j])  # the two results differ: there is something to hand over
+        blend = (1 - weight) * before[j].astype(np.float64) + weight * own[j].astype(np.float64)
+        assert np.abs(result.frames[j] - blend).max() <= 0.5 + 1e-3, j  # rounded once
+    for j in range(17, 29):
+        assert np.array_equal(result.frames[j], own[j])
+    _assert_background_exact(frames, matte, result, EditSettings().feather)
 
 
 def test_the_matte_is_pooled_onto_the_latent_grid_without_growing(editor):

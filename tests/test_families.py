@@ -3,6 +3,7 @@ random-weight pipelines of each family, saved as diffusers folders and loaded li
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import kvlock.editor
 from kvlock import Editor, EditRequest, EditSettings
 from kvlock.catalog import list_models
 from kvlock.compositing import feather_matte
@@ -123,8 +125,10 @@ def test_alpha_one_edit_passes_see_source_kv_exactly(case):
         # conditional and unconditional passes see each source pass: separately, or paired in one batch
         assert sum(key.shape[0] for _, _, key, _, _ in used) == 2 * len(captured)
         per_step = len(used) // 3
+        assert [layer for layer, *_ in captured] == list(range(layers)) * 3
         for n, (layer, mode, key, value, bg) in enumerate(used):
-            src_layer, k_src, v_src = captured[(n // per_step) * layers + n % layers]
+            # the same step's source pass, same layer (the passes may run one after another or in lockstep)
+            src_layer, k_src, v_src = captured[(n // per_step) * layers + layer]
             assert layer == src_layer
             if mode == "fuse":
                 k_bg, v_bg = key[:, bg], value[:, bg]
@@ -188,6 +192,25 @@ def test_foreground_only_edit_matches_full_edit(case):
     assert torch.allclose(results[0].latents[0], results[1].latents[0], atol=1e-4, rtol=1e-4)
     assert np.abs(results[0].frames.astype(int) - results[1].frames.astype(int)).max() <= 1
     assert {r.mode for r in results[1].trace.windows[0].steps} == {"foreground"}
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_lockstep_passes_equal_the_passes_one_after_another(case, monkeypatch, alpha):
+    """The source pass and the edit passes block by block (one layer of K/V held) give the edit the passes
+    give run one after the other, for every family that opens its forward at the blocks."""
+    name, editor, _, d = case
+    if not hasattr(editor.model.family, "stages"):
+        pytest.skip(f"{name} runs its passes one after the other")
+    frames = make_clip(9, d.height, d.width, seed=5)
+    matte = box_matte(9, d.height, d.width, d.height // 3, d.width // 8, d.height // 3, d.width // 3, drift=2)
+    request = EditRequest(frames, matte, PROMPT, EditSettings(alpha_fixed=alpha, steps=3, negative_prompt=NEGATIVE))
+    lockstep = editor.edit(request)
+    sample = kvlock.editor.sample_kvlock
+    monkeypatch.setattr(kvlock.editor, "sample_kvlock", functools.partial(sample, interleave=False))
+    sequential = editor.edit(request)
+    assert {r.mode for r in lockstep.trace.windows[0].steps} == {"foreground" if alpha == 1 else "fuse"}
+    assert torch.equal(lockstep.latents[0], sequential.latents[0])
+    assert np.array_equal(lockstep.frames, sequential.frames)
 
 
 def test_background_bit_exact_at_source_resolution(case):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kvlock.compositing import composite_frame, feather_matte, inner_ramp, with_source_detail
+from kvlock.compositing import composite_frame, feather_matte, handover_weight, inner_ramp, with_source_detail
 from kvlock.errors import SettingsError
 from kvlock.geometry import (
     MAX_UPSCALE,
@@ -214,6 +214,13 @@ def test_crop_box_in_a_small_frame_shrinks_the_grid_or_repeats_the_edge():
     assert np.array_equal(crop[0, :, :inside], np.repeat(crop[0, :, inside : inside + 1], inside, axis=1))
     assert (crop_frames(frames[..., 0], box, pad="zero")[0, :, :inside] == 0).all()
     assert np.array_equal(crop_frames(frames, Box(5, 6, 10, 12)), frames[:, 5:15, 6:18])
+
+
+def test_the_hand_over_ramps_evenly_across_the_lead_in_and_is_whole_after_it():
+    assert [handover_weight(k, 9) for k in range(11)] == [(k + 1) / 10 for k in range(9)] + [1.0, 1.0]
+    assert handover_weight(0, 0) == 1.0  # the first window has no lead-in
+    steps = np.diff([0.0] + [handover_weight(k, 4) for k in range(5)])
+    assert np.allclose(steps, 0.2)  # the round-trip error spread over context + 1 equal steps
 
 
 def test_inner_ramp_is_zero_outside_and_at_the_edge_and_one_deep_inside():

@@ -10,6 +10,7 @@ maths (masks, metric, schedules, guidance, fusion) never changes when a family i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -19,6 +20,30 @@ import torch
 from ..kv_bank import KVBank
 from ..steppers import Stepper
 from ..token_mask import Compression
+
+
+@dataclass(frozen=True)
+class PassStages:
+    """One transformer forward opened at its blocks: ``state`` enters block 0 (the tokens, and for models
+    whose blocks also carry the prompt's tokens, those), ``run(block, state)`` is a block's call with this
+    pass's conditioning, ``finish`` turns the last block's state into the prediction.
+
+    Families that offer it (``stages``) let the loop run a source pass and its edit passes block by block
+    in lockstep, so the K/V bank holds one layer instead of all of them (``kvlock.sampler``).
+    """
+
+    state: Any
+    blocks: Sequence[torch.nn.Module]
+    run: Callable[[torch.nn.Module, Any], Any]
+    finish: Callable[[Any], torch.Tensor]
+
+
+def run_stages(stages: PassStages) -> torch.Tensor:
+    """The whole forward: every block in order, then the head."""
+    state = stages.state
+    for block in stages.blocks:
+        state = stages.run(block, state)
+    return stages.finish(state)
 
 
 @dataclass(frozen=True)

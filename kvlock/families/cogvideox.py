@@ -18,7 +18,7 @@ from ..errors import ModelLoadError
 from ..kv_bank import KVBank
 from ..steppers import VPredictionStepper
 from ..token_mask import Compression
-from .base import ModelDefaults
+from .base import ModelDefaults, PassStages, run_stages
 from .cogvideox_attention import KVLockCogVideoXAttnProcessor
 from .folder import load_pipeline
 from .processors import compile_blocks, install, set_backend
@@ -118,7 +118,14 @@ class CogVideoXFamily:
     def predict_tokens(
         self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor
     ) -> torch.Tensor:
-        """CogVideoX's forward with only ``token_index`` of the video tokens (the prompt's tokens all stay).
+        """CogVideoX's forward with only ``token_index`` of the video tokens (the prompt's tokens all stay)."""
+        return run_stages(self.stages(pipe, z, t, embeds, token_index))
+
+    def stages(
+        self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor | None
+    ) -> PassStages:
+        """CogVideoX's forward opened at its blocks, over ``token_index`` of the video tokens (None: all of
+        them, as ``predict``, in the order of diffusers' own forward); the state is (video, prompt) tokens.
 
         Patch embedding (with its positions) runs for every token and is then cut: it is one convolution.
         """
@@ -129,16 +136,26 @@ class CogVideoXFamily:
         emb = model.time_embedding(model.time_proj(t.expand(b)).to(hidden.dtype), None)
         tokens = model.patch_embed(embeds, hidden)
         text = embeds.shape[1]
-        encoder, x = tokens[:, :text], tokens[:, text:][:, token_index]
+        encoder, x = tokens[:, :text], tokens[:, text:]
         rotary = self._rotary(pipe, f, h, w)
-        if rotary is not None:
-            rotary = (rotary[0][token_index], rotary[1][token_index])
-        for block in model.transformer_blocks:
-            x, encoder = block(hidden_states=x, encoder_hidden_states=encoder, temb=emb, image_rotary_emb=rotary)
-        x = model.proj_out(model.norm_out(model.norm_final(x), temb=emb))
-        full = x.new_zeros(b, f * (h // p) * (w // p), x.shape[-1])
-        full[:, token_index] = x
-        return unpatchify_frames_first(full, f, h, w, p).permute(0, 2, 1, 3, 4)
+        if token_index is not None:
+            x = x[:, token_index]
+            if rotary is not None:
+                rotary = (rotary[0][token_index], rotary[1][token_index])
+
+        def run(block: torch.nn.Module, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            x, encoder = state
+            return block(hidden_states=x, encoder_hidden_states=encoder, temb=emb, image_rotary_emb=rotary)
+
+        def finish(state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            x = model.proj_out(model.norm_out(model.norm_final(state[0]), temb=emb))
+            if token_index is not None:
+                full = x.new_zeros(b, f * (h // p) * (w // p), x.shape[-1])
+                full[:, token_index] = x
+                x = full
+            return unpatchify_frames_first(x, f, h, w, p).permute(0, 2, 1, 3, 4)
+
+        return PassStages((x, encoder), model.transformer_blocks, run, finish)
 
     def stepper(
         self, pipe: Any, steps: int, like: torch.Tensor, generator: torch.Generator | None = None

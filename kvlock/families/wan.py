@@ -12,7 +12,7 @@ from ..kv_bank import KVBank
 from ..sequence_parallel import rotary_rows
 from ..steppers import FlowMatchStepper
 from ..token_mask import Compression
-from .base import ModelDefaults
+from .base import ModelDefaults, PassStages, run_stages
 from .folder import load_pipeline
 from .processors import compile_blocks, install, set_backend
 from .wan_attention import KVLockWanAttnProcessor
@@ -110,33 +110,51 @@ class WanFamily:
     def predict_tokens(
         self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor
     ) -> torch.Tensor:
-        """Wan's forward restricted to ``token_index``: every stage but self-attention is per token.
+        """Wan's forward restricted to ``token_index``: every stage but self-attention is per token."""
+        return run_stages(self.stages(pipe, z, t, embeds, token_index))
+
+    def stages(
+        self, pipe: Any, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, token_index: torch.Tensor | None
+    ) -> PassStages:
+        """Wan's forward opened at its blocks, over ``token_index`` (None: every token, as ``predict``).
 
         Built from the model's own submodules (rope, patch embedding, condition embedder, blocks,
-        output head); the self-attention processors add the cached background K/V. Under context
-        parallelism the model's plan hooks still act on those submodules (its shard of the rotary table,
-        its block of the tokens at the first block, all tokens gathered after the output head), so only
-        the rotary rows need this rank's numbering (``rotary_rows``).
+        output head) in the order of diffusers' own forward, so the full pass is that forward op for op;
+        the self-attention processors add the cached background K/V. Under context parallelism the
+        model's plan hooks still act on those submodules (its shard of the rotary table, its block of the
+        tokens at the first block, all tokens gathered after the output head), so only the rotary rows
+        need this rank's numbering (``rotary_rows``).
         """
         model = pipe.transformer
         patch = tuple(model.config.patch_size)
         hidden = z.to(model.dtype)
         b, _, f, h, w = hidden.shape
         grid = (f // patch[0], h // patch[1], w // patch[2])
-        cos, sin = model.rope(hidden)
-        rows = rotary_rows(model, token_index, grid[0] * grid[1] * grid[2])
-        rotary = (cos[:, rows], sin[:, rows])
-        x = model.patch_embedding(hidden).flatten(2).transpose(1, 2)[:, token_index].contiguous()
+        count = grid[0] * grid[1] * grid[2]
+        rotary = model.rope(hidden)
+        x = model.patch_embedding(hidden).flatten(2).transpose(1, 2)
+        if token_index is not None:
+            rows = rotary_rows(model, token_index, count)
+            rotary = (rotary[0][:, rows], rotary[1][:, rows])
+            x = x[:, token_index]
+        x = x.contiguous()
         temb, proj, text, _ = model.condition_embedder(self._timestep(t, b), embeds, None)
         proj = proj.unflatten(1, (6, -1))
-        for block in model.blocks:
-            x = block(x, text, proj, rotary)
-        shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
-        x = (model.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
-        x = model.proj_out(x)
-        full = x.new_zeros(b, grid[0] * grid[1] * grid[2], x.shape[-1])
-        full[:, token_index] = x
-        return unpatchify(full, grid, patch)
+
+        def run(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return block(x, text, proj, rotary)
+
+        def finish(x: torch.Tensor) -> torch.Tensor:
+            shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+            x = (model.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+            x = model.proj_out(x)
+            if token_index is None:
+                return unpatchify(x, grid, patch)
+            full = x.new_zeros(b, count, x.shape[-1])
+            full[:, token_index] = x
+            return unpatchify(full, grid, patch)
+
+        return PassStages(x, model.blocks, run, finish)
 
     def stepper(
         self, pipe: Any, steps: int, like: torch.Tensor, generator: torch.Generator | None = None
