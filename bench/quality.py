@@ -43,7 +43,15 @@ from kvlock.world.benchmark import METHODS, PAIRED_KEYS, paired_differences, sum
 from kvlock.world.following import ATTRIBUTES  # noqa: E402
 
 QUANTILES = (0.25, 0.5, 0.75)
-BASE = {"method": "kvlock", "metric_window": 10, "kappa": 20, "b": 2.0, "alpha_early": 1.0, "guidance_form": "kvlock"}
+BASE = {
+    "method": "kvlock",
+    "metric_window": 10,
+    "kappa": 20,
+    "b": 2.0,
+    "alpha_early": 1.0,
+    "guidance_form": "kvlock",
+    "strength": 1.0,
+}
 KNOBS = {
     "metric_window": [5],
     "kappa": [10, 30],
@@ -53,6 +61,8 @@ KNOBS = {
     "uncond_source": ["own"],
     # the baselines are candidates too: if the lock does not help a model, its default should not lock
     "method": ["no_lock", "fixed_alpha=0.5"],
+    # where denoising starts: from the noised source rather than pure noise (the embedded model ships 0.8)
+    "strength": [0.8],
 }
 
 
@@ -150,7 +160,7 @@ def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
     longest = max(BASE["kappa"], *KNOBS["kappa"])
     jobs = []
     for w in windows:
-        firm = {"method": "fixed_alpha=1", "b": 1.0, "metric_window": w, "kappa": longest}
+        firm = {"method": "fixed_alpha=1", "b": 1.0, "metric_window": w, "kappa": longest, "strength": BASE["strength"]}
         jobs += _jobs(f"h W={w}", "calibration", cases, firm, steps)
     began = time.time()
     rows = pool.run(jobs)

@@ -65,6 +65,8 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     "alpha_early": 0.0,
     "guidance_form": "kvlock",
     "uncond_source": "shared",
+    # where denoising starts: 1 from pure noise, < 1 from the noised source (a model's schedule may lower it)
+    "strength": 1.0,
 }
 # what each method leaves without effect: a request that sets these under such a method is told so
 IGNORED_BY = {
@@ -81,7 +83,7 @@ class EditSettings:
     seed: int = 0
     steps: int | None = None
     guidance: float | None = None
-    strength: float = 1.0
+    strength: float | None = None  # None: the model's schedule, else SCHEDULE_DEFAULTS (1.0)
     # KV-Lock control
     # None in a schedule field: the model's schedule (its kvlock.json), else SCHEDULE_DEFAULTS
     method: str | None = None
@@ -186,7 +188,7 @@ def validate_settings(s: EditSettings) -> EditSettings:
         if isinstance(value, int | float) and not isinstance(value, bool):
             _check_range(f.name, value)
     s = apply_method(s)
-    _require(0.0 < s.strength <= 1.0, f"strength must be in (0, 1], got {s.strength}")
+    _require(s.strength is None or 0.0 < s.strength <= 1.0, f"strength must be in (0, 1], got {s.strength}")
     _require(
         s.alpha_fixed is None or 0.0 <= s.alpha_fixed <= 1.0, f"fixed alpha must be in [0, 1], got {s.alpha_fixed}"
     )

@@ -66,6 +66,17 @@ def test_a_folders_schedule_drives_edits_that_set_nothing(built, tmp_path):
     assert {s.mode for w in locked.trace.windows for s in w.steps} != {"off"}
 
 
+def test_a_folders_strength_sets_where_denoising_starts_unless_the_request_sets_it(built, tmp_path):
+    folder = _folder_with(built, tmp_path, {"schedule": {"method": "no_lock", "strength": 0.5}})
+    editor = Editor.from_pretrained(str(folder))
+    model_s = editor.edit(EditRequest(*CLIP, "a red cube", EditSettings(steps=4)))
+    assert model_s.trace.settings["strength"] == 0.5 and len(model_s.trace.windows[0].steps) == 2  # from step 2 of 4
+    assert "the model's schedule" in model_s.trace.schedule_source["strength"]
+    asked = editor.edit(EditRequest(*CLIP, "a red cube", EditSettings(steps=4, strength=1.0)))
+    assert asked.trace.settings["strength"] == 1.0 and len(asked.trace.windows[0].steps) == 4
+    assert asked.trace.schedule_source["strength"] == "set for this edit"
+
+
 def test_without_a_schedule_the_engines_defaults_apply(built, tmp_path):
     editor = Editor.from_pretrained(str(_folder_with(built, tmp_path, {"tau": 0.01})))
     result = editor.edit(EditRequest(*CLIP, "a red cube", EditSettings(steps=2)))
@@ -81,6 +92,7 @@ def test_without_a_schedule_the_engines_defaults_apply(built, tmp_path):
         ({"method": "teleport"}, "unknown method"),
         ({"guidance_form": "loud"}, "guidance_form must be one of"),
         (["no_lock"], "schedule must be an object"),
+        ({"strength": 0.0}, "strength must be in"),
     ],
 )
 def test_a_bad_schedule_is_refused_when_the_model_loads(built, tmp_path, schedule, message):

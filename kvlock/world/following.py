@@ -29,7 +29,8 @@ def generate(editor: Editor, prompt: str, seed: int, steps: int | None = None) -
     d = editor.model.defaults
     blank = np.zeros((d.frames, d.height, d.width, 3), np.uint8)
     everything = np.ones(blank.shape[:3], np.float32)
-    settings = EditSettings(seed=seed, steps=steps, method="static_cfg", feather=0)
+    # from pure noise whatever the model's schedule says: this is generation, there is no source to keep
+    settings = EditSettings(seed=seed, steps=steps, method="static_cfg", feather=0, strength=1.0)
     result = editor.edit(EditRequest(blank, everything, prompt, settings))
     return result.frames.astype(np.float32) / 255.0
 

@@ -73,7 +73,11 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     mask: PointerProperty(name="Mask", type=bpy.types.Mask)
     # sampling
     strength: FloatProperty(
-        name="Strength", default=ENGINE.strength, min=0.01, max=1.0, description="1 regenerates fully"
+        name="Strength",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+        description="0: the model's; 1 regenerates fully, lower starts from the noised source",
     )
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
     seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
@@ -139,16 +143,15 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     placed_channel: IntProperty(default=0)
 
     def edit_settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this panel sets; 0 steps, guidance or τ leaves the model's own, and
-        with Lock = Model's schedule no lock setting is sent, so the model's calibrated schedule applies."""
+        """The engine's EditSettings fields this panel sets; 0 strength, steps, guidance or τ leaves the model's
+        own, and with Lock = Model's schedule no lock setting is sent, so the model's calibrated schedule applies."""
         settings: dict[str, Any] = {
             "negative_prompt": self.negative_prompt,
             "source_prompt": self.source_prompt,
             "seed": self.seed,
-            "strength": self.strength,
             "feather": self.feather,
         }
-        zero_means_model = ("steps", "guidance")
+        zero_means_model = ("strength", "steps", "guidance")
         if self.lock == "CUSTOM":
             for name in ("method", "kappa", "b", "alpha_early", "metric_window"):
                 settings[name] = getattr(self, name)

@@ -1,8 +1,8 @@
 """The render's fields, their bounds and how text becomes them — one table for the Studio dialog and the page.
 
 Each number takes the engine's whole valid range (``kvlock.settings.validate_settings``): strength in
-(0, 1], τ > 0 down to 1e-6 (so 0.005 can be typed; 0 leaves the model's calibrated τ), b ≥ 1, α in [0, 1];
-the defaults are the engine's. Counts that the engine does not
+(0, 1] (0 leaves the model's), τ > 0 down to 1e-6 (so 0.005 can be typed; 0 leaves the model's calibrated
+τ), b ≥ 1, α in [0, 1]; the defaults are the engine's. Counts that the engine does not
 bound stop at 2³¹−1 (what a spin box holds), and the seed is text, since a seed goes to 2⁶³−1.
 """
 
@@ -61,7 +61,7 @@ class Number:
 
 
 NUMBERS = (
-    Number("strength", "Strength", "Strength", float, 1.0, 0.0, 1.0, 3, low_open=True),
+    Number("strength", "Strength", "Strength (0: the model's)", float, 0.0, 0.0, 1.0, 3),
     Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
     Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
     Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
@@ -70,7 +70,7 @@ NUMBERS = (
     Number("alpha_early", "AlphaEarly", "Early α", float, 0.0, 0.0, 1.0, 3),
 )
 SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
-SETTINGS = ("negative_prompt", "source_prompt", "strength", "seed")
+SETTINGS = ("negative_prompt", "source_prompt", "seed")
 LOCK_SETTINGS = ("kappa", "b", "alpha_early")  # sent only with the custom lock
 TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
          ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
@@ -83,7 +83,7 @@ class Form:
     prompt: str = ""
     negative_prompt: str = ""
     source_prompt: str = ""
-    strength: float = 1.0
+    strength: float = 0.0  # 0: the model's (its schedule's, else 1: from pure noise)
     steps: int = 0
     seed: int = 0
     guidance: float = 0.0
@@ -124,10 +124,10 @@ class Form:
         return cls(**out)
 
     def settings(self) -> dict[str, Any]:
-        """The engine's EditSettings fields this form sets; 0 steps, guidance or τ leaves the model's own, and
-        the model's lock sends no lock setting at all, so the schedule calibrated for the model applies."""
+        """The engine's EditSettings fields this form sets; 0 strength, steps, guidance or τ leaves the model's
+        own, and the model's lock sends no lock setting at all, so the schedule calibrated for the model applies."""
         out = {name: getattr(self, name) for name in SETTINGS}
-        zero_means_model = ("steps", "guidance")
+        zero_means_model = ("strength", "steps", "guidance")
         if self.lock == "custom":
             out.update({name: getattr(self, name) for name in LOCK_SETTINGS})
             out["method"] = "kvlock"
