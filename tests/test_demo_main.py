@@ -38,5 +38,6 @@ def test_demo_writes_the_edit_and_reports_what_the_judges_see(tmp_path):
     target, _, _ = _decode(out / "target.mkv")
     assert np.array_equal(target, (case.target_frames * 255).round().astype(np.uint8))
     trace = json.loads((out / "trace.json").read_text())
-    assert len(trace["windows"]) == 1 and len(trace["windows"][0]["steps"]) == 30 and trace["tau_source"]
+    assert len(trace["windows"]) == 1 and len(trace["windows"][0]["steps"]) == 24 and trace["tau_source"]
+    assert trace["settings"]["strength"] == 0.8  # 24 of the 30 steps: the model's schedule starts at 0.8
     assert (out / "trace.png").stat().st_size > 1000

@@ -102,11 +102,7 @@ def test_a_bad_schedule_is_refused_when_the_model_loads(built, tmp_path, schedul
 
 
 def test_the_benchmark_stores_only_what_the_chosen_method_uses(tmp_path):
-    sys.path[:0] = [str(ROOT / "bench")]
-    try:
-        from quality import write_schedule
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    write_schedule = _bench("quality").write_schedule
     log = {
         "date": "2026-12-02",
         "args": {"device": "cuda", "calibration_cases": 24, "steps": 50},
@@ -124,8 +120,23 @@ def test_the_benchmark_stores_only_what_the_chosen_method_uses(tmp_path):
     }
 
 
+def _bench(name: str):
+    sys.path[:0] = [str(ROOT / "bench")]
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
 def test_the_embedded_model_ships_the_schedule_its_benchmark_chose():
     data = json.loads((ROOT / "kvlock" / "models" / "kvlock-tiny" / "kvlock.json").read_text())
     log = json.loads((ROOT / "docs" / "benchmarks" / "quality-tiny-calibrate-2026-12-02.json").read_text())
     assert data["schedule"]["method"] == log["chosen"]["method"]
     assert log["chosen"]["date" if "date" in log["chosen"] else "winner"] in data["schedule_source"]
+    # The strength run compared the shipped 0.8 ("defaults" in that run) with 1 and 0.7 on the calibration split;
+    # the benchmark's own selection rule over its rows must pick the strength the folder ships.
+    name = "quality-tiny-strength08-calibration-2026-12-02.json"
+    run = json.loads((ROOT / "docs" / "benchmarks" / name).read_text())
+    assert run["args"]["split"] == "calibration" and name in data["schedule_source"]
+    candidates = {0.8: "defaults", 1.0: "strength 1", 0.7: "strength 0.7"}
+    assert _bench("quality")._choose(candidates, run["test_rows"], 0.8) == data["schedule"]["strength"] == 0.8

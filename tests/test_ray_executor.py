@@ -21,6 +21,7 @@ import pytest
 
 from kvlock.compositing import feather_matte
 from kvlock.media.decode import probe, read_frames
+from kvlock.sampler import start_index
 from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params, RequestRejectedError
 from kvlock_server.ray_executor import RayClusterUnreachable
@@ -166,7 +167,8 @@ class TestSharedStore:
         a, b = app.store.get("a"), app.store.get("b")
         assert a.started < b.finished and b.started < a.finished  # their runs overlapped in time
         assert ran_on(app, "a")["pid"] != ran_on(app, "b")["pid"]
-        steps = [u for u in updates if u.state == "running" and u.total_steps == 16]
+        runs = 16 - start_index(16, 0.8)  # the embedded model's schedule starts at strength 0.8: 13 of 16 run
+        steps = [u for u in updates if u.state == "running" and u.total_steps == runs]
         assert steps and any("running on worker-" in u.message for u in steps)
         assert any(u.preview_png[:4] == b"\x89PNG" for u in steps)
         assert updates[-1].state == "succeeded"
@@ -221,7 +223,7 @@ class TestSharedStore:
         assert client(app).cancel("long") == "running"  # it stops at the end of the current step
         wait_for(lambda: states(app)["long"] == "cancelled", timeout=60)
         message = app.store.get("long").message
-        assert message.startswith("cancelled after step") and message.endswith("of 400")
+        assert message.startswith("cancelled after step") and message.endswith("of 320")  # 400 from strength 0.8
         wait_for(lambda: all_free(app), timeout=60)
         submit(app, clip, "next", steps=2)
         wait_for(lambda: states(app)["next"] == "succeeded", timeout=120)

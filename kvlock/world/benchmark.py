@@ -43,9 +43,11 @@ METHODS: dict[str, dict] = {
     "α_early = 0.5": {"method": "kvlock", "alpha_early": 0.5},
     "α_early = 1": {"method": "kvlock", "alpha_early": 1.0},
     "uncond source: own": {"method": "kvlock", "uncond_source": "own"},
-    # starting from the noised source instead of pure noise (long clips keep one object at 0.8)
+    # starting from the noised source instead of pure noise (the embedded model ships 0.8; 1 is pure noise)
+    "strength 1": {"strength": 1.0},
     "strength 0.9": {"strength": 0.9},
     "strength 0.8": {"strength": 0.8},
+    "strength 0.7": {"strength": 0.7},
     # the source-pass approximations (speed options): what they cost in quality
     "background source pass": {"method": "kvlock", "source_pass": "background"},
     "source refresh 2": {"method": "kvlock", "source_refresh": 2},
