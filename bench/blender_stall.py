@@ -4,7 +4,7 @@
 
 Builds a 1920×1080 scene with a 1080p plate (FFV1) and a matte clip on a muted channel above, starts a
 server in this process with the tiny model, and runs the add-on inside real Blender-as-a-module through
-``tests/blender_driver.py``, which stands in for Blender's event loop and times every call the add-on's
+``tests/support/blender_driver.py``, which stands in for Blender's event loop and times every call the add-on's
 timer gets and the Render button's operator: the longest of those is the longest the interface would
 freeze. The last tick places the result (Blender's ``new_movie`` opens the new file and decodes a frame of
 it, as dropping the file into the sequencer would); it is shown on its own. Four cases: the plate uploaded
@@ -29,7 +29,7 @@ from kvlock.media.encode import write_video
 from kvlock_server.app import ServerConfig, create_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.blender_launch import run_driver  # the add-on's test driver stands in for Blender's loop
+from tests.support.blender_launch import run_driver  # the add-on's test driver stands in for Blender's loop
 
 W, H = 1920, 1080
 

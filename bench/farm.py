@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kvlock.world.demo_clip import demo_clip
 from kvlock_bridge import ArrayClip, Client, Params
 from kvlock_server.app import ServerConfig, create_server
-from kvlock_server.ray_options import RayOptions
-from tests.ray_cluster import LocalCluster
+from kvlock_server.executors.ray_options import RayOptions
+from tests.support.ray_cluster import LocalCluster
 
 
 def run_jobs(app, clip, ids: list[str], steps: int, model: str = "tiny", **settings) -> dict[str, float]:

@@ -61,7 +61,7 @@ GIB = 1024**3
 
 
 def _variants() -> dict[str, Any]:
-    from kvlock.acceleration import Acceleration
+    from kvlock.execution.acceleration import Acceleration
 
     return {
         "auto": lambda cap: Acceleration(memory_limit_gb=cap),
@@ -371,9 +371,9 @@ def engine_steps(
     """Per-step seconds of the engine's loop at a fixed α, the token foreground fraction, and the modes
     (``overrides``: further settings, e.g. the source-pass approximations; ``interleave`` False runs the
     source pass and the edit passes one after the other, holding every layer's K/V)."""
-    from kvlock.sampler import Prompts, sample_kvlock
-    from kvlock.settings import EditSettings, validate_settings
-    from kvlock.token_mask import build_token_mask
+    from kvlock.lock.token_mask import build_token_mask
+    from kvlock.sampling.loop import Prompts, sample_kvlock
+    from kvlock.settings import EditSettings, resolve_schedule
 
     m = editor.model
     masks = build_token_mask(torch.from_numpy(box_matte(shape, fraction)), m.compression)
@@ -381,12 +381,12 @@ def engine_steps(
     x0 = torch.randn(shape.latent(), generator=gen).to(m.device)
     noise = torch.randn(shape.latent(), generator=gen).to(m.device)
     embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
-    settings = validate_settings(EditSettings(alpha_fixed=alpha, steps=steps, **overrides))
+    settings = resolve_schedule(EditSettings(alpha_fixed=alpha, steps=steps, **overrides))
     with torch.no_grad():
         _, records = sample_kvlock(
             m.family,
             m.pipe,
-            editor.bank,
+            editor.runtime.bank,
             x0,
             noise,
             masks,
@@ -566,14 +566,14 @@ def plain_compiled(
 
 def first_edits(model: Any, shape: Shape, args: argparse.Namespace, out: dict[str, Any]) -> None:
     """A restart child: a fresh process compiles (from --compile-cache) and times its first edits."""
-    from kvlock.acceleration import Acceleration
-    from kvlock.editor import Editor
+    from kvlock.editing.editor import Editor
+    from kvlock.execution.acceleration import Acceleration
 
     t = time.perf_counter()
     editor = Editor(model, Acceleration(attention="native", compile="inductor", compile_cache=args.compile_cache))
     out["editor_seconds"] = time.perf_counter() - t
     if args.warm:  # what `kvlock serve` does for a preloaded model before it takes jobs
-        from kvlock.warm_up import warm_up
+        from kvlock.execution.warm_up import warm_up
 
         t = time.perf_counter()
         out["warm_up"] = warm_up(editor)
@@ -675,10 +675,10 @@ def main() -> None:
         restart_rows(args)
         return
 
-    from kvlock.editor import Editor
+    from kvlock.editing.editor import Editor
     from kvlock.families import family_for_pipeline
     from kvlock.families.base import ModelDefaults
-    from kvlock.loading import LoadedModel
+    from kvlock.loading.load import LoadedModel
 
     device = torch.device(args.device)
     only = set(args.only.split(","))

@@ -67,15 +67,15 @@ class Recorder:
 
 
 def measure(editor: Editor, case, steps: int, strength: float) -> dict:
-    recorder = Recorder(editor.bank)
+    recorder = Recorder(editor.runtime.bank)
     settings = EditSettings(
         steps=steps, seed=case.seed, source_prompt=case.source_prompt, method=f"fixed_alpha={ALPHA}", strength=strength
     )
-    editor.bank.observer = recorder
+    editor.runtime.bank.observer = recorder
     try:
         editor.edit(EditRequest(case.frames, case.matte, case.prompt, settings))
     finally:
-        editor.bank.observer = None
+        editor.runtime.bank.observer = None
     return {name: {layer: float(np.mean(v)) for layer, v in sorted(per.items())} for name, per in recorder.rows.items()}
 
 

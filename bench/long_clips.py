@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from kvlock import Editor, EditRequest, EditSettings  # noqa: E402
-from kvlock.compositing import feather_matte  # noqa: E402
+from kvlock.editing.compositing import feather_matte  # noqa: E402
 from kvlock.world.cases import EditCase, case_from_scenes  # noqa: E402
 from kvlock.world.judges import flicker, judge_all, object_pixels, psnr  # noqa: E402
 from kvlock.world.scenes import ObjectSpec, SceneSpec  # noqa: E402

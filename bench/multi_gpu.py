@@ -112,11 +112,11 @@ def _edit_rank(rank: int, world: int, port: int, opts: dict[str, Any], out: str)
     """One rank: build the model on its device, join the group, warm up, time one whole edit."""
     import torch.distributed as dist
 
-    from kvlock.acceleration import Acceleration
-    from kvlock.editor import Editor
+    from kvlock.editing.editor import Editor
+    from kvlock.execution.acceleration import Acceleration
     from kvlock.families import family_for_pipeline
     from kvlock.families.base import ModelDefaults
-    from kvlock.loading import LoadedModel
+    from kvlock.loading.load import LoadedModel
 
     cuda = opts["device"] == "cuda"
     device = torch.device(f"cuda:{rank}" if cuda else "cpu")
@@ -209,9 +209,9 @@ def farm_on(n: int, args: argparse.Namespace, work: Path, model: str, clip: tupl
     import ray
     from farm import run_jobs  # bench/farm.py
 
-    from kvlock.acceleration import Acceleration
+    from kvlock.execution.acceleration import Acceleration
     from kvlock_server.app import ServerConfig, create_server
-    from kvlock_server.ray_options import RayOptions
+    from kvlock_server.executors.ray_options import RayOptions
 
     cuda = args.device == "cuda"
     config = ServerConfig(

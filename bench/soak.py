@@ -100,7 +100,7 @@ class Server:
     async def start(self) -> None:
         a = self.args
         command = [
-            sys.executable, "-m", "kvlock_server.cli", "serve", "--port", str(self.port),
+            sys.executable, "-m", "kvlock_cli.main", "serve", "--port", str(self.port),
             "--state-dir", str(self.state), "--upload-idle-timeout", str(a.idle),
             "--max-watchers", str(a.watchers + 100), "--preview-every", "2", "--grace", "5",
             *(["--preload", "tiny"] if a.preload else []),

@@ -1,7 +1,6 @@
 """The client as one pure-Python wheel, for hosts' own Pythons (Blender's, Resolve's): the bridge, the wire
-stubs, the Resolve script's package, and the few light engine modules they import (errors, the edit settings'
-defaults, atomic writes, decoding and the matte-range rule for uploads, timecode) — never the engine itself or
-its models."""
+stubs, the Resolve script's package, and the engine's torch-free part they import (errors, the edit
+settings, the progress event, and ``kvlock/media`` whole) — never the engine itself or its models."""
 
 from __future__ import annotations
 
@@ -14,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GRPCIO, PROTOBUF = "grpcio==1.85.1", "protobuf==7.36.2"
 # PyAV reads strip media in the Blender add-on and media the server cannot read in Resolve; Blender bundles numpy
 NUMPY, AV = "numpy>=1.26", "av>=14"
+# the engine's modules that import no torch (tests/test_floors.py holds them, and media/, to that)
+CLIENT_ENGINE = ("__init__.py", "errors.py", "settings.py", "progress.py")
 
 
 def client_files() -> dict[Path, str]:
@@ -25,9 +26,9 @@ def client_files() -> dict[Path, str]:
         ("kvlock_wire", ROOT / "proto" / "kvlock_wire"),
     ):
         files.update({p: f"{package}/{p.name}" for p in sorted(folder.glob("*.py"))})
-    light = ("atomic.py", "decode.py", "exr.py", "matte_frames.py", "timecode.py")
-    for rel in ("__init__.py", "errors.py", "settings.py", "media/__init__.py", *(f"media/{name}" for name in light)):
-        files[ROOT / "kvlock" / rel] = f"kvlock/{rel}"
+    engine = ROOT / "kvlock"
+    for path in [*(engine / name for name in CLIENT_ENGINE), *sorted((engine / "media").glob("*.py"))]:
+        files[path] = f"kvlock/{path.relative_to(engine).as_posix()}"
     return files
 
 

@@ -1,6 +1,6 @@
 """Where things go on each OS, as pure functions of the OS name, the home folder and the environment.
 
-Resolve's script folders are the ones its documentation names (DESIGN §5); ``Utility`` shows the script on
+Resolve's script folders are the ones its documentation names (docs/design.md §5); ``Utility`` shows the script on
 every page. The server's per-user service is a systemd user unit, a launchd agent or a Task Scheduler task.
 """
 
@@ -52,7 +52,7 @@ class Layout:
 
     @property
     def config(self) -> Path:
-        """The engine's config file (``kvlock.catalog``): model folders."""
+        """The engine's config file (``kvlock.loading.catalog``): model folders."""
         return Path(self.env.get("XDG_CONFIG_HOME") or self.home / ".config") / "kvlock" / "config.toml"
 
     @property

@@ -10,9 +10,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Editor": "editor",
-    "EditRequest": "editor",
-    "EditResult": "editor",
+    "Editor": "editing.editor",
+    "EditRequest": "editing.request",
+    "EditResult": "editing.request",
+    "StepProgress": "progress",
     "EditSettings": "settings",
     "EditCancelled": "errors",
     "InvalidRequest": "errors",

@@ -1,6 +1,6 @@
 """Fitting τ to a model: the threshold the hallucination metric is compared with.
 
-h is relative to the source latents' variance (``kvlock.metric``), yet how much a model's clean estimate
+h is relative to the source latents' variance (``kvlock.lock.metric``), yet how much a model's clean estimate
 wanders in the last κ steps still depends on the model, so τ is fitted once per model:
 
 1. Run calibration edits with the lock held firm (α = 1) and guidance steady (b = 1), so the trajectory —
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .editor import Editor, EditRequest
+from .editing.editor import Editor, EditRequest
 from .errors import InvalidRequest
 from .settings import EditSettings, with_schedule
 from .trace import Trace

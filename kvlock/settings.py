@@ -1,7 +1,7 @@
 """Every knob of an edit, with the paper's defaults, and the baselines expressed as changes to them.
 
 Paper defaults (arXiv 2603.09657 §4.1): metric window W = 10, control in the last κ = 20 steps, threshold
-τ = 0.01, guidance ceiling b = 2. Here h is relative to the source latents' variance (``kvlock.metric``), so
+τ = 0.01, guidance ceiling b = 2. Here h is relative to the source latents' variance (``kvlock.lock.metric``), so
 the paper's τ does not carry over: ``tau = None`` takes the model's calibrated τ (``kvlock calibrate``
 writes it beside the model) or, for a model never calibrated, ``DEFAULT_TAU`` with a notice.
 ``alpha_early`` (α before the control window) is not given by the paper; see docs/benchmarks.md for how
@@ -76,7 +76,12 @@ IGNORED_BY = {
 
 @dataclass(frozen=True)
 class EditSettings:
-    """One edit's settings. ``None`` means "the model's default" (steps, guidance, size, window)."""
+    """One edit's settings. ``None`` means "the model's default" (steps, guidance, size, window).
+
+    Every field is checked when the object is made (types, ranges, names), so an ``EditSettings`` that exists
+    is valid: a request is checked once, where it enters (the command line, the wire, the API), and carried
+    as this object from there on. Fields left ``None`` are filled per model by :func:`resolve_schedule`.
+    """
 
     negative_prompt: str = ""
     source_prompt: str = ""
@@ -113,8 +118,19 @@ class EditSettings:
     window_overlap: int | None = None  # None: 8, or fewer where windows are too short (geometry.DEFAULT_OVERLAP)
     feather: int = 4
 
+    def __post_init__(self) -> None:
+        _check(self)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EditSettings:
+        """Settings from JSON (a stored job, a model folder's schedule); unknown names are refused."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SettingsError(f"unknown settings {', '.join(unknown)}")
+        return cls(**data)
 
 
 def with_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
@@ -137,24 +153,38 @@ def apply_method(settings: EditSettings) -> EditSettings:
     """
     if settings.method is None:
         return settings  # the model's method, applied once the editor knows the model
-    method = settings.method.strip()
-    if method == "kvlock":
-        return settings
-    if method == "no_lock":
-        return replace(settings, alpha_fixed=0.0, guidance_form="static")
-    if method.startswith("fixed_alpha"):
-        _, _, value = method.partition("=")
+    return replace(settings, **method_knobs(settings.method))
+
+
+def resolve_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
+    """The settings the sampler runs with: every schedule field set (the request's, else the model's
+    ``schedule``, else the defaults) and the method expanded into the knobs it changes."""
+    return apply_method(with_schedule(settings, schedule))
+
+
+def method_knobs(method: str) -> dict[str, Any]:
+    """The fields a method sets; a name that is no method is a :class:`SettingsError`."""
+    name = method.strip()
+    if name == "kvlock":
+        return {}
+    if name == "no_lock":
+        return {"alpha_fixed": 0.0, "guidance_form": "static"}
+    if name.startswith("fixed_alpha"):
+        _, _, value = name.partition("=")
         try:
             alpha = float(value)
         except ValueError:
-            raise SettingsError(f"method {method!r}: write fixed_alpha=<a> with a number a in [0, 1]") from None
-        return replace(settings, alpha_fixed=alpha)
-    if method == "static_cfg":
-        return replace(settings, guidance_form="static")
-    if method == "paper_omega":
-        return replace(settings, guidance_form="paper")
+            raise SettingsError(f"method {name!r}: write fixed_alpha=<a> with a number a in [0, 1]") from None
+        if not 0.0 <= alpha <= 1.0:
+            raise SettingsError(f"fixed alpha must be in [0, 1], got {alpha}")
+        return {"alpha_fixed": alpha}
+    if name == "static_cfg":
+        return {"guidance_form": "static"}
+    if name == "paper_omega":
+        return {"guidance_form": "paper"}
+    shown = name if len(name) <= 80 else name[:80] + "…"
     raise SettingsError(
-        f"unknown method {method!r}; expected kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega"
+        f"unknown method {shown!r}; expected kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega"
     )
 
 
@@ -177,22 +207,39 @@ def _num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def validate_settings(s: EditSettings) -> EditSettings:
-    """Check every range before any model work; return the settings with the method applied."""
+KINDS = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """Each field holds its declared kind (an int where a float is asked is fine; a bool is no number)."""
+    kind = KINDS[annotation.replace(" | None", "").strip()]
+    if value is None and "None" in annotation:
+        return
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    wanted = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}[kind]
+    _require(ok, f"{name} must be {wanted}, got {value!r:.80}")
+
+
+def _check(s: EditSettings) -> None:
+    """Every field's kind and range, and the names and combinations the engine knows."""
     for f in fields(s):
         value = getattr(s, f.name)
+        _check_type(f.name, str(f.type), value)
         if isinstance(value, float) and not math.isfinite(value):
             raise SettingsError(f"{f.name} must be a finite number, got {value}")
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise SettingsError(f"{f.name} is {len(value)} characters; at most {MAX_TEXT} are read")
         if isinstance(value, int | float) and not isinstance(value, bool):
             _check_range(f.name, value)
-    s = apply_method(s)
+    if s.method is not None:
+        method_knobs(s.method)
     _require(s.strength is None or 0.0 < s.strength <= 1.0, f"strength must be in (0, 1], got {s.strength}")
     _require(
         s.alpha_fixed is None or 0.0 <= s.alpha_fixed <= 1.0, f"fixed alpha must be in [0, 1], got {s.alpha_fixed}"
     )
-    # None: the model's value, checked when the model fills it in (``with_schedule``, then this again)
+    # None: the model's value, filled in by ``resolve_schedule`` (which makes a new, checked object)
     _require(s.guidance_form in (None, *GUIDANCE_FORMS), f"guidance_form must be one of {GUIDANCE_FORMS}")
     _require(s.uncond_source in (None, *UNCOND_SOURCES), f"uncond_source must be one of {UNCOND_SOURCES}")
     _require(s.source_pass in SOURCE_PASSES, f"source_pass must be one of {SOURCE_PASSES}, got {s.source_pass!r}")
@@ -202,4 +249,3 @@ def validate_settings(s: EditSettings) -> EditSettings:
         "(use uncond_source 'shared' or source_refresh 1)",
     )
     _require(s.geometry in GEOMETRIES, f"geometry must be one of {GEOMETRIES}, got {s.geometry!r}")
-    return s

@@ -11,7 +11,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .sampler import StepRecord
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of the trace. ``h`` is the metric after this step (None before the control window, or while
+    it holds a single sample); α and ω were chosen from the one before."""
+
+    step: int
+    sigma: float
+    h: float | None
+    alpha: float
+    omega: float
+    s_star: float
+    mode: str
+    seconds: float
+    source: str = ""  # "full", "background" or "reused": where this step's background K/V came from
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A family adapter answers: how pixels map to latents and tokens (:class:`Compression`), which frame counts
 and sizes the model accepts, how to load the diffusers pipeline, how to encode prompts and video, how to
 run one transformer pass (in full, or on a subset of tokens), and how its scheduler walks the noise
-levels (a :class:`~kvlock.steppers.Stepper`: timesteps, noising, x̂0 from the prediction, the step).
+levels (a :class:`~kvlock.families.steppers.Stepper`: timesteps, noising, x̂0 from the prediction, the step).
 Latents cross this interface as (B, C, F, H, W) whatever layout the model itself takes. The KV-Lock
 maths (masks, metric, schedules, guidance, fusion) never changes when a family is added.
 """
@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from ..kv_bank import KVBank
-from ..steppers import Stepper
-from ..token_mask import Compression
+from ..lock.kv_bank import KVBank
+from ..lock.token_mask import Compression
+from .steppers import Stepper
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class PassStages:
     pass's conditioning, ``finish`` turns the last block's state into the prediction.
 
     Families that offer it (``stages``) let the loop run a source pass and its edit passes block by block
-    in lockstep, so the K/V bank holds one layer instead of all of them (``kvlock.sampler``).
+    in lockstep, so the K/V bank holds one layer instead of all of them (``kvlock.sampling.loop``).
     """
 
     state: Any

@@ -4,7 +4,7 @@ What differs from Wan, all of it kept here: the transformer takes latents as (B,
 video tokens share one attention (rotary embedding on the video part only, 5B) or carry learned-free
 sin-cos positions over both (2B), so the prompt is always encoded to the model's full text length; the
 VAE is (4, 8, 8) with one scaling factor; the scheduler is DDIM or DPM with v-prediction, so x̂0 and the
-noise levels come from ᾱ_t (:class:`~kvlock.steppers.VPredictionStepper`). Frames 8k+1 at 480×720.
+noise levels come from ᾱ_t (:class:`~kvlock.families.steppers.VPredictionStepper`). Frames 8k+1 at 480×720.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ModelLoadError
-from ..kv_bank import KVBank
-from ..steppers import VPredictionStepper
-from ..token_mask import Compression
+from ..lock.kv_bank import KVBank
+from ..lock.token_mask import Compression
 from .base import ModelDefaults, PassStages, run_stages
 from .cogvideox_attention import KVLockCogVideoXAttnProcessor
 from .folder import load_pipeline
 from .processors import compile_blocks, install, set_backend
+from .steppers import VPredictionStepper
 
 
 def unpatchify_frames_first(tokens: torch.Tensor, frames: int, height: int, width: int, p: int) -> torch.Tensor:

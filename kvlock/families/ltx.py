@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from ..kv_bank import KVBank
-from ..steppers import FlowMatchStepper
-from ..token_mask import Compression
+from ..lock.kv_bank import KVBank
+from ..lock.token_mask import Compression
 from .base import ModelDefaults
 from .folder import load_pipeline
 from .ltx_attention import KVLockLTXAttnProcessor
 from .processors import compile_blocks, install, set_backend
+from .steppers import FlowMatchStepper
 
 FRAME_RATE = 25  # the rate LTXPipeline assumes for its rotary positions
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
-from ..kv_bank import KVBank
+from ..lock.kv_bank import KVBank
 
 
 class KVLockProcessor:
@@ -31,7 +31,7 @@ class KVLockProcessor:
     ) -> torch.Tensor:
         """Attention over (B, S, heads, d) tensors with the backend chosen for KV-Lock's passes.
 
-        Under diffusers' context parallelism (``_parallel_config`` set by ``kvlock.sequence_parallel``) the
+        Under diffusers' context parallelism (``_parallel_config`` set by ``kvlock.execution.sequence_parallel``) the
         tensors are this rank's shard of tokens and the dispatcher runs the Ulysses or ring exchange.
         """
         return dispatch_attention_fn(

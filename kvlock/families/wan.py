@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ModelLoadError
-from ..kv_bank import KVBank
-from ..sequence_parallel import rotary_rows
-from ..steppers import FlowMatchStepper
-from ..token_mask import Compression
+from ..lock.kv_bank import KVBank
+from ..lock.token_mask import Compression
 from .base import ModelDefaults, PassStages, run_stages
+from .context_parallel import rotary_rows
 from .folder import load_pipeline
 from .processors import compile_blocks, install, set_backend
+from .steppers import FlowMatchStepper
 from .wan_attention import KVLockWanAttnProcessor
 
 

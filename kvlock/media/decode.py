@@ -48,7 +48,7 @@ class MediaInfo:
     codec: str
     files: tuple[Path, ...] = ()
     first_number: int = 0
-    transfer: str = "display"  # or "scene_linear" (EXR): how the values relate to light, see kvlock.colour
+    transfer: str = "display"  # or "scene_linear" (EXR): how the values relate to light, see kvlock.media.colour
     digits: int = 0  # zero-padded width of a sequence's frame numbers
 
     @property
@@ -269,34 +269,41 @@ def read_frames(info: MediaInfo, start: int, end: int) -> np.ndarray:
             raise UnreadableMediaError(f"images of {info.path} differ in size or channels: {sorted(shapes)}")
         return np.stack(frames)
     with _open_movie(info.path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        tb = stream.time_base
-        origin = stream.start_time or 0
-        frames: list[np.ndarray] = []
-        target_pts = origin + int(Fraction(start) / info.rate / tb)
-        for attempt in ("seek", "from_start"):
-            frames.clear()
-            if attempt == "seek" and start > 0:
-                container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-            elif attempt == "from_start":
-                container.seek(origin, stream=stream, backward=True, any_frame=False)
-            first_seen = None
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                index = round((frame.pts - origin) * tb * info.rate)
-                first_seen = index if first_seen is None else first_seen
-                if index < start:
-                    continue
-                if index >= end:
-                    break
-                frames.append(frame_to_array(frame, info.has_alpha, info.deep))
-            if first_seen is not None and first_seen <= start:
-                break
-        if len(frames) != end - start:
-            raise UnreadableMediaError(
-                f"{info.path}: expected {end - start} frames from {start}, decoded {len(frames)}; the file may be "
-                "damaged or have a variable frame rate"
+        frames = _decode_range(container, info, start, end)
+    if len(frames) != end - start:
+        raise UnreadableMediaError(
+            f"{info.path}: expected {end - start} frames from {start}, decoded {len(frames)}; the file may be "
+            "damaged or have a variable frame rate"
+        )
+    return np.stack(frames)
+
+
+def _decode_range(container: av.container.InputContainer, info: MediaInfo, start: int, end: int) -> list[np.ndarray]:
+    """Frames [start, end) of the movie, found by pts: from a seek to the nearest keyframe before ``start``,
+    and again from the first frame if that seek landed past it (streams whose index misleads the seek)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    tb = stream.time_base
+    origin = stream.start_time or 0
+    frames: list[np.ndarray] = []
+    for attempt in ("seek", "from_start"):
+        frames.clear()
+        if attempt == "seek" and start > 0:
+            container.seek(
+                origin + int(Fraction(start) / info.rate / tb), stream=stream, backward=True, any_frame=False
             )
-        return np.stack(frames)
+        elif attempt == "from_start":
+            container.seek(origin, stream=stream, backward=True, any_frame=False)
+        first_seen = None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            index = round((frame.pts - origin) * tb * info.rate)
+            first_seen = index if first_seen is None else first_seen
+            if index >= end:
+                break
+            if index >= start:
+                frames.append(frame_to_array(frame, info.has_alpha, info.deep))
+        if first_seen is not None and first_seen <= start:
+            break
+    return frames

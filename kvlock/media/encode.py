@@ -1,4 +1,4 @@
-"""Encoding results for NLE round trips (DESIGN §5, Media).
+"""Encoding results for NLE round trips (docs/design.md §5, Media).
 
 - ``ffv1``: lossless, the default for intermediates; RGB(A) stored as-is (``bgr0``/``bgra``, 16-bit as
   ``gbrp16le``/``gbrap16le``) in Matroska. Exact round trip.
@@ -66,6 +66,30 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+def _add_stream(
+    container: av.container.OutputContainer,
+    spec: CodecSpec,
+    rate: Fraction,
+    width: int,
+    height: int,
+    stored_fmt: str,
+    timecode: str | None,
+) -> av.video.stream.VideoStream:
+    """The video stream, tagged BT.709 (full range RGB, limited range YUV) and with the timecode, if any."""
+    if timecode:
+        container.metadata["timecode"] = timecode
+    stream = container.add_stream(spec.codec, rate=Fraction(rate), options=dict(spec.options))
+    stream.width, stream.height = width, height
+    stream.pix_fmt = stored_fmt
+    if timecode:
+        stream.metadata["timecode"] = timecode
+    cc = stream.codec_context
+    cc.color_primaries, cc.color_trc = BT709, BT709
+    cc.colorspace = MATRIX_RGB if spec.rgb else BT709
+    cc.color_range = RANGE_FULL if spec.rgb else RANGE_LIMITED
+    return stream
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray,
@@ -96,17 +120,8 @@ def write_video(
             target, fmt = str(temp), spec.container
         container = av.open(target, "w", format=fmt)
         try:
-            if timecode and codec != "png":
-                container.metadata["timecode"] = timecode
-            stream = container.add_stream(spec.codec, rate=Fraction(rate), options=dict(spec.options))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = stored_fmt
-            if timecode and codec != "png":
-                stream.metadata["timecode"] = timecode
-            cc = stream.codec_context
-            cc.color_primaries, cc.color_trc = BT709, BT709
-            cc.colorspace = MATRIX_RGB if spec.rgb else BT709
-            cc.color_range = RANGE_FULL if spec.rgb else RANGE_LIMITED
+            tag = timecode if codec != "png" else None
+            stream = _add_stream(container, spec, rate, frames.shape[2], frames.shape[1], stored_fmt, tag)
             for i, array in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_fmt)
                 if not spec.rgb:  # convert here so the BT.709 matrix and limited range are what is stored

@@ -6,6 +6,8 @@ still is used for every frame; a matte clip as long as the source is read over t
 as long as the range (already trimmed) is used as is. Anything else is an error that gives both lengths. A
 matte of another size is an error, unless ``resize`` is asked for and the aspect ratios agree (a
 proxy-resolution matte): then it is scaled, with a warning.
+
+NumPy only (no torch): the client wheel ships this module to hosts' own Pythons.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import MatteError
 from .decode import MediaInfo, read_frames
@@ -30,6 +30,44 @@ class MatteOptions:
     invert: bool = False
     dilate: int = 0
     resize: bool = False
+
+
+def _max_filter(values: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """The maximum over a window of 2·radius + 1 along ``axis`` (the window cut at the edges, as a
+    max-pool padded with −∞ cuts it): 2·radius shifted maxima, whatever the frame's size."""
+    out = values.copy()
+    length = values.shape[axis]
+    for shift in range(1, min(radius, length - 1) + 1):
+        ahead = [slice(None)] * values.ndim
+        behind = [slice(None)] * values.ndim
+        ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+        np.maximum(out[tuple(ahead)], values[tuple(behind)], out=out[tuple(ahead)])
+        np.maximum(out[tuple(behind)], values[tuple(ahead)], out=out[tuple(behind)])
+    return out
+
+
+def dilate(matte: np.ndarray, radius: int) -> np.ndarray:
+    """A (N, H, W) matte grown by ``radius`` pixels: a square max filter, done as a max over rows then over
+    columns (2·radius work per pixel instead of radius²)."""
+    return _max_filter(_max_filter(matte, radius, 1), radius, 2)
+
+
+def _resample_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of an antialiased linear resample: a triangle filter, widened by the
+    scale when shrinking so every input pixel counts (the filter PIL's and torch's antialiased bilinear use)."""
+    scale = size_in / size_out
+    support = max(1.0, scale)
+    centres = (np.arange(size_out) + 0.5) * scale
+    taps = np.arange(size_in) + 0.5
+    weights = np.clip(1.0 - np.abs(taps[None, :] - centres[:, None]) / support, 0.0, None)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def resize(matte: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (N, H, W) float matte resampled to (N, height, width), antialiased."""
+    rows = _resample_weights(matte.shape[1], height).astype(np.float32)
+    cols = _resample_weights(matte.shape[2], width).astype(np.float32)
+    return np.einsum("hy,nyx,wx->nhw", rows, matte.astype(np.float32), cols, optimize=True)
 
 
 def pick_channel(pixels: np.ndarray, channel: str) -> np.ndarray:
@@ -56,11 +94,7 @@ def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
     if options.threshold is not None:
         matte = (matte >= options.threshold).astype(np.float32)
     if options.dilate > 0:
-        # a square max filter is a max over rows then over columns: 2k work per pixel instead of k²
-        k, d = 2 * options.dilate + 1, options.dilate
-        t = torch.from_numpy(np.ascontiguousarray(matte))[:, None]
-        t = F.max_pool2d(t, (k, 1), stride=1, padding=(d, 0))
-        matte = F.max_pool2d(t, (1, k), stride=1, padding=(0, d))[:, 0].numpy()
+        matte = dilate(np.ascontiguousarray(matte, dtype=np.float32), options.dilate)
     return np.clip(matte, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -100,8 +134,7 @@ def read_matte(
     """Matte frames [first, last) as float32 (N, H, W) in [0, 1] at the source's size, refined."""
     values = pick_channel(read_frames(matte, first, last), options.channel)
     if (matte.width, matte.height) != (source.width, source.height):
-        t = torch.from_numpy(values)[:, None]
-        values = F.interpolate(t, size=(source.height, source.width), mode="bilinear", antialias=True)[:, 0].numpy()
+        values = resize(values, source.height, source.width)
     return refine(values, options)
 
 

@@ -4,7 +4,7 @@
   replaced (:mod:`kvlock.media.exr`): channels, pixel types, data and display windows, header attributes and
   frame numbers are the source's, and outside the feathered matte every value is the source's bits.
 - ``ffv1`` / ``png``: lossless; 16-bit sources stay 16-bit, alpha is written. From a scene-linear plate they
-  hold its display-referred view (the view transform of :mod:`kvlock.colour`, 16-bit), not the plate.
+  hold its display-referred view (the view transform of :mod:`kvlock.media.colour`, 16-bit), not the plate.
 - ``prores`` (4444, 10-bit, alpha) and ``h264`` (8-bit preview, no alpha): lossy, see :mod:`.encode`.
 
 The checks run before any work (:func:`check_output`), so a wrong choice costs nothing.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..colour import PixelEncoding, display_code_values
 from ..errors import InvalidRequest
 from .atomic import atomic_path
+from .colour import PixelEncoding, display_code_values
 from .decode import MediaInfo
 from .encode import CODECS, write_video
 from .exr import write_exr_region, write_exr_sequence

@@ -58,6 +58,18 @@ def format_timecode(number: int, rate: Fraction, drop_frame: bool | None = None)
     return f"{h:02d}:{m:02d}:{s:02d}{';' if drop else ':'}{f:02d}"
 
 
+def timecode_at(start: str | None, rate: Fraction, offset: int) -> str | None:
+    """The timecode ``offset`` frames after ``start`` (a file's first-frame timecode), counted as ``start``
+    is (drop-frame where written with ';'); None where there is no timecode or it is not one at ``rate``."""
+    if not start:
+        return None
+    try:
+        number = parse_timecode(start, rate) + offset
+    except ValueError:
+        return None
+    return format_timecode(number, rate, drop_frame=";" in start)
+
+
 def parse_range(text: str, total: int, rate: Fraction, start_timecode: str | None) -> tuple[int, int]:
     """``START:END`` frame indices (end exclusive, either side may be empty) or ``TC-TC`` timecodes.
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..calibration import measured_h
-from ..compositing import feather_matte
-from ..editor import Editor, EditRequest
+from ..editing.compositing import feather_matte
+from ..editing.editor import Editor, EditRequest
 from ..settings import EditSettings
 from .cases import EditCase
 from .judges import flicker, judge_all, object_pixels, psnr, ssim

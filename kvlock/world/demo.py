@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compositing import feather_matte
-from ..editor import Editor, EditRequest
+from ..editing.compositing import feather_matte
+from ..editing.editor import Editor, EditRequest
 from ..media.encode import write_video
+from ..progress import StepProgress
 from ..settings import EditSettings
 from .benchmark import ATTRIBUTES, score
 from .demo_clip import demo_case
@@ -27,12 +28,9 @@ from .demo_clip import demo_case
 RATE = Fraction(24000, 1001)
 
 
-def _step_line(e: dict) -> str:
-    h = "—" if e["h"] is None else f"{e['h']:.4f}"
-    return (
-        f"  step {e['step'] + 1}/{e['total']} window {e['window'] + 1}/{e['windows']} "
-        f"α={e['alpha']:.2f} ω={e['omega']:.2f} h={h}"
-    )
+def _step_line(e: StepProgress) -> str:
+    h = "—" if e.h is None else f"{e.h:.4f}"
+    return f"  step {e.step + 1}/{e.total} window {e.window + 1}/{e.windows} α={e.alpha:.2f} ω={e.omega:.2f} h={h}"
 
 
 def report(row: dict, wanted, pixels_exact: tuple[int, int]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..editor import Editor, EditRequest
+from ..editing.editor import Editor, EditRequest
 from ..settings import EditSettings
 from .judges import judge_generation
 from .scenes import SceneSpec, sample_scene

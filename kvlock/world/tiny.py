@@ -1,5 +1,5 @@
-"""The embedded default model until the project's own trained one exists: a tiny Wan2.1 pipeline built
-from config with fixed seeds (random weights, so its edits are noise-shaped, not meaningful pictures).
+"""``tiny-random``: a tiny Wan2.1 pipeline built from config with fixed seeds (random weights, so its edits
+are noise-shaped, not meaningful pictures), the test model every exactness property is checked on.
 
 It exercises every code path of a real Wan checkpoint (same classes, same scheduler, same VAE layout) in
 a second on two CPU cores, offline: the tokenizer is a byte-level BPE with no merges built in memory.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..families.base import ModelDefaults
+from ..families.wan import WanFamily
+from ..loading.load import BuiltinModel
 
 TINY_DEFAULTS = ModelDefaults(height=64, width=64, frames=17, steps=12, guidance=5.0, text_length=64)
 TINY_TEXT_LENGTH = 64
@@ -86,3 +88,13 @@ def build_tiny_wan(seed: int = 0, dtype: torch.dtype = torch.float32):
         pipe.text_encoder.to(dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# offered to the engine's loader as the entry point ``tiny-random`` of the group ``kvlock.models``
+TINY_RANDOM_MODEL = BuiltinModel(
+    "tiny-random",
+    "tiny-random (random-weight Wan2.1 from config)",
+    WanFamily(),
+    TINY_DEFAULTS,
+    lambda dtype: build_tiny_wan(dtype=dtype),
+)

@@ -306,8 +306,9 @@ class Job:
         state = render.snapshot()
         if props is not None:
             props.step_text = progress_line(state.progress)
-            if state.progress is not None and state.progress.total_steps:
-                props.progress = min(1.0, (state.progress.step + 1) / state.progress.total_steps)
+            step = state.progress.denoising if state.progress is not None else None
+            if step is not None:
+                props.progress = min(1.0, (step.step + 1) / step.total)
                 wm.progress_update(int(100 * props.progress))
         if not state.done:
             return POLL_SECONDS

@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from kvlock.media.decode import MediaInfo, frame_to_array, probe, read_frames, sequence_files
-from kvlock.media.timecode import format_timecode, parse_timecode
+from kvlock.media.timecode import timecode_at
 from kvlock_bridge import FileClip
 
 from .exr_header import display_size
@@ -248,16 +248,6 @@ def _server_range(strip: MediaStrip, info: MediaInfo, indices: list[int]) -> tup
     return (strip.files[0], *span) if span else None
 
 
-def _timecode(info: MediaInfo, first: int) -> str:
-    if not info.timecode:
-        return ""
-    try:
-        number = parse_timecode(info.timecode, info.rate) + first
-    except ValueError:
-        return ""
-    return format_timecode(number, info.rate, drop_frame=";" in info.timecode)
-
-
 def resolve_plate(strip: MediaStrip, start: int, end: int, scene_rate: Fraction) -> Plate:
     """The source strip's own frames for timeline frames [start, end), by path where one range names them."""
     info, length = open_media(strip, scene_rate)
@@ -272,7 +262,7 @@ def resolve_plate(strip: MediaStrip, start: int, end: int, scene_rate: Fraction)
         indices=indices,
         info=info,
         rate=info.rate if movie else scene_rate,
-        timecode=_timecode(info, indices[0]) if movie else "",
+        timecode=(timecode_at(info.timecode, info.rate, indices[0]) or "") if movie else "",
     )
 
 

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .client import Client, Progress
 from .clips import Clip, FileClip, Params
@@ -87,17 +86,18 @@ class BackgroundRender:
                 self._done = True
 
 
-def progress_line(update: Any) -> str:
+def progress_line(update: Progress | None) -> str:
     """One line for a host's UI: queue position, or step, σ² (the metric h) and ETA."""
     if update is None:
         return "uploading…"
     if update.state == "queued":
         return f"queued ({update.queue_position} ahead)" if update.queue_position else "queued"
-    if not update.total_steps:
+    p = update.denoising
+    if p is None:
         return update.state
-    eta = f", ETA {update.eta_seconds:.0f} s" if update.eta_seconds else ""
-    metric = "—" if update.h is None else f"{update.h:.4g}"
-    return f"step {update.step + 1}/{update.total_steps}, σ² {metric}{eta}"
+    eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds else ""
+    metric = "—" if p.h is None else f"{p.h:.4g}"
+    return f"step {p.step + 1}/{p.total}, σ² {metric}{eta}"
 
 
 def unused_output(folder: Path, stem: str, suffix: str) -> Path:

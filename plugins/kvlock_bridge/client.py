@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from kvlock.progress import StepProgress
+from kvlock.settings import EditSettings
 from kvlock_wire import CHUNK_BYTES, DEFAULT_ADDRESS, MAX_MESSAGE_BYTES, default_token_file
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -43,24 +45,39 @@ class SubmitResult:
 
 @dataclass(frozen=True)
 class Progress:
+    """A job's state as the server reports it; ``denoising`` is the engine's own step event while it runs
+    (None while queued, loading, or finished)."""
+
     job_id: str
     state: str
-    window: int
-    windows: int
-    step: int
-    total_steps: int
-    sigma: float
-    h: float | None  # None until the metric is measured (the control window)
-    alpha: float
-    omega: float
-    eta_seconds: float
     message: str
-    preview_png: bytes
     queue_position: int
+    denoising: StepProgress | None = None
 
     @property
     def done(self) -> bool:
         return self.state in TERMINAL
+
+
+def step_progress(u: pb.JobUpdate) -> StepProgress | None:
+    """The engine's step event from the wire's message (NaN h on the wire: not measured yet)."""
+    if not u.total_steps:
+        return None
+    return StepProgress(
+        window=u.window,
+        windows=u.windows,
+        step=u.step,
+        total=u.total_steps,
+        sigma=u.sigma,
+        h=None if math.isnan(u.h) else u.h,
+        alpha=u.alpha,
+        omega=u.omega,
+        s_star=u.s_star,
+        mode=u.mode,
+        seconds=0.0,
+        eta_seconds=u.eta_seconds,
+        preview_png=u.preview_png,
+    )
 
 
 def read_token(token: str | None = None, token_file: str | os.PathLike | None = None) -> str | None:
@@ -74,7 +91,8 @@ def read_token(token: str | None = None, token_file: str | os.PathLike | None = 
 
 
 def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params: Params) -> pb.EditHeader:
-    settings = pb.Settings(**{k: v for k, v in params.settings.items() if v is not None})
+    chosen = params.settings.to_dict() if isinstance(params.settings, EditSettings) else params.settings
+    settings = pb.Settings(**{k: v for k, v in chosen.items() if v is not None})
     options = pb.MatteOptions(**{k: v for k, v in params.matte_options.items() if v is not None})
     header = pb.EditHeader(
         job_id=job_id,
@@ -193,22 +211,7 @@ class Client:
         """Progress updates until the job ends (the last one has ``done`` true)."""
         try:
             for u in self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, previews=previews), metadata=self.metadata):
-                yield Progress(
-                    u.job_id,
-                    STATE_NAMES[u.state],
-                    u.window,
-                    u.windows,
-                    u.step,
-                    u.total_steps,
-                    u.sigma,
-                    None if math.isnan(u.h) else u.h,  # NaN on the wire: not measured yet
-                    u.alpha,
-                    u.omega,
-                    u.eta_seconds,
-                    u.message,
-                    u.preview_png,
-                    u.queue_position,
-                )
+                yield Progress(u.job_id, STATE_NAMES[u.state], u.message, u.queue_position, step_progress(u))
         except grpc.RpcError as error:
             raise translate(error, self.address) from None
 

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kvlock.settings import EditSettings
+
 PIXELS = {"rgb8": (3, np.uint8), "rgb16": (3, np.dtype("<u2")), "gray8": (1, np.uint8), "gray16": (1, np.dtype("<u2"))}
 
 
@@ -84,11 +86,12 @@ class FileClip:
 
 @dataclass
 class Params:
-    """The render's parameters; ``settings`` takes any of the engine's EditSettings fields by name."""
+    """The render's parameters; ``settings`` is an ``EditSettings`` (checked here, before anything is sent)
+    or a dict of its fields by name (the server checks it)."""
 
     prompt: str
     model: str = "tiny"
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: EditSettings | dict[str, Any] = field(default_factory=dict)
     priority: int = 0
     codec: str = "ffv1"
     region: bool = False

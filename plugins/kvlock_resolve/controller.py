@@ -206,8 +206,8 @@ class Controller:
             return False
         state = job.render.snapshot()
         update = state.progress
-        if update is not None and update.total_steps:
-            report(progress_line(update), (update.step + 1) / update.total_steps)
+        if update is not None and update.denoising is not None:
+            report(progress_line(update), (update.denoising.step + 1) / update.denoising.total)
         if not state.done:
             return True
         self.job = None

@@ -87,62 +87,73 @@ def _safe(items: Any, handler: Any) -> Any:
     return call
 
 
+class _Dialog:
+    """The window's handlers over one controller; the UIManager calls them from its own loop."""
+
+    def __init__(self, resolve: Any, bmd: Any) -> None:
+        ui = resolve.Fusion().UIManager
+        self.disp = bmd.UIDispatcher(ui)
+        self.win = build_window(ui, self.disp)
+        self.items = items = self.win.GetItems()
+        for _, label in MATTES:
+            items["Matte"].AddItem(label)
+        for _, label in LOCKS:
+            items["Lock"].AddItem(label)
+        self.controller = Controller(resolve, items["Address"].Text, token_file=str(default_token_file()))
+        items["Product"].Text = self.controller.product.label
+        self.timer = ui.Timer({"ID": "Poll", "Interval": 250})
+
+    def show(self, text: str, fraction: float) -> None:
+        if text.startswith(FINAL):
+            self.items["Status"].Text = text
+        else:
+            self.items["Progress"].Text = f"{text} ({fraction:.0%})"
+
+    def _connection(self) -> None:
+        self.controller.address, self.controller.token = self.items["Address"].Text, self.items["Token"].Text
+
+    def on_check(self, _ev: Any = None) -> None:
+        self._connection()
+        self.items["Server"].Text = self.controller.server_status()
+        self.items["Model"].Clear()
+        for name in self.controller.models:
+            self.items["Model"].AddItem(name)
+
+    def on_render(self, _ev: Any = None) -> None:
+        self._connection()
+        try:
+            form = guarded("reading the dialog", lambda: read_form(self.items, self.controller.models))
+            job = self.controller.prepare(form)
+        except (host.HostError, FormError) as exc:
+            self.items["Status"].Text = f"Error: {exc}"
+            return
+        self.items["Status"].Text = job.describe()
+        self.controller.start(job)
+        self.timer.Start()
+
+    def on_cancel(self, _ev: Any = None) -> None:
+        if self.controller.cancel():
+            self.items["Progress"].Text = "cancelling…"
+
+    def on_poll(self, _ev: Any = None) -> None:
+        if not self.controller.poll(self.show):
+            self.timer.Stop()
+
+    def on_close(self, _ev: Any = None) -> None:
+        self.on_cancel()
+        self.disp.ExitLoop()
+
+
 def run(resolve: Any, bmd: Any) -> None:
     """Show the dialog and run its event loop until it is closed."""
-    ui = resolve.Fusion().UIManager
-    disp = bmd.UIDispatcher(ui)
-    win = build_window(ui, disp)
-    items = win.GetItems()
-    for _, label in MATTES:
-        items["Matte"].AddItem(label)
-    for _, label in LOCKS:
-        items["Lock"].AddItem(label)
-    controller = Controller(resolve, items["Address"].Text, token_file=str(default_token_file()))
-    items["Product"].Text = controller.product.label
-    timer = ui.Timer({"ID": "Poll", "Interval": 250})
-
-    def show(text: str, fraction: float) -> None:
-        if text.startswith(FINAL):
-            items["Status"].Text = text
-        else:
-            items["Progress"].Text = f"{text} ({fraction:.0%})"
-
-    def on_check(_ev: Any = None) -> None:
-        controller.address, controller.token = items["Address"].Text, items["Token"].Text
-        items["Server"].Text = controller.server_status()
-        items["Model"].Clear()
-        for name in controller.models:
-            items["Model"].AddItem(name)
-
-    def on_render(_ev: Any = None) -> None:
-        controller.address, controller.token = items["Address"].Text, items["Token"].Text
-        try:
-            job = controller.prepare(guarded("reading the dialog", lambda: read_form(items, controller.models)))
-        except (host.HostError, FormError) as exc:
-            items["Status"].Text = f"Error: {exc}"
-            return
-        items["Status"].Text = job.describe()
-        controller.start(job)
-        timer.Start()
-
-    def on_cancel(_ev: Any = None) -> None:
-        if controller.cancel():
-            items["Progress"].Text = "cancelling…"
-
-    def on_poll(_ev: Any = None) -> None:
-        if not controller.poll(show):
-            timer.Stop()
-
-    def on_close(_ev: Any = None) -> None:
-        on_cancel()
-        disp.ExitLoop()
-
-    win.On.Check.Clicked = _safe(items, on_check)
-    win.On.Render.Clicked = _safe(items, on_render)
-    win.On.Cancel.Clicked = _safe(items, on_cancel)
-    win.On.KVLock.Close = _safe(items, on_close)
-    disp.On.Poll.Timeout = _safe(items, on_poll)
+    dialog = _Dialog(resolve, bmd)
+    win, items = dialog.win, dialog.items
+    win.On.Check.Clicked = _safe(items, dialog.on_check)
+    win.On.Render.Clicked = _safe(items, dialog.on_render)
+    win.On.Cancel.Clicked = _safe(items, dialog.on_cancel)
+    win.On.KVLock.Close = _safe(items, dialog.on_close)
+    dialog.disp.On.Poll.Timeout = _safe(items, dialog.on_poll)
     win.Show()
-    _safe(items, on_check)()
-    disp.RunLoop()
+    _safe(items, dialog.on_check)()
+    dialog.disp.RunLoop()
     win.Hide()

@@ -135,57 +135,69 @@ class Page:
             self.httpd.server_close()
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """The page's requests: the Host and Origin checked, the key in every path, JSON bodies only."""
+
+    page: Page
+    timeout = 5  # a browser's idle pre-connection must not hold the loop
+    server_version = "KV-Lock"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, kind: str, data: bytes) -> None:
+        nonce = self.page.nonce
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", f"default-src 'none'; script-src 'nonce-{nonce}'; "
+                         f"style-src 'nonce-{nonce}'; connect-src 'self'; form-action 'none'; "
+                         "frame-ancestors 'none'")  # fmt: skip
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refusal(self) -> tuple[int, bytes] | None:
+        """Why this request is not the page's own (wrong host, origin or key), or None."""
+        port = self.page.httpd.server_address[1]
+        if self.headers.get("Host") not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
+            return 421, b"wrong host"
+        if self.headers.get("Origin") not in (None, self.page.origin, f"http://localhost:{port}"):
+            return 403, b"wrong origin"
+        if not self.path.startswith(f"/{self.page.key}/"):
+            return 404, b"not found"
+        return None
+
+    def _body(self) -> dict[str, Any] | tuple[int, bytes]:
+        """The POSTed JSON object, or the status and reason that refuse it."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get_content_type() != "application/json" or not 0 <= length <= MAX_BODY:
+            return 415, b"send JSON, at most 64 KiB"
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return 400, b"not JSON"
+        return body if isinstance(body, dict) else (400, b"send a JSON object")
+
+    def _route(self, method: str) -> None:
+        self.page.last_request = time.monotonic()
+        body = self._refusal() or (self._body() if method == "POST" else {})
+        if isinstance(body, tuple):  # refused, with its status and reason
+            return self._send(body[0], "text/plain; charset=utf-8", body[1])
+        prefix = f"/{self.page.key}/"
+        self._send(*self.page.answer(method, self.path[len(prefix) :].split("?")[0], body))
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+
 def _handler(page: Page) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 5  # a browser's idle pre-connection must not hold the loop
-        server_version = "KV-Lock"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, kind: str, data: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Frame-Options", "DENY")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.send_header("Content-Security-Policy", f"default-src 'none'; script-src 'nonce-{page.nonce}'; "
-                             f"style-src 'nonce-{page.nonce}'; connect-src 'self'; form-action 'none'; "
-                             "frame-ancestors 'none'")  # fmt: skip
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(self, method: str) -> None:
-            page.last_request = time.monotonic()
-            port = page.httpd.server_address[1]
-            if self.headers.get("Host") not in {f"127.0.0.1:{port}", f"localhost:{port}"}:
-                return self._send(421, "text/plain; charset=utf-8", b"wrong host")
-            if self.headers.get("Origin") not in (None, page.origin, f"http://localhost:{port}"):
-                return self._send(403, "text/plain; charset=utf-8", b"wrong origin")
-            prefix = f"/{page.key}/"
-            if not self.path.startswith(prefix):
-                return self._send(404, "text/plain; charset=utf-8", b"not found")
-            body: dict[str, Any] = {}
-            if method == "POST":
-                length = int(self.headers.get("Content-Length") or 0)
-                if self.headers.get_content_type() != "application/json" or not 0 <= length <= MAX_BODY:
-                    return self._send(415, "text/plain; charset=utf-8", b"send JSON, at most 64 KiB")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    return self._send(400, "text/plain; charset=utf-8", b"not JSON")
-                if not isinstance(body, dict):
-                    return self._send(400, "text/plain; charset=utf-8", b"send a JSON object")
-            self._send(*page.answer(method, self.path[len(prefix) :].split("?")[0], body))
-
-        def do_GET(self) -> None:
-            self._route("GET")
-
-        def do_POST(self) -> None:
-            self._route("POST")
-
-    return Handler
+    return type("Handler", (_Handler,), {"page": page})
 
 
 def run(resolve: Any, open_browser: Callable[[str], Any] = webbrowser.open, idle_s: float = 1800.0) -> Page:

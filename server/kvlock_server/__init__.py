@@ -1,7 +1,2 @@
-"""The service side of KV-Lock: the gRPC server, its executors and the ``kvlock`` command line.
-
-Importing it registers the research world's test models (``tiny-random``) with the engine's loader, so
-every server, worker and command line can name them.
-"""
-
-import kvlock.world  # noqa: F401  (registers tiny-random)
+"""The KV-Lock server: the gRPC layer (``rpc``), jobs and their store and queue (``jobs``), and where jobs run
+(``executors``: in this process, over a GPU group, or on a Ray farm); ``app`` assembles them."""

@@ -23,22 +23,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from kvlock.acceleration import Acceleration
+from kvlock.execution.acceleration import Acceleration
 from kvlock_wire import MAX_MESSAGE_BYTES, default_state_dir
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from .admission import Admission, CallLimits
-from .event_loop import LoopThread
-from .executor import Executor, InProcessExecutor
-from .media_roots import MediaRoots
-from .ray_options import RayOptions
-from .runner import JobRunner
-from .security import BearerTokenInterceptor, TokenFileError, is_loopback, load_or_create_token
-from .servicer import EditorServicer
-from .store import JobStore, Retention, private_dir
-from .watch_feed import ChangeFeed
-from .wire import Limits
+from .executors.inprocess import InProcessExecutor
+from .executors.ray_options import RayOptions
+from .jobs.contract import Executor
+from .jobs.files import private_dir
+from .jobs.media_roots import MediaRoots
+from .jobs.retention import Retention
+from .jobs.runner import JobRunner
+from .jobs.store import JobStore
+from .rpc.admission import Admission, CallLimits
+from .rpc.event_loop import LoopThread
+from .rpc.security import BearerTokenInterceptor, TokenFileError, is_loopback, load_or_create_token
+from .rpc.servicer import EditorServicer
+from .rpc.watch_feed import ChangeFeed
+from .rpc.wire import Limits
 
 log = logging.getLogger("kvlock.server")
 SERVICE = pb.DESCRIPTOR.services_by_name["Editor"].full_name
@@ -165,7 +168,7 @@ def make_executor(config: ServerConfig, store_root: Path, roots: MediaRoots) -> 
             )
         if len(config.group) < 2:
             raise ConfigError(f"--gpus needs at least two GPUs, got {config.group}")
-        from .group_executor import GroupExecutor
+        from .executors.group import GroupExecutor
 
         return GroupExecutor(config.group, config.dtype, config.model_dirs, config.acceleration, roots)
     if config.executor == "inprocess":
@@ -173,7 +176,7 @@ def make_executor(config: ServerConfig, store_root: Path, roots: MediaRoots) -> 
             config.device, config.dtype, config.model_dirs, config.acceleration, config.concurrency, roots
         )
     if config.executor == "ray":
-        from .ray_executor import RayExecutor  # Ray is needed only by servers that use it
+        from .executors.ray import RayExecutor  # Ray is needed only by servers that use it
 
         return RayExecutor(
             config.ray, store_root, config.device, config.dtype, config.model_dirs, config.acceleration, roots

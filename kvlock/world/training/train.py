@@ -229,6 +229,43 @@ def load_weights_from(folder: Path, transformer, text_encoder) -> None:
     text_encoder.load_state_dict(UMT5EncoderModel.from_pretrained(folder / "text_encoder").state_dict())
 
 
+def flow_matching_loss(forward, text_encoder, pool, empty, args: argparse.Namespace) -> torch.Tensor:
+    """Rectified flow on a batch drawn from the encoded ``pool``: logit-normal σ (shifted toward the sampler's
+    steps by ``--sigma-shift``), 10 % of captions dropped to the empty prompt, velocity target noise − x0."""
+    latents, ids, mask = pool
+    device = latents.device
+    pick = torch.randint(len(latents), (args.batch,), device=device)
+    x0 = latents[pick].float()
+    tok, tok_mask = ids[pick].clone(), mask[pick].clone()
+    drop = torch.rand(args.batch, device=device) < 0.1
+    tok[drop], tok_mask[drop] = empty
+    sigma = shift_sigmas(torch.sigmoid(torch.randn(args.batch, device=device)), args.sigma_shift)
+    sigma = sigma.view(-1, 1, 1, 1, 1)
+    noise = torch.randn_like(x0)
+    z = (1 - sigma) * x0 + sigma * noise
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        text = text_encoder(tok, tok_mask).last_hidden_state * tok_mask[..., None]
+        v = forward(z, sigma.flatten() * 1000, text, return_dict=False)[0].float()
+    return F.mse_loss(v, noise - x0)
+
+
+def refresh_pool(pool: tuple[torch.Tensor, ...], fresh: tuple[torch.Tensor, ...]) -> None:
+    """Overwrite random slots of the encoded pool (latents, token ids, masks) with ``fresh`` clips, in place."""
+    slots = torch.randint(len(pool[0]), (len(fresh[0]),), device=pool[0].device)
+    for stored, new in zip(pool, fresh, strict=True):
+        stored[slots] = new
+
+
+def resume_dit(path: Path, device: torch.device, transformer, text_encoder, opt, rng) -> tuple[list, int, float]:
+    """Restore a checkpoint of ``save_dit_checkpoint`` in place; return its EMA weights, step and seconds."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    transformer.load_state_dict(state["transformer"])
+    text_encoder.load_state_dict(state["text_encoder"])
+    opt.load_state_dict(state["optimizer"])
+    rng.set_state(state["scenes_rng"].cpu())
+    return [t.to(device) for t in state["ema"]], state["step"], state["seconds"]
+
+
 def train_dit(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5EncoderModel
@@ -249,13 +286,7 @@ def train_dit(args: argparse.Namespace) -> None:
     ema = [p.detach().clone() for p in params]
     step, spent = 0, 0.0
     if args.resume:
-        state = torch.load(args.resume, map_location=device, weights_only=False)
-        transformer.load_state_dict(state["transformer"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["optimizer"])
-        ema = [t.to(device) for t in state["ema"]]
-        step, spent = state["step"], state["seconds"]
-        rng.set_state(state["scenes_rng"].cpu())
+        ema, step, spent = resume_dit(Path(args.resume), device, transformer, text_encoder, opt, rng)
     began_pool = time.time()
     latents, ids, mask = encode_clips(vae, tokenizer, args.pool, rng, device)
     empty_ids, empty_mask = (t[0] for t in tokenize(tokenizer, [""], device))
@@ -265,21 +296,9 @@ def train_dit(args: argparse.Namespace) -> None:
     horizon = max(budget, (args.schedule_minutes or 0) * 60)
     began, last_save = time.time() - spent, time.time()
     while time.time() - began < budget:
-        pick = torch.randint(len(latents), (args.batch,), device=device)
-        x0 = latents[pick].float()
-        tok, tok_mask = ids[pick].clone(), mask[pick].clone()
-        drop = torch.rand(args.batch, device=device) < 0.1
-        tok[drop], tok_mask[drop] = empty_ids, empty_mask
-        sigma = shift_sigmas(torch.sigmoid(torch.randn(args.batch, device=device)), args.sigma_shift)
-        sigma = sigma.view(-1, 1, 1, 1, 1)
-        noise = torch.randn_like(x0)
-        z = (1 - sigma) * x0 + sigma * noise
         for group in opt.param_groups:
             group["lr"] = lr_at((time.time() - began) / horizon, step, args.lr)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            text = text_encoder(tok, tok_mask).last_hidden_state * tok_mask[..., None]
-            v = forward(z, sigma.flatten() * 1000, text, return_dict=False)[0].float()
-        loss = F.mse_loss(v, noise - x0)
+        loss = flow_matching_loss(forward, text_encoder, (latents, ids, mask), (empty_ids, empty_mask), args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -289,9 +308,7 @@ def train_dit(args: argparse.Namespace) -> None:
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         step += 1
         if args.refresh and step % 8 == 0:  # replace a few pool clips with fresh ones: the pool never goes stale
-            fresh, fresh_ids, fresh_mask = encode_clips(vae, tokenizer, args.refresh, rng, device)
-            slots = torch.randint(len(latents), (args.refresh,), device=device)
-            latents[slots], ids[slots], mask[slots] = fresh, fresh_ids, fresh_mask
+            refresh_pool((latents, ids, mask), encode_clips(vae, tokenizer, args.refresh, rng, device))
         if step % 100 == 0:
             log(
                 out,

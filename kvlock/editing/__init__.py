@@ -1,0 +1,3 @@
+"""One edit from request to frames: the request (``request``), what it resolves to for a model (``job``),
+the loaded model made ready (``runtime``), one temporal window (``window``), putting the result back into
+the source (``composer`` over ``compositing``), and the public :class:`~.editor.Editor`."""

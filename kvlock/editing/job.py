@@ -1,0 +1,123 @@
+"""A request resolved for one model, before any model work: every check, every setting, every window.
+
+:func:`resolve_job` is where an edit's inputs are judged (frames, matte, prompt) and where the lock's
+schedule is filled field by field — the request's value, else the model's (its ``kvlock.json``), else the
+engine's defaults — with where each came from. The :class:`EditJob` it returns is frozen: the windows that
+follow read it, never change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..families.base import ModelDefaults
+from ..loading.load import LoadedModel
+from ..media.colour import PixelEncoding
+from ..settings import DEFAULT_TAU, IGNORED_BY, SCHEDULE_DEFAULTS, EditSettings, resolve_schedule
+from .geometry import Window, plan_windows
+from .request import EditRequest
+from .validation import check_frames, check_prompt, normalise_matte
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """One edit as the windows run it: ``settings`` resolved (no field left to the model), ``steps`` and
+    ``omega0`` chosen, the matte normalised to float (T, H, W), the windows planned, and the warnings and
+    origins (τ, each schedule field) the trace reports."""
+
+    settings: EditSettings
+    steps: int
+    omega0: float
+    encoding: PixelEncoding
+    matte: np.ndarray
+    windows: tuple[Window, ...]
+    warnings: tuple[str, ...]
+    tau_source: str
+    schedule_source: dict[str, str]
+
+
+def largest_valid(n: int, valid: Callable[[int], int]) -> int:
+    """The largest frame count not above ``n`` that the model accepts as it is."""
+    while n > 1 and valid(n) != n:
+        n -= 1
+    return max(1, n)
+
+
+def resolve_schedule_for(
+    requested: EditSettings, defaults: ModelDefaults, model_name: str
+) -> tuple[EditSettings, dict[str, str], list[str]]:
+    """The lock's schedule field by field, with where each came from, and a notice where the model's method
+    ignores what the request set."""
+    model_schedule = defaults.schedule or {}
+    origin = "the model's schedule" + (f" ({defaults.schedule_source})" if defaults.schedule_source else "")
+    sources = {
+        name: "set for this edit"
+        if getattr(requested, name) is not None
+        else origin
+        if name in model_schedule
+        else "the engine's default"
+        for name in SCHEDULE_DEFAULTS
+    }
+    settings = resolve_schedule(requested, model_schedule)
+    warnings = []
+    ignored = [n for n in IGNORED_BY.get(settings.method, ()) if getattr(requested, n) is not None]
+    if ignored and requested.method is None:
+        warnings.append(
+            f"{model_name}'s default method is {settings.method}, which ignores {', '.join(ignored)}; "
+            "set the method (e.g. method kvlock) for them to act"
+        )
+    return settings, sources, warnings
+
+
+def resolve_tau(settings: EditSettings, defaults: ModelDefaults, model_name: str) -> tuple[EditSettings, str, str]:
+    """τ from the request, else the model's calibration, else the documented default; with its origin and
+    a notice ("" if none) when the model was never calibrated."""
+    if settings.tau is not None:
+        return settings, "set for this edit", ""
+    if defaults.tau is not None:
+        return replace(settings, tau=float(defaults.tau)), defaults.tau_source or "the model folder's kvlock.json", ""
+    notice = (
+        f"{model_name} has no calibrated τ; using the default {DEFAULT_TAU:g}. "
+        "Run `kvlock calibrate --model NAME` once to fit τ to this model."
+    )
+    return replace(settings, tau=DEFAULT_TAU), f"default {DEFAULT_TAU:g} (this model was never calibrated)", notice
+
+
+def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
+    """Judge the request and resolve it for ``model``; raise the engine's typed error naming what to fix."""
+    d, family, c = model.defaults, model.family, model.compression
+    settings, schedule_source, schedule_warnings = resolve_schedule_for(request.settings, d, model.name)
+    encoding = request.pixel_encoding()
+    frame_warnings = check_frames(request.frames, encoding.name)
+    matte, matte_warnings = normalise_matte(request.matte, request.frames)
+    check_prompt(request.prompt)
+    height, width = settings.height or d.height, settings.width or d.width
+    windows = plan_windows(
+        matte > 0,
+        window=largest_valid(settings.window_frames or d.frames, family.valid_frames),
+        overlap=settings.window_overlap,
+        step=c.vae_t,
+        valid_frames=family.valid_frames,
+        geometry=settings.geometry,
+        area=height * width,
+        multiple=model.spatial_multiple,
+        size=(settings.height, settings.width),
+        crop_margin=settings.crop_margin,
+        min_margin=2 * settings.feather + c.vae_s,
+    )
+    settings, tau_source, tau_notice = resolve_tau(settings, d, model.name)
+    warnings = frame_warnings + matte_warnings + schedule_warnings + ([tau_notice] if tau_notice else [])
+    return EditJob(
+        settings=settings,
+        steps=settings.steps or d.steps,
+        omega0=settings.guidance if settings.guidance is not None else d.guidance,
+        encoding=encoding,
+        matte=matte,
+        windows=tuple(windows),
+        warnings=tuple(warnings),
+        tau_source=tau_source,
+        schedule_source=schedule_source,
+    )

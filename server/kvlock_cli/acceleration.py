@@ -1,0 +1,55 @@
+"""The engine's execution options on the command line, shared by ``kvlock edit`` and ``kvlock serve``."""
+
+from __future__ import annotations
+
+import argparse
+
+from kvlock.execution.acceleration import (
+    ATTENTION_CHOICES,
+    MEMORY_MODES,
+    VAE_TILING,
+    Acceleration,
+    default_compile_cache,
+)
+
+
+def add_acceleration_arguments(parser: argparse.ArgumentParser, compile_default: str) -> None:
+    """``compile_default`` is "auto" for the server (it amortises compilation over many edits), "off" for one edit."""
+    group = parser.add_argument_group("GPU execution")
+    group.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default=compile_default,
+        help=f"compile the transformer blocks (auto: on for CUDA; costs about a minute once) [{compile_default}]",
+    )
+    group.add_argument(
+        "--compile-cache",
+        default=str(default_compile_cache()),
+        help="folder that keeps compiled kernels between runs, so a restart does not compile again; 'none' "
+        "leaves torch's own (%(default)s)",
+    )
+    group.add_argument("--attention", choices=sorted(ATTENTION_CHOICES), default="auto", help="attention backend")
+    group.add_argument(
+        "--memory",
+        choices=MEMORY_MODES,
+        default="auto",
+        help="where weights live: auto picks the fastest mode that fits the free GPU memory",
+    )
+    group.add_argument("--memory-limit-gb", type=float, help="plan to use at most this much GPU memory")
+    group.add_argument("--vae-tiling", choices=VAE_TILING, default="auto", help="auto: on at 720p and up")
+
+
+def acceleration_from_args(args: argparse.Namespace, parallel: str | None = None) -> Acceleration:
+    """``parallel`` (a layout, for ``serve --gpus``) leaves "auto" compilation off: compiled blocks under
+    diffusers' context-parallel hooks have not been measured yet."""
+    on_cuda = str(args.device).startswith("cuda")
+    compiled = args.compile == "on" or (args.compile == "auto" and on_cuda and parallel is None)
+    return Acceleration(
+        attention=args.attention,
+        compile="inductor" if compiled else None,
+        memory=args.memory,
+        memory_limit_gb=args.memory_limit_gb,
+        vae_tiling=args.vae_tiling,
+        parallel=parallel,
+        compile_cache=None if args.compile_cache.lower() == "none" else args.compile_cache,
+    ).validated()

@@ -1,0 +1,259 @@
+"""``kvlock edit``: read a clip range and its matte, edit it, write the result, its trace and a plot.
+
+Every check that can fail (input, matte, frame range, output name) runs before the model loads; the
+result is written under a temporary name and moved into place, so Ctrl-C or a failure never leaves a
+partial file under the final name, and the source is never written to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvlock import Editor, EditRequest, EditResult, InvalidRequest, OutputExistsError
+from kvlock.loading.catalog import find_model
+from kvlock.media.atomic import atomic_path, check_writable
+from kvlock.media.colour import DEFAULT_CEILING, encoding_for
+from kvlock.media.decode import MediaInfo, probe, read_frames
+from kvlock.media.matte import CHANNELS, MatteOptions, load_matte
+from kvlock.media.output import OUTPUT_SUFFIXES, check_output, write_result
+from kvlock.media.timecode import parse_range, timecode_at
+
+from .acceleration import acceleration_from_args, add_acceleration_arguments
+from .progress import Reporter
+from .settings_flags import add_setting_arguments, settings_from_args
+
+SUFFIX_CODEC = {".mkv": "ffv1", ".mov": "prores", ".mp4": "h264", "": "png"}
+INPUT_COLOUR = {"auto": None, "display": "display", "linear": "scene_linear"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("media")
+    io.add_argument("--model", default="tiny", help="'tiny', a diffusers folder, or a configured model's name")
+    io.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
+    io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
+    io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
+    io.add_argument("--prompt", required=True, help="what the masked subject should become")
+    io.add_argument("--frames", help="START:END (end exclusive) or HH:MM:SS:FF-HH:MM:SS:FF; default: all")
+    io.add_argument("--out", help="output file (.mkv ffv1, .mov prores, .mp4 h264) or folder (png; exr for EXR)")
+    io.add_argument(
+        "--codec", choices=sorted(OUTPUT_SUFFIXES), help="default: from --out's suffix, else exr for EXR, else ffv1"
+    )
+    io.add_argument("--region-out", help="also write the edited region as straight RGBA (.mkv, .mov or folder)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the source)")
+    io.add_argument("--fps", help="frame rate of image sequences, e.g. 24000/1001 (default 24)")
+    io.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    io.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    io.add_argument("--json", action="store_true", help="machine-readable progress as JSON lines on stdout")
+    colour = parser.add_argument_group("colour")
+    colour.add_argument(
+        "--input-colour",
+        choices=sorted(INPUT_COLOUR),
+        default="auto",
+        help="what the source's values are: auto (EXR scene-linear, everything else display-referred), display, "
+        "or linear (e.g. a linear-light 16-bit TIFF)",
+    )
+    colour.add_argument(
+        "--highlight-ceiling",
+        type=float,
+        default=DEFAULT_CEILING,
+        help=f"scene-linear value the model's white stands for (default {DEFAULT_CEILING:g}); brighter values "
+        "inside the matte are clipped to it, outside it they are kept",
+    )
+    matte = parser.add_argument_group("matte")
+    matte.add_argument("--matte-channel", choices=CHANNELS, default="auto", help="auto: alpha if any, else luma")
+    matte.add_argument("--matte-threshold", type=float, help="binarise at this value in [0, 1]")
+    matte.add_argument("--matte-invert", action="store_true")
+    matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
+    matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
+    add_setting_arguments(parser)
+    add_acceleration_arguments(parser, compile_default="off")
+
+
+def _folder_codec(source: MediaInfo) -> str:
+    return "exr" if source.codec == "exr" else "png"
+
+
+def _codec_and_out(args: argparse.Namespace, source: MediaInfo) -> tuple[str, Path]:
+    if args.out:
+        out = Path(args.out).expanduser()
+        implied = SUFFIX_CODEC.get(out.suffix.lower())
+        if implied is None and (args.codec in ("png", "exr") or out.is_dir() or str(args.out).endswith(("/", "\\"))):
+            implied = "png"  # a folder whose name has a dot (shot.v2/, plate.kvlock): said so, or already there
+        if implied is None:
+            raise InvalidRequest(
+                f"--out {out}: use .mkv (ffv1), .mov (prores), .mp4 (h264) or a folder name (png, exr); for a "
+                "folder whose name has a dot, end it with / or add --codec png (or exr)"
+            )
+        folder = implied == "png"
+        codec = args.codec or (_folder_codec(source) if folder else implied)
+        if codec != implied and not (folder and codec in ("png", "exr")):
+            wanted = {v: k or "a folder name" for k, v in SUFFIX_CODEC.items()}.get(codec, "a folder name")
+            raise InvalidRequest(f"--codec {codec} writes {wanted}, but --out is {out.name}")
+        return codec, out
+    codec = args.codec or ("exr" if source.codec == "exr" else "ffv1")
+    suffix = OUTPUT_SUFFIXES[codec]
+    stem = source.path.stem if source.kind != "sequence" else source.path.name.split(".")[0] or "sequence"
+    return codec, source.path.parent / f"{stem}_kvlock{suffix}"
+
+
+def _changed_values(a: np.ndarray, b: np.ndarray) -> int:
+    """How many values differ in their stored bits (so NaN equals NaN, and -0.0 differs from 0.0)."""
+    if np.issubdtype(a.dtype, np.floating):
+        width = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+        a, b = np.ascontiguousarray(a).view(width), np.ascontiguousarray(b).view(width)
+    return int(np.count_nonzero(a != b))
+
+
+def _refuse_source(out: Path, *sources: MediaInfo) -> None:
+    for info in sources:
+        guarded = [info.path, *info.files]
+        if any(out.resolve() == p.resolve() for p in guarded) or (
+            info.kind == "sequence" and out.resolve() in {p.resolve().parent for p in info.files}
+        ):
+            raise OutputExistsError(f"refusing to write {out}: it is a source of this edit")
+
+
+class _Interrupt:
+    """First Ctrl-C: stop after the current step; a second one aborts at once."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.event = threading.Event()
+        self.reporter = reporter
+        self._previous: Any = None
+
+    def __enter__(self) -> threading.Event:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        self.reporter.message("interrupted: stopping after the current step (Ctrl-C again to abort now)")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Every file an edit writes, named and checked before any media is decoded or the model loads."""
+
+    codec: str
+    video: Path
+    trace_json: Path
+    trace_png: Path
+    region: Path | None
+    region_codec: str | None
+
+
+def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo) -> Outputs:
+    codec, out = _codec_and_out(args, source)
+    trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
+    region = Path(args.region_out).expanduser() if args.region_out else None
+    outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, None)
+    for target in (out, outputs.trace_json, outputs.trace_png, *([region] if region else [])):
+        _refuse_source(target, source, matte)
+        check_writable(target, args.overwrite)
+    if region is None:
+        return outputs
+    region_codec = SUFFIX_CODEC.get(region.suffix.lower(), "png")
+    region_codec = _folder_codec(source) if region_codec == "png" else region_codec
+    if region_codec == "h264":
+        raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
+    return replace(outputs, region_codec=region_codec)
+
+
+def write_outputs(
+    outputs: Outputs, result: EditResult, source: MediaInfo, span: tuple[int, int], encoding: Any, overwrite: bool
+) -> list[str]:
+    """The result, its region, its trace and plot, each under a temporary name first; the warnings writing gave."""
+    start, end = span
+    timecode = timecode_at(source.timecode, source.rate, start)
+    _, warnings = write_result(
+        outputs.video, result.frames, source, start, outputs.codec, encoding, timecode=timecode, overwrite=overwrite
+    )
+    if outputs.region is not None and outputs.region_codec is not None:
+        write_result(
+            outputs.region,
+            result.region,
+            source,
+            start,
+            outputs.region_codec,
+            encoding,
+            timecode=timecode,
+            overwrite=overwrite,
+            region=True,
+        )
+    with atomic_path(outputs.trace_json, overwrite) as temp:
+        about = {"source": str(source.path), "frames": [start, end], "timecode": timecode, "output": str(outputs.video)}
+        temp.write_text(json.dumps(result.trace.to_dict() | about, indent=2))
+    with atomic_path(outputs.trace_png, overwrite) as temp:
+        result.trace.plot(temp)
+    return warnings
+
+
+def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
+    rate = Fraction(args.fps) if args.fps else None
+    source = probe(args.input, rate) if rate else probe(args.input)
+    matte_info = probe(args.matte, rate) if rate else probe(args.matte)
+    try:
+        start, end = (
+            parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    outputs = plan_outputs(args, source, matte_info)
+    transfer = INPUT_COLOUR[args.input_colour] or source.transfer
+    output_warnings = check_output(source, outputs.codec, source.has_alpha)
+    settings = settings_from_args(args)  # a bad setting fails before any media is decoded or the model loads
+    acceleration = acceleration_from_args(args)
+    options = MatteOptions(
+        args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
+    )
+    matte, matte_warnings = load_matte(matte_info, source, start, end, options)
+    frames = read_frames(source, start, end)  # alpha, when the plate has it, comes back untouched
+    try:
+        encoding = encoding_for(frames.dtype, transfer, args.highlight_ceiling)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    for warning in [*matte_warnings, *output_warnings]:
+        reporter.message(f"warning: {warning}")
+
+    model = find_model(args.model, args.model_dir, allow_paths=True)
+    editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration)
+    out = outputs.video
+    reporter.event("started", model=editor.name, frames=[start, end], output=str(out), execution=editor.execution)
+    if editor.execution["device"] != "cpu":
+        x = editor.execution
+        reporter.message(f"engine: {x['memory_reason']}; compile {x['compile']}; attention {x['attention']}")
+    with _Interrupt(reporter) as cancel:
+        wants_region = outputs.region is not None
+        request = EditRequest(frames, matte, args.prompt, settings, return_region=wants_region, encoding=encoding)
+        result = editor.edit(request, progress=reporter.step, cancel=cancel)
+        for warning in result.warnings:
+            reporter.message(f"warning: {warning}")
+        for warning in write_outputs(outputs, result, source, (start, end), encoding, args.overwrite):
+            reporter.message(f"warning: {warning}")
+    codec, trace_json, trace_png, region_out = outputs.codec, outputs.trace_json, outputs.trace_png, outputs.region
+    reporter.result(
+        f"wrote {out} ({end - start} frames, {codec}, {result.trace.seconds:.1f} s); trace {trace_json}",
+        output=str(out),
+        trace=str(trace_json),
+        plot=str(trace_png),
+        frames=[start, end],
+        seconds=result.trace.seconds,
+        region=str(region_out) if region_out else None,
+        warnings=result.warnings,
+        edited_pixels=_changed_values(result.frames, frames),
+    )
+    return 0

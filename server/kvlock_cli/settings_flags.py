@@ -1,0 +1,50 @@
+"""One command-line flag per ``EditSettings`` field (``--tau``, ``--no-foreground-only`` …), for ``kvlock
+edit`` and ``kvlock submit`` alike; unset flags leave the field to the model's schedule, then the engine."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from typing import Any
+
+from kvlock.settings import EditSettings
+
+SETTING_HELP = {
+    "negative_prompt": "prompt of the unconditional pass",
+    "source_prompt": "prompt describing the source (used by the source pass)",
+    "steps": "denoising steps (model default)",
+    "guidance": "guidance scale ω0 (model default)",
+    "strength": "1 starts from noise; lower keeps more of the source",
+    "method": "kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega (default: the model's schedule, "
+    "e.g. no_lock for tiny; else kvlock)",
+    "metric_window": "W: steps in the hallucination metric's window",
+    "kappa": "κ: control is active in the last κ steps",
+    "tau": "τ: metric threshold",
+    "b": "guidance ceiling factor",
+    "geometry": "fit (whole frame) or crop_to_matte (box around the matte)",
+    "feather": "outward feather of the composite, in pixels",
+    "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
+    "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
+}
+
+
+def _setting_type(annotation: str) -> Any:
+    base = annotation.replace(" | None", "").strip()
+    return {"str": str, "int": int, "float": float, "bool": bool}[base]
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("KV-Lock settings")
+    for f in fields(EditSettings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _setting_type(str(f.type))
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name))
+        else:
+            group.add_argument(flag, type=kind, default=None, help=SETTING_HELP.get(f.name))
+
+
+def settings_from_args(args: argparse.Namespace) -> EditSettings:
+    """The settings the user set on the command line, checked (a bad one is refused before any work)."""
+    given = {f.name: getattr(args, f.name) for f in fields(EditSettings)}
+    return EditSettings(**{name: value for name, value in given.items() if value is not None})
