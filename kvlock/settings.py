@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "seed": (-(2**63), 2**63 - 2, ""),
     "steps": (1, 1000, ""),
     "guidance": (0, 100, ""),
+    "guidance_2": (0, 100, ""),
     "metric_window": (2, 1000, " steps"),
     "kappa": (0, 1000, " steps"),
     "tau": (0, 1e6, ""),
@@ -88,6 +89,8 @@ class EditSettings:
     seed: int = 0
     steps: int | None = None
     guidance: float | None = None
+    # ω0 of the low-noise expert of a two-expert model (Wan2.2 A14B); None: ``guidance`` if set, else the model's
+    guidance_2: float | None = None
     strength: float | None = None  # None: the model's schedule, else SCHEDULE_DEFAULTS (1.0)
     # KV-Lock control
     # None in a schedule field: the model's schedule (its kvlock.json), else SCHEDULE_DEFAULTS

@@ -26,6 +26,7 @@ class StepRecord:
     mode: str
     seconds: float
     source: str = ""  # "full", "background" or "reused": where this step's background K/V came from
+    expert: int = 0  # which of a two-expert model's transformers ran the step (Wan2.2 A14B: 1 = low noise)
 
 
 @dataclass

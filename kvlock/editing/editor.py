@@ -100,6 +100,7 @@ class Editor:
             schedule_source=job.schedule_source,
         )
         trace.execution = dict(rt.execution)
+        swaps = rt.residency.swaps
         rt.stage_seconds = trace.stage_seconds
         with rt.stage("prompts"), rt.residency.hold("text_encoder"):
             prompts = rt.encode_prompts(request.prompt, job.settings)
@@ -122,6 +123,9 @@ class Editor:
             rt.bank.clear()
             if rt.model.device.type == "cuda":
                 torch.cuda.empty_cache()
+        trace.execution["expert_swaps"] = (
+            rt.residency.swaps - swaps
+        )  # model offload: one expert on the device at a time
         trace.seconds = time.perf_counter() - began
         return EditResult(frames=composer.out, trace=trace, latents=latents, region=composer.region, raw=composer.raw)
 

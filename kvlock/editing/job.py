@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..families.base import ModelDefaults
 from ..loading.load import LoadedModel
 from ..media.colour import PixelEncoding
@@ -30,7 +31,7 @@ class EditJob:
 
     settings: EditSettings
     steps: int
-    omega0: float
+    omega0: tuple[float, ...]  # ω0 per expert: one, or high- then low-noise (Wan2.2 A14B)
     encoding: PixelEncoding
     matte: np.ndarray
     windows: tuple[Window, ...]
@@ -86,6 +87,24 @@ def resolve_tau(settings: EditSettings, defaults: ModelDefaults, model_name: str
     return replace(settings, tau=DEFAULT_TAU), f"default {DEFAULT_TAU:g} (this model was never calibrated)", notice
 
 
+def guidance_per_expert(settings: EditSettings, defaults: ModelDefaults, experts: int) -> tuple[float, ...]:
+    """ω0 for each expert. The low-noise expert's is the request's ``guidance_2``, else the request's
+    ``guidance`` (as diffusers' WanPipeline does), else the model's own second guidance."""
+    first = settings.guidance if settings.guidance is not None else defaults.guidance
+    if experts < 2:
+        if settings.guidance_2 is not None:
+            raise SettingsError(
+                "guidance_2 is the low-noise expert's guidance of a two-expert model (Wan2.2 A14B); "
+                "this model has one transformer: leave guidance_2 unset and use guidance"
+            )
+        return (first,)
+    if settings.guidance_2 is not None:
+        return first, settings.guidance_2
+    if settings.guidance is not None or defaults.guidance_2 is None:
+        return first, first
+    return first, defaults.guidance_2
+
+
 def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
     """Judge the request and resolve it for ``model``; raise the engine's typed error naming what to fix."""
     d, family, c = model.defaults, model.family, model.compression
@@ -113,7 +132,7 @@ def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
     return EditJob(
         settings=settings,
         steps=settings.steps or d.steps,
-        omega0=settings.guidance if settings.guidance is not None else d.guidance,
+        omega0=guidance_per_expert(settings, d, len(family.transformers(model.pipe))),
         encoding=encoding,
         matte=matte,
         windows=tuple(windows),

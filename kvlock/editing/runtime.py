@@ -51,8 +51,9 @@ def memory_mode(model: LoadedModel, acc: Acceleration) -> tuple[str, str]:
     d = model.defaults
     tokens = token_count(model.compression, d.frames, d.height, d.width)
     lockstep = hasattr(model.family, "stages") and not acc.parallel  # one layer of K/V held at a time
+    experts = [module for _, module in model.family.transformers(model.pipe)]
     need = estimate_need(
-        model.pipe, d.height, d.width, tokens, TYPICAL_BACKGROUND, model.dtype, kv_layers=1 if lockstep else None
+        model.pipe, d.height, d.width, tokens, TYPICAL_BACKGROUND, model.dtype, 1 if lockstep else None, experts
     )
     budget = memory_budget(model.device, acc.memory_limit_gb)
     assert budget is not None
@@ -72,7 +73,8 @@ class Runtime:
         backend = attention_backend_for(acc.attention, device)
         family.set_attention_backend(pipe, backend)
         mode, reason = memory_mode(model, acc)
-        self.residency = Residency(pipe, device, mode)
+        experts = tuple(name for name, _ in family.transformers(pipe))
+        self.residency = Residency(pipe, device, mode, experts)
         self.residency.apply()
         # every rank of the process group builds its editor the same way, then they share each edit
         self.group: SequenceGroup | None = (
@@ -97,6 +99,7 @@ class Runtime:
             "pair_guidance": acc.pair_guidance,
             "memory": mode,
             "memory_reason": reason,
+            "experts": len(experts),
             "parallel": self.group.describe() if self.group is not None else "off",
         }
 

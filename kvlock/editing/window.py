@@ -140,6 +140,7 @@ def edit_window(rt: Runtime, run: EditRun, index: int, source: np.ndarray) -> Wi
                 steps=job.steps,
                 omega0=job.omega0,
                 callback=step_reporter(rt, run, index),
+                on_expert=rt.residency.use_expert,
                 cancel=run.cancel,
                 pair_guidance=rt.acceleration.pair_guidance,
                 generator=step_noise,

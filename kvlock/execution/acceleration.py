@@ -135,17 +135,18 @@ class MemoryNeed:
     """Bytes an edit needs on the device, by part."""
 
     text_encoder: int
-    transformer: int
+    transformer: int  # the largest expert's weights (a model's only transformer, for most)
     vae: int
     kv_cache: int
     activations: int
     vae_work: int
     largest_block: int
+    other_experts: int = 0  # the weights of a two-expert model's other transformer: resident, both are held
 
     def for_mode(self, mode: str) -> int:
         denoise = self.kv_cache + self.activations
         if mode == "resident":
-            return self.text_encoder + self.transformer + self.vae + max(denoise, self.vae_work)
+            return self.text_encoder + self.transformer + self.other_experts + self.vae + max(denoise, self.vae_work)
         if mode == "model_offload":
             return max(self.text_encoder, self.transformer + max(denoise, self.vae + self.vae_work))
         if mode == "sequential_offload":
@@ -172,6 +173,7 @@ def estimate_need(
     background_fraction: float,
     dtype: torch.dtype,
     kv_layers: int | None = None,
+    experts: list[Any] | None = None,
 ) -> MemoryNeed:
     """Estimate an edit's device memory for a window of ``tokens`` tokens at ``height`` × ``width``.
 
@@ -182,13 +184,17 @@ def estimate_need(
     never larger). The causal VAE works a few frames at a time, so its working set follows the frame
     size, not the clip length.
     """
-    layers, model_width, ffn = transformer_shape(pipe.transformer)
+    experts = experts or [pipe.transformer]
+    layers, model_width, ffn = transformer_shape(experts[0])
     held = layers if kv_layers is None else min(layers, kv_layers)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    blocks = getattr(pipe.transformer, "blocks", None)
+    blocks = getattr(experts[0], "blocks", None) or getattr(experts[0], "transformer_blocks", None)
+    weights = sorted((module_bytes(e) for e in experts), reverse=True)
+    text = module_bytes(getattr(pipe, "text_encoder", None)) + module_bytes(getattr(pipe, "text_encoder_2", None))
     return MemoryNeed(
-        text_encoder=module_bytes(getattr(pipe, "text_encoder", None)),
-        transformer=module_bytes(pipe.transformer),
+        text_encoder=text,
+        transformer=weights[0],
+        other_experts=sum(weights[1:]),
         vae=module_bytes(pipe.vae),
         kv_cache=int(2 * held * tokens * background_fraction * model_width * itemsize),
         activations=int(tokens * (ACTIVATION_PER_FFN * ffn + ACTIVATION_PER_DIM * model_width) * itemsize),

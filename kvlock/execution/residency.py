@@ -19,28 +19,45 @@ from typing import Any
 
 import torch
 
-STAGES = ("text_encoder", "transformer", "vae")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 class Residency:
-    """Places ``pipe``'s components on ``device`` according to ``mode``."""
+    """Places ``pipe``'s components on ``device`` according to ``mode``.
 
-    def __init__(self, pipe: Any, device: torch.device, mode: str) -> None:
-        self.pipe, self.device, self.mode = pipe, device, mode
+    ``experts`` names the pipeline's denoising transformers; a model with two (Wan2.2 A14B) uses one at a
+    time, and under model offload only that one is on the device: the other waits on the host, and the
+    switch at the expert boundary is one swap (``swaps`` counts them for the trace).
+    """
+
+    def __init__(self, pipe: Any, device: torch.device, mode: str, experts: tuple[str, ...] = ("transformer",)) -> None:
+        self.pipe, self.device, self.mode, self.experts = pipe, device, mode, experts
+        self.active = experts[0]
+        self.swaps = 0
         self._streamed: set[str] = set()
 
     def _component(self, name: str) -> torch.nn.Module | None:
         return getattr(self.pipe, name, None)
 
+    def _stages(self, name: str) -> tuple[str, ...]:
+        """What a stage named by the engine holds: 'text_encoder' is every text encoder, 'transformer' the
+        active expert."""
+        if name == "text_encoder":
+            return TEXT_ENCODERS
+        if name == "transformer":
+            return (self.active,)
+        return (name,)
+
     def apply(self) -> None:
         """Put every component where the mode wants it before the first edit."""
+        everything = (*TEXT_ENCODERS, *self.experts, "vae")
         if self.mode == "resident":
-            for name in STAGES:
+            for name in everything:
                 module = self._component(name)
                 if module is not None:
                     module.to(self.device)
             return
-        for name in STAGES:
+        for name in everything:
             module = self._component(name)
             if module is not None:
                 module.to("cpu")
@@ -48,7 +65,7 @@ class Residency:
             from diffusers.hooks import apply_group_offloading
 
             use_stream = self.device.type == "cuda"
-            for name in ("transformer", "text_encoder"):
+            for name in (*self.experts, *TEXT_ENCODERS):
                 module = self._component(name)
                 if module is None:
                     continue
@@ -59,18 +76,37 @@ class Residency:
                 )
                 self._streamed.add(name)
 
+    def use_expert(self, index: int) -> None:
+        """Make expert ``index`` the one that denoises; under model offload it replaces the other on the device."""
+        name = self.experts[min(index, len(self.experts) - 1)]
+        if name == self.active:
+            return
+        previous, self.active = self.active, name
+        if self.mode != "model_offload":
+            return
+        module = self._component(previous)
+        if module is not None:
+            module.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        module = self._component(name)
+        if module is not None:
+            module.to(self.device)
+        self.swaps += 1
+
     @contextmanager
     def hold(self, *names: str) -> Iterator[None]:
         """Make the named stages usable on the device for the duration of the block."""
+        wanted = {stage for name in names for stage in self._stages(name)}
         if self.mode == "model_offload":
-            for name in ("text_encoder", "vae"):
+            for name in (*TEXT_ENCODERS, "vae"):
                 module = self._component(name)
-                if module is not None and name not in names:
+                if module is not None and name not in wanted:
                     module.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         if self.mode != "resident":
-            for name in names:
+            for name in wanted:
                 module = self._component(name)
                 if module is not None and name not in self._streamed:
                     module.to(self.device)
@@ -79,6 +115,7 @@ class Residency:
     def describe(self) -> str:
         return {
             "resident": "all weights on the device",
-            "model_offload": "text encoder and VAE on the device only for their stage",
+            "model_offload": "text encoders and VAE on the device only for their stage"
+            + ("; one expert at a time" if len(self.experts) > 1 else ""),
             "sequential_offload": "weights streamed layer by layer; VAE tiled",
         }[self.mode]

@@ -138,7 +138,7 @@ def context_parallel_config(layout: str, world: int) -> Any:
 
 
 def join_sequence_parallel(pipe: Any, family: Any, layout: str, device: torch.device) -> SequenceGroup:
-    """Spread ``pipe``'s transformer over the initialised default process group (every rank calls this).
+    """Spread ``pipe``'s transformer(s) over the initialised default process group (every rank calls this).
 
     The steps are those of diffusers' ``ModelMixin.enable_parallelism`` — build the device mesh, record the
     config on the model and on every attention processor (KV-Lock's and the one it wraps), install the
@@ -160,19 +160,20 @@ def join_sequence_parallel(pipe: Any, family: Any, layout: str, device: torch.de
     world, rank = dist.get_world_size(), dist.get_rank()
     if world < 2:
         raise SettingsError(f"parallel={layout!r} needs at least 2 ranks; this process group has {world}")
-    transformer = pipe.transformer
-    if getattr(transformer, "_parallel_config", None) is not None:
+    experts = [module for _, module in family.transformers(pipe)]
+    if any(getattr(module, "_parallel_config", None) is not None for module in experts):
         raise SettingsError("this model is already spread over a process group; load it again for another editor")
     cp = context_parallel_config(layout, world)
     mesh = init_device_mesh(device.type, cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
     config = ParallelConfig(context_parallel_config=cp)
     config.setup(rank, world, device, mesh=mesh)
-    transformer._parallel_config = config
-    for module in transformer.modules():
-        processor = getattr(module, "processor", None)
-        for target in (processor, getattr(processor, "original", None)):
-            if target is not None and hasattr(target, "_parallel_config"):
-                target._parallel_config = config
-    apply_context_parallel(transformer, cp, transformer._cp_plan)
+    for transformer in experts:  # both experts of a two-expert model, on the one mesh
+        transformer._parallel_config = config
+        for module in transformer.modules():
+            processor = getattr(module, "processor", None)
+            for target in (processor, getattr(processor, "original", None)):
+                if target is not None and hasattr(target, "_parallel_config"):
+                    target._parallel_config = config
+        apply_context_parallel(transformer, cp, transformer._cp_plan)
     control = dist.new_group(backend="gloo")  # cancel flags are CPU tensors, whatever the device backend
     return SequenceGroup(layout, rank, world, control)

@@ -36,6 +36,9 @@ RUNS: tuple[tuple[str, dict[str, Any], tuple[float, ...]], ...] = (
 )
 
 
+LATE_STEPS = 40  # a schedule whose last step lies below any expert boundary
+
+
 def box_matte(frames: int, height: int, width: int, fraction: float, cell: int) -> torch.Tensor:
     """A centred box of whole tokens (``cell`` pixels a side) over about ``fraction`` of the tokens, always
     leaving some background: a matte over every token would run plain passes, not the kind asked for."""
@@ -61,7 +64,7 @@ def warm_up(editor: Any) -> dict[str, float]:
     c = m.compression
     frames = m.family.valid_frames(m.defaults.frames)
     height, width = m.defaults.height, m.defaults.width
-    channels = m.pipe.transformer.config.in_channels
+    channels = m.pipe.transformer.config.out_channels  # the latents (some models take conditioning besides)
     shape = (1, channels, c.latent_frames(frames), height // c.vae_s, width // c.vae_s)
     generator = torch.Generator("cpu").manual_seed(0)
     x0 = torch.randn(shape, generator=generator).to(m.device)
@@ -69,25 +72,32 @@ def warm_up(editor: Any) -> dict[str, float]:
     with rt.residency.hold("text_encoder"):
         prompts: Prompts = rt.encode_prompts("warm-up", EditSettings(source_prompt="source"))
     seconds: dict[str, float] = {}
-    with torch.no_grad(), rt.residency.hold("transformer"):
-        for name, overrides, fractions in RUNS:
-            began = time.perf_counter()
-            settings = resolve_schedule(EditSettings(steps=1, **overrides))
-            for fraction in fractions:
-                masks = build_token_mask(box_matte(frames, height, width, fraction, c.vae_s * c.patch[1]), c)
-                sample_kvlock(
-                    m.family,
-                    m.pipe,
-                    rt.bank,
-                    x0,
-                    noise,
-                    masks,
-                    prompts,
-                    settings,
-                    steps=1,
-                    omega0=m.defaults.guidance,
-                    pair_guidance=rt.acceleration.pair_guidance,
-                )
-            seconds[name] = time.perf_counter() - began
+    experts = len(m.family.transformers(m.pipe))
+    # one step on each expert: the first step of a schedule runs the high-noise expert, the last of a long
+    # one (strength 1/steps starts there) the low-noise expert
+    runs = [(1, 1.0, "")] + [(LATE_STEPS, 1.0 / LATE_STEPS, " (low-noise expert)")] * (experts > 1)
+    for steps, strength, which in runs:
+        with torch.no_grad(), rt.residency.hold("transformer"):
+            for name, overrides, fractions in RUNS:
+                began = time.perf_counter()
+                settings = resolve_schedule(EditSettings(steps=steps, strength=strength, **overrides))
+                for fraction in fractions:
+                    masks = build_token_mask(box_matte(frames, height, width, fraction, c.vae_s * c.patch[1]), c)
+                    sample_kvlock(
+                        m.family,
+                        m.pipe,
+                        rt.bank,
+                        x0,
+                        noise,
+                        masks,
+                        prompts,
+                        settings,
+                        steps=steps,
+                        omega0=m.defaults.guidance,
+                        on_expert=rt.residency.use_expert,
+                        pair_guidance=rt.acceleration.pair_guidance,
+                    )
+                seconds[name + which] = time.perf_counter() - began
+    rt.residency.use_expert(0)
     rt.bank.clear()
     return seconds

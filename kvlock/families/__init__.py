@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .base import ModelDefaults, ModelFamily
 from .cogvideox import CogVideoXFamily
+from .hunyuan15 import HunyuanVideo15Family
 from .ltx import LTXFamily
 from .wan import WanFamily
 
-FAMILIES: tuple[type, ...] = (WanFamily, CogVideoXFamily, LTXFamily)
+FAMILIES: tuple[type, ...] = (WanFamily, CogVideoXFamily, LTXFamily, HunyuanVideo15Family)
 
 
 def family_for_pipeline(class_name: str) -> ModelFamily | None:

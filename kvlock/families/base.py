@@ -58,6 +58,9 @@ class ModelDefaults:
     steps: int = 50
     guidance: float = 5.0
     text_length: int = 512
+    # ω0 of the low-noise expert of a two-expert model (Wan2.2 A14B); None: ``guidance`` for both
+    guidance_2: float | None = None
+    fps: float | None = None  # the frame rate the model was trained at (told, never imposed on a source)
     tau: float | None = None
     tau_source: str = ""
     # the lock's schedule for this model (fields of SCHEDULE_DEFAULTS) and where it was chosen
@@ -74,6 +77,18 @@ class ModelFamily(Protocol):
 
     def geometry(self, pipe: Any) -> tuple[Compression, int]:
         """How this loaded model maps pixels to tokens, and the multiple its frame sides must be."""
+        ...
+
+    def defaults_for(self, pipe: Any) -> ModelDefaults:
+        """This checkpoint's native size, rate and sampling defaults (a family may hold several variants)."""
+        ...
+
+    def transformers(self, pipe: Any) -> tuple[tuple[str, Any], ...]:
+        """The pipeline's denoising transformers by component name: one, or a model's experts in order."""
+        ...
+
+    def expert(self, pipe: Any, t: torch.Tensor) -> int:
+        """Which of ``transformers`` denoises at timestep ``t`` (0 for a model of one transformer)."""
         ...
 
     def valid_frames(self, n: int) -> int:
@@ -120,3 +135,18 @@ class ModelFamily(Protocol):
         """The noise process as this family's own pipeline runs it, for latents shaped and placed like
         ``like`` (some schedules shift with the token count); ``generator`` feeds stochastic steps."""
         ...
+
+
+class OneTransformer:
+    """What a family of one transformer and one checkpoint shape answers about its experts and variants."""
+
+    defaults: ClassVar[ModelDefaults]
+
+    def defaults_for(self, pipe: Any) -> ModelDefaults:
+        return self.defaults
+
+    def transformers(self, pipe: Any) -> tuple[tuple[str, Any], ...]:
+        return (("transformer", pipe.transformer),)
+
+    def expert(self, pipe: Any, t: torch.Tensor) -> int:
+        return 0

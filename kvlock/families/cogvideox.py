@@ -17,7 +17,7 @@ import torch
 from ..errors import ModelLoadError
 from ..lock.kv_bank import KVBank
 from ..lock.token_mask import Compression
-from .base import ModelDefaults, PassStages, run_stages
+from .base import ModelDefaults, OneTransformer, PassStages, run_stages
 from .cogvideox_attention import KVLockCogVideoXAttnProcessor
 from .folder import load_pipeline
 from .processors import compile_blocks, install, set_backend
@@ -35,7 +35,7 @@ def _swap_frames_and_channels(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 1, 3, 4)
 
 
-class CogVideoXFamily:
+class CogVideoXFamily(OneTransformer):
     """Adapter for ``CogVideoXPipeline`` checkpoints (CogVideoX-2b, CogVideoX-5b)."""
 
     name: ClassVar[str] = "cogvideox"

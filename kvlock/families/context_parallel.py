@@ -47,3 +47,17 @@ def rotary_rows(model: Any, token_index: torch.Tensor, total: int) -> torch.Tens
     rank = dist.get_rank(cp._flattened_mesh.get_group())
     start, _ = shard_bounds(total, world)[rank]
     return token_index.tensor_split(world)[rank] - start
+
+
+def local_tokens(model: Any, token_index: torch.Tensor | None, total: int) -> torch.Tensor | slice:
+    """The (global) tokens this rank's pass runs: ``token_index`` (None: every token) on one device; under
+    context parallelism this rank's shard of them, as the model's plan cuts the hidden states."""
+    cp = context_parallel_of(model)
+    if cp is None:
+        return slice(None) if token_index is None else token_index
+    world = cp._world_size
+    rank = dist.get_rank(cp._flattened_mesh.get_group())
+    if token_index is None:
+        start, stop = shard_bounds(total, world)[rank]
+        return slice(start, stop)
+    return token_index.tensor_split(world)[rank]

@@ -19,7 +19,7 @@ import torch
 from ..errors import ModelLoadError
 from ..lock.kv_bank import KVBank
 from ..lock.token_mask import Compression
-from .base import ModelDefaults
+from .base import ModelDefaults, OneTransformer
 from .folder import load_pipeline
 from .ltx_attention import KVLockLTXAttnProcessor
 from .processors import compile_blocks, install, set_backend
@@ -37,7 +37,7 @@ def unpack_prompt(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed[..., :-1], packed[..., -1]
 
 
-class LTXFamily:
+class LTXFamily(OneTransformer):
     """Adapter for ``LTXPipeline`` checkpoints (LTX-Video 0.9.x text-to-video)."""
 
     name: ClassVar[str] = "ltx"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
-from .checkpoint import looks_like_model
+from .checkpoint import looks_like_model, original_release
 from .config_file import ConfigError, read_config, write_array
 from .load import TINY, builtin_models, inspect_folder
 
@@ -87,7 +87,7 @@ def list_models(extra_dirs: Iterable[str | Path] = ()) -> list[ModelEntry]:
 
 def _model_folders(folder: Path) -> list[Path]:
     """``folder`` itself if it is (or tries to be) one model, else its sub-folders that try to be models."""
-    if (folder / "model_index.json").is_file() or not folder.is_dir():
+    if (folder / "model_index.json").is_file() or not folder.is_dir() or original_release(folder) is not None:
         return [folder]
     children = sorted(c for c in folder.iterdir() if looks_like_model(c))
     return children or [folder]  # nothing inside looks like a model: say what is wrong with the folder itself

@@ -2,8 +2,11 @@
 
 The usual ways a download goes wrong, each recognised and named with what to do:
 
-- the original (non-diffusers) Wan2.1 release (``Wan2.1_VAE.pth``, ``models_t5_umt5-xxl-enc-bf16.pth``,
-  a ``WanModel`` config), or a single-file checkpoint (one ``.safetensors`` and no ``model_index.json``);
+- the original (non-diffusers) Wan2.1 or Wan2.2 release (``Wan2.1_VAE.pth``, ``Wan2.2_VAE.pth``,
+  ``models_t5_umt5-xxl-enc-bf16.pth``, ``high_noise_model/`` and ``low_noise_model/``, a ``WanModel``
+  config), the original HunyuanVideo 1.5 release (``upsampler/``, a transformer per variant), or a
+  single-file checkpoint (one ``.safetensors`` and no ``model_index.json``);
+- an image-to-video variant where KV-Lock needs the text-to-video one;
 - a folder one level too high (it holds the model folder, or is a Hugging Face cache ``models--…`` folder)
   or too low (a component such as ``transformer/`` of a pipeline);
 - a component folder, its ``config.json``, weights, or safetensors shards listed in an ``*.index.json``
@@ -40,9 +43,31 @@ class Checkpoint:
         return f"hf download {self.repo} --local-dir {folder}" + (f" --include{include}" if include else "")
 
 
+WAN21_SMALL = Checkpoint("Wan2.1 T2V 1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "WanPipeline")
+WAN21_LARGE = Checkpoint("Wan2.1 T2V 14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "WanPipeline")
+WAN22_A14B = Checkpoint("Wan2.2 T2V A14B", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "WanPipeline")
+WAN22_TI2V = Checkpoint("Wan2.2 TI2V 5B", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "WanPipeline")
+HUNYUAN15_480 = Checkpoint(
+    "HunyuanVideo 1.5 480p T2V", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", "HunyuanVideo15Pipeline"
+)
+HUNYUAN15_720 = Checkpoint(
+    "HunyuanVideo 1.5 720p T2V", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_t2v", "HunyuanVideo15Pipeline"
+)
+# image-to-video pipelines of the supported families: the text-to-video checkpoint to take instead
+TEXT_TO_VIDEO_INSTEAD = {
+    "WanImageToVideoPipeline": WAN22_A14B,
+    "HunyuanVideo15ImageToVideoPipeline": HUNYUAN15_480,
+    "CogVideoXImageToVideoPipeline": Checkpoint("CogVideoX-5b", "zai-org/CogVideoX-5b", "CogVideoXPipeline"),
+    "LTXImageToVideoPipeline": None,
+}
+
 CHECKPOINTS = (
-    Checkpoint("Wan2.1 T2V 1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "WanPipeline"),
-    Checkpoint("Wan2.1 T2V 14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "WanPipeline"),
+    WAN21_SMALL,
+    WAN21_LARGE,
+    WAN22_A14B,
+    WAN22_TI2V,
+    HUNYUAN15_480,
+    HUNYUAN15_720,
     Checkpoint("CogVideoX-2b", "zai-org/CogVideoX-2b", "CogVideoXPipeline"),
     Checkpoint("CogVideoX-5b", "zai-org/CogVideoX-5b", "CogVideoXPipeline"),
     Checkpoint(
@@ -108,13 +133,20 @@ def _weights_problems(folder: Path) -> list[str]:
     return [p for p in (safetensors_problem(w) for w in weights if w.suffix == ".safetensors") if p]
 
 
+# tokenizers that need no vocabulary file (ByT5 maps bytes to ids by arithmetic)
+VOCABULARY_FREE = ("ByT5Tokenizer",)
+
+
 def _component_problems(folder: Path, library: str, class_name: str) -> list[str]:
     """What a component folder lacks, judged by the role its class plays in the pipeline."""
     if class_name.endswith("Scheduler") or (folder / "scheduler_config.json").is_file():
         return [] if (folder / "scheduler_config.json").is_file() else ["scheduler_config.json missing"]
+    if class_name.endswith("Guidance") or (folder / "guider_config.json").is_file():  # a guider holds no weights
+        return [] if (folder / "guider_config.json").is_file() else ["guider_config.json missing"]
     if "Token" in class_name or (folder / "tokenizer_config.json").is_file():
         problems = [] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json missing"]
-        if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        vocabulary = any((folder / name).is_file() for name in VOCABULARY_FILES)
+        if not vocabulary and class_name not in VOCABULARY_FREE:
             problems.append("no vocabulary file (one of " + ", ".join(VOCABULARY_FILES) + ")")
         return problems
     problems = [] if (folder / "config.json").is_file() else ["config.json missing"]
@@ -130,14 +162,33 @@ def _unfinished_download(path: Path) -> list[str]:
 
 
 def checkpoint_for(index: dict[str, Any], path: Path) -> Checkpoint | None:
-    """Which supported checkpoint a pipeline folder most likely is (by its class and transformer size)."""
+    """Which supported checkpoint a pipeline folder most likely is (by its class, components and size)."""
     class_name = index.get("_class_name", "")
+    config = _read_json(path / "transformer" / "config.json") or {}
+    if class_name == "WanPipeline":
+        second = index.get("transformer_2")
+        if index.get("boundary_ratio") is not None or (isinstance(second, list) and second[0] is not None):
+            return WAN22_A14B
+        if index.get("expand_timesteps"):
+            return WAN22_TI2V
+        big = config.get("num_layers", 0) >= 40 or config.get("num_attention_heads", 0) >= 40
+        return WAN21_LARGE if big else WAN21_SMALL
+    if class_name == "HunyuanVideo15Pipeline":
+        return HUNYUAN15_720 if config.get("target_size", 640) >= 960 else HUNYUAN15_480
     candidates = [c for c in CHECKPOINTS if c.pipeline == class_name]
     if len(candidates) < 2:
         return candidates[0] if candidates else None
-    config = _read_json(path / "transformer" / "config.json") or {}
     big = config.get("num_layers", 0) >= 40 or config.get("num_attention_heads", 0) >= 40
     return candidates[1 if big else 0]
+
+
+def wrong_pipeline(class_name: str) -> str | None:
+    """What to take instead of an image-to-video pipeline of a supported family (None: not one of those)."""
+    if class_name not in TEXT_TO_VIDEO_INSTEAD:
+        return None
+    instead = TEXT_TO_VIDEO_INSTEAD[class_name]
+    fetch = f"; fetch one with: {instead.command('FOLDER')}" if instead else ""
+    return f"is an image-to-video model ({class_name}); KV-Lock edits with the text-to-video model of a family{fetch}"
 
 
 def pipeline_problems(path: Path, index: dict[str, Any]) -> list[str]:
@@ -153,8 +204,36 @@ def pipeline_problems(path: Path, index: dict[str, Any]) -> list[str]:
     return problems + _unfinished_download(path)
 
 
+def original_release(path: Path) -> str | None:
+    """Why a folder is a model's original (non-diffusers) release of Wan2.2 or HunyuanVideo 1.5, and which
+    ``-Diffusers`` repository to download instead; None if it is neither."""
+    if (path / "high_noise_model").is_dir() and (path / "low_noise_model").is_dir():
+        config = _read_json(path / "high_noise_model" / "config.json") or {}
+        if config.get("model_type") == "i2v":
+            return (
+                f"{path} is the original Wan2.2 image-to-video A14B release; KV-Lock edits with the text-to-video "
+                f"model: {WAN22_A14B.command('DIR')}"
+            )
+        return _original(path, "Wan2.2 A14B", "high_noise_model/, low_noise_model/", WAN22_A14B)
+    if (path / "Wan2.2_VAE.pth").is_file():
+        return _original(path, "Wan2.2 TI2V-5B", "Wan2.2_VAE.pth", WAN22_TI2V)
+    if (path / "upsampler").is_dir() or (path / "transformer" / "480p_t2v").is_dir():
+        return _original(path, "HunyuanVideo 1.5", "a transformer per variant, upsampler/", HUNYUAN15_480)
+    return None
+
+
+def _original(path: Path, model: str, found: str, instead: Checkpoint) -> str:
+    return (
+        f"{path} is the original {model} release layout ({found}), which diffusers cannot load; download the "
+        f"Diffusers version instead: {instead.command('DIR')}"
+    )
+
+
 def layout_problem(path: Path) -> str:
     """Why a folder without model_index.json is not a pipeline, and what to give instead."""
+    original = original_release(path)
+    if original is not None:
+        return original
     original_wan = [n for n in ORIGINAL_WAN_FILES if (path / n).is_file()]
     config = _read_json(path / "config.json") or {}
     if original_wan or config.get("_class_name") == "WanModel":

@@ -22,7 +22,7 @@ from ..errors import ModelLoadError, SettingsError, UnsupportedDeviceError
 from ..families import ModelDefaults, ModelFamily, family_for_pipeline, supported_pipelines
 from ..lock.token_mask import Compression
 from ..settings import SCHEDULE_DEFAULTS, EditSettings, resolve_schedule
-from .checkpoint import checkpoint_for, layout_problem, pipeline_problems
+from .checkpoint import checkpoint_for, layout_problem, pipeline_problems, wrong_pipeline
 
 DTYPES = {
     "float32": torch.float32,
@@ -123,8 +123,8 @@ def resolve_device(device: str | torch.device, dtype: str | torch.dtype) -> tupl
     return dev, dtype
 
 
-def _folder_defaults(path: Path, family: ModelFamily) -> ModelDefaults:
-    defaults = family.defaults
+def _folder_defaults(path: Path, defaults: ModelDefaults) -> ModelDefaults:
+    """The checkpoint's own defaults, with what the folder's ``kvlock.json`` sets over them."""
     extra = path / "kvlock.json"
     if extra.is_file():
         try:
@@ -175,6 +175,9 @@ def inspect_folder(path: Path) -> tuple[ModelFamily, dict[str, Any]]:
         raise ModelLoadError(f"{index_file} is not valid JSON: {exc}") from exc
     class_name = index.get("_class_name", "")
     family = family_for_pipeline(class_name)
+    advice = wrong_pipeline(class_name)
+    if advice is not None:
+        raise ModelLoadError(f"{path} {advice}")
     if family is None:
         raise ModelLoadError(
             f"{path} holds a {class_name or 'unnamed'} pipeline; supported: {', '.join(supported_pipelines())}"
@@ -207,4 +210,4 @@ def load_model(
     path = Path(source).expanduser()
     family, _ = inspect_folder(path)
     pipe = family.load(path, dt)
-    return LoadedModel(str(path), family, pipe, _folder_defaults(path, family), dev, dt)
+    return LoadedModel(str(path), family, pipe, _folder_defaults(path, family.defaults_for(pipe)), dev, dt)

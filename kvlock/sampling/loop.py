@@ -48,6 +48,7 @@ class StepDone:
 
 
 StepCallback = Callable[[StepDone], None]
+ExpertCallback = Callable[[int], None]
 
 
 def start_index(steps: int, strength: float) -> int:
@@ -68,6 +69,25 @@ def guide(
     return cfg_zero_star(v_cond, v_uncond, omega, s_star), s_star
 
 
+class ExpertTurns:
+    """Which expert denoises each step, and its ω0: a model's transformers take turns (Wan2.2 A14B: high
+    noise, then low noise); whoever holds the weights is told before an expert's first step."""
+
+    def __init__(
+        self, family: ModelFamily, pipe: object, omega0: float | tuple[float, ...], told: ExpertCallback | None
+    ) -> None:
+        self.family, self.pipe, self.told = family, pipe, told
+        self.omegas = (float(omega0),) if isinstance(omega0, int | float) else tuple(omega0)
+        self.current: int | None = None
+
+    def at(self, t: torch.Tensor) -> tuple[int, float]:
+        expert = self.family.expert(self.pipe, t)
+        if expert != self.current and self.told is not None:
+            self.told(expert)
+        self.current = expert
+        return expert, self.omegas[min(expert, len(self.omegas) - 1)]
+
+
 def _require_resolved(settings: EditSettings) -> None:
     unset = [name for name in SCHEDULE_DEFAULTS if getattr(settings, name) is None]
     if unset:
@@ -85,8 +105,9 @@ def sample_kvlock(
     settings: EditSettings,
     *,
     steps: int,
-    omega0: float,
+    omega0: float | tuple[float, ...],
     callback: StepCallback | None = None,
+    on_expert: ExpertCallback | None = None,
     cancel: threading.Event | None = None,
     pair_guidance: bool = True,
     generator: torch.Generator | None = None,
@@ -119,7 +140,7 @@ def sample_kvlock(
     passes = Passes(family, pipe, bank, masks, device, tokens, single_device=isinstance(layout, OneDevice))
     meter = HallucinationMeter(settings.metric_window, region, latent_scale(x0_source))
     control_start = max(0, run_steps - settings.kappa)
-    uncond = not (settings.guidance_form == "static" and omega0 <= 1.0)
+    turns = ExpertTurns(family, pipe, omega0, on_expert)
     last_source: int | None = None  # the step whose source pass the bank holds
 
     def lock(z: torch.Tensor, i: int) -> torch.Tensor:
@@ -134,6 +155,7 @@ def sample_kvlock(
                 raise EditCancelled(i - first, run_steps)
             began = time.perf_counter()
             t, sigma = stepper.timesteps[i], stepper.levels[i]
+            expert, w0 = turns.at(t)
             controlled = i - first >= control_start
             ctl = control_at(
                 i - first,
@@ -142,7 +164,7 @@ def sample_kvlock(
                 ready=meter.full,
                 kappa=settings.kappa,
                 tau=settings.tau,
-                omega0=omega0,
+                omega0=w0,
                 b=settings.b,
                 alpha_min=settings.alpha_min,
                 alpha_early=settings.alpha_early,
@@ -154,7 +176,7 @@ def sample_kvlock(
                 has_background=has_background,
                 can=passes.capabilities,
                 foreground_only=settings.foreground_only,
-                uncond=uncond,
+                uncond=not (settings.guidance_form == "static" and w0 <= 1.0),
                 pair_guidance=pair_guidance,
                 own_uncond_source=prompts.negative_source is not None,
                 source_pass=settings.source_pass,
@@ -173,7 +195,9 @@ def sample_kvlock(
             z = lock(z, i + 1)
             z = layout.agree(z)  # every rank continues from rank 0's latents
             mode, seconds = plan.mode, time.perf_counter() - began
-            record = StepRecord(i - first, float(sigma), h, ctl.alpha, ctl.omega, s_star, mode, seconds, plan.source)
+            record = StepRecord(
+                i - first, float(sigma), h, ctl.alpha, ctl.omega, s_star, mode, seconds, plan.source, expert
+            )
             records.append(record)
             if callback is not None:
                 callback(StepDone(record, run_steps, z, x0_estimate))

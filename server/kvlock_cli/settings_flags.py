@@ -14,6 +14,7 @@ SETTING_HELP = {
     "source_prompt": "prompt describing the source (used by the source pass)",
     "steps": "denoising steps (model default)",
     "guidance": "guidance scale ω0 (model default)",
+    "guidance_2": "Wan2.2 A14B: ω0 of the low-noise expert's steps (the folder's guidance_scale_2)",
     "strength": "1 starts from noise; lower keeps more of the source",
     "method": "kvlock, no_lock, fixed_alpha=<a>, static_cfg or paper_omega (default: the model's schedule, "
     "e.g. no_lock for tiny; else kvlock)",

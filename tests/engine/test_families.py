@@ -1,5 +1,6 @@
-"""CogVideoX and LTX-Video through the same engine code path: docs/design.md §6's exactness properties on tiny
-random-weight pipelines of each family, saved as diffusers folders and loaded like a user's checkpoint."""
+"""Every family through the same engine code path — Wan2.1, Wan2.2 A14B (two experts) and TI2V-5B, CogVideoX,
+LTX-Video, HunyuanVideo 1.5: docs/design.md §6's exactness properties on tiny random-weight pipelines of each,
+saved as diffusers folders and loaded like a user's checkpoint."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from kvlock.lock.token_mask import build_token_mask
 from kvlock.sampling.loop import Passes
 from kvlock.world.tiny import TINY_DEFAULTS, build_tiny_wan
 from kvlock.world.tiny_families import (
+    TINY_A14B_DEFAULTS,
     TINY_COGVIDEOX_DEFAULTS,
+    TINY_HUNYUAN15_DEFAULTS,
     TINY_LTX_DEFAULTS,
+    TINY_TI2V_DEFAULTS,
     build_tiny_cogvideox,
+    build_tiny_hunyuan15,
     build_tiny_ltx,
+    build_tiny_wan22_a14b,
+    build_tiny_wan22_ti2v,
 )
 from kvlock_bridge import ArrayClip, Params
 
@@ -37,6 +44,9 @@ CASES = {
     "cogvideox-2b-style": (lambda: build_tiny_cogvideox(rotary=False), TINY_COGVIDEOX_DEFAULTS),
     "cogvideox-dpm": (lambda: build_tiny_cogvideox(scheduler="dpm"), TINY_COGVIDEOX_DEFAULTS),
     "ltx": (build_tiny_ltx, TINY_LTX_DEFAULTS),
+    "wan22-a14b": (build_tiny_wan22_a14b, TINY_A14B_DEFAULTS),
+    "wan22-ti2v": (build_tiny_wan22_ti2v, TINY_TI2V_DEFAULTS),
+    "hunyuan15": (build_tiny_hunyuan15, TINY_HUNYUAN15_DEFAULTS),
 }
 
 
@@ -58,14 +68,19 @@ def case(request, folders):
 
 def latent_shape(editor: Editor, frames: int, height: int, width: int) -> tuple[int, ...]:
     c = editor.model.compression
-    channels = editor.model.pipe.transformer.config.in_channels
+    channels = editor.model.pipe.transformer.config.out_channels  # Hunyuan's input adds conditioning channels
     return (1, channels, (frames - 1) // c.vae_t + 1, height // c.vae_s, width // c.vae_s)
 
 
 def reference_latents(name: str, pipe, noise: torch.Tensor, seed: int, **common) -> torch.Tensor:
     """The family's own diffusers pipeline from the same noise, returned as (B, C, F, H, W)."""
-    if name == "wan":
+    if name == "wan22-a14b":  # the model's second guidance for its low-noise expert, passed as its card does
+        return pipe(latents=noise.clone(), guidance_scale_2=TINY_A14B_DEFAULTS.guidance_2, **common).frames
+    if name.startswith("wan"):
         return pipe(latents=noise.clone(), **common).frames
+    if name == "hunyuan15":  # its guidance and prompt lengths are the pipeline's own (its guider, its tokenizers)
+        drop = ("guidance_scale", "max_sequence_length")
+        return pipe(latents=noise.clone(), **{k: v for k, v in common.items() if k not in drop}).frames
     if name.startswith("cogvideox"):
         generator = torch.Generator("cpu").manual_seed(seed + 1)  # what the engine gives a stochastic scheduler
         out = pipe(latents=noise.permute(0, 2, 1, 3, 4).clone(), generator=generator, **common).frames

@@ -26,6 +26,7 @@ from kvlock.execution.sequence_parallel import foreground_shards, join_sequence_
 from kvlock.families.cogvideox import CogVideoXFamily
 from kvlock.families.wan import WanFamily
 from kvlock.lock.token_mask import build_token_mask
+from kvlock.world.tiny_families import build_tiny_wan22_a14b, build_tiny_wan22_ti2v
 
 from ..support.clips import box_matte, make_clip
 
@@ -103,6 +104,69 @@ def single(editor) -> dict:
         result = editor.edit(request(settings))
         out[name] = (result.frames, result.latents[0], [s.mode for s in result.trace.windows[0].steps])
     return out
+
+
+# Wan2.2: the two experts of A14B on one mesh, and TI2V's per-token timesteps cut to each rank's tokens. A 64×64
+# clip gives A14B 2 latent frames of 4×4 tokens and TI2V (16× VAE) 2 of 2×2: even shares either way.
+WAN22 = {"wan22-a14b": build_tiny_wan22_a14b, "wan22-ti2v": build_tiny_wan22_ti2v}
+WAN22_CASES = {
+    "fused α=0.5": EditSettings(steps=4, seed=3, method="fixed_alpha=0.5", height=64, width=64),
+    "foreground-only α=1": EditSettings(steps=4, seed=3, method="fixed_alpha=1", height=64, width=64),
+}
+
+
+def wan22_request(settings: EditSettings) -> EditRequest:
+    return EditRequest(make_clip(5, 64, 64, seed=6), box_matte(5, 64, 64, 8, 8, 24, 20, drift=6), PROMPT, settings)
+
+
+def _wan22_rank(rank: int, port: int, path: str, folders: dict[str, str]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
+    try:
+        out = {}
+        for model, folder in folders.items():
+            editor = Editor.from_pretrained(folder, acceleration=Acceleration(parallel="ulysses"))
+            for name, settings in WAN22_CASES.items():
+                result = editor.edit(wan22_request(settings))
+                steps = result.trace.windows[0].steps
+                out[model, name] = (result.frames, result.latents[0], [(s.mode, s.expert) for s in steps])
+        if rank == 0:
+            torch.save(out, path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def wan22_folders(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("wan22")
+    for name, build in WAN22.items():
+        build().save_pretrained(root / name)
+    return {name: str(root / name) for name in WAN22}
+
+
+def test_wan22_edits_across_ranks_equal_the_single_device_edits(tmp_path, wan22_folders):
+    path = str(tmp_path / "rank0.pt")
+    ranks = mp.start_processes(
+        _wan22_rank, args=(_free_port(), path, wan22_folders), nprocs=WORLD, start_method="fork", join=False
+    )
+    deadline = time.monotonic() + 600
+    while not ranks.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail("the ranks did not finish within 10 minutes")
+    parallel = torch.load(path, weights_only=False)
+    for model, folder in wan22_folders.items():
+        editor = Editor.from_pretrained(folder)
+        for name, settings in WAN22_CASES.items():
+            result = editor.edit(wan22_request(settings))
+            frames_n, latents_n, steps_n = parallel[model, name]
+            assert steps_n == [(s.mode, s.expert) for s in result.trace.windows[0].steps], (model, name)
+            torch.testing.assert_close(latents_n, result.latents[0], rtol=1e-4, atol=1e-4)
+            assert np.abs(frames_n.astype(np.int16) - result.frames.astype(np.int16)).max() <= 1
+    assert {expert for _, expert in parallel["wan22-a14b", "fused α=0.5"][2]} == {0, 1}  # both experts ran
 
 
 def test_the_clip_gives_the_ranks_different_foreground_counts(editor):
