@@ -6,6 +6,9 @@
     python bench/gpu.py --model smoke --device cpu   # the same code on a toy size, to check the script
     python bench/gpu.py --model cogvideox-5b --only steps,edit --variants eager   # 49×480×720
     python bench/gpu.py --model ltx --only steps,edit --variants eager            # 161×480×704
+    python bench/gpu.py --model wan22-a14b --only steps,edit --variants compiled --plain compiled --edit-steps 8
+    python bench/gpu.py --model wan22-ti2v-5b --only steps,edit --variants compiled --plain compiled  # 121×704×1280
+    python bench/gpu.py --model hunyuan15 --only steps --variants compiled --plain compiled          # 121×480×848
 
 No checkpoint is downloaded: the transformer, VAE and text encoder (UMT5-XXL for Wan, T5-XXL for
 CogVideoX and LTX-Video) are built from the real configurations with random weights, in the dtype layout
@@ -24,6 +27,7 @@ Each family runs at its native size unless --frames/--height/--width say otherwi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -48,10 +52,29 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ltx": {},
     "cogvideox-smoke": {},
     "ltx-smoke": {},
+    # the 2025 releases, built by bench/released.py
+    "wan22-a14b": {},
+    "wan22-ti2v-5b": {},
+    "hunyuan15": {},
+    "wan22-a14b-smoke": {},
+    "wan22-ti2v-smoke": {},
+    "hunyuan15-smoke": {},
 }
+RELEASED = {"wan22-a14b", "wan22-ti2v-5b", "hunyuan15"}
+RELEASED |= {f"{name.rsplit('-5b', 1)[0]}-smoke" for name in RELEASED}
 FAMILY = {name: name.split("-")[0] for name in CONFIGS}
 FAMILY.update({"1.3b": "wan", "14b": "wan", "smoke": "wan"})
+FAMILY.update({name: "wan" for name in FAMILY if name.startswith("wan22")})
 NATIVE = {"wan": (81, 480, 832, 512, 5.0), "cogvideox": (49, 480, 720, 226, 6.0), "ltx": (161, 480, 704, 128, 3.0)}
+NATIVE.update(  # by model where a family has several native sizes
+    {
+        "wan22-a14b": (81, 480, 832, 512, 4.0),
+        "wan22-ti2v-5b": (121, 704, 1280, 512, 5.0),
+        "wan22-ti2v-smoke": (9, 64, 64, 16, 5.0),
+        "hunyuan15": (121, 480, 848, 1000, 6.0),
+        "hunyuan15-smoke": (9, 64, 64, 1000, 6.0),
+    }
+)
 T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 TEXT = {  # UMT5-XXL as Wan2.1 uses it; the smoke size is a toy
     "full": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
@@ -259,6 +282,9 @@ def matmul_rate(device: torch.device, n: int) -> float:
     return best
 
 
+GUIDANCE = {"WanPipeline": 5.0, "CogVideoXPipeline": 6.0}
+
+
 def run_plain(
     pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int, output_type: str, **extra: Any
 ) -> float:
@@ -272,14 +298,19 @@ def run_plain(
         extra = {"prompt_attention_mask": ones, "negative_prompt_attention_mask": ones, **extra}
     if family == "CogVideoXPipeline":
         extra = {"use_dynamic_cfg": False, **extra}
+    if getattr(pipe, "transformer_2", None) is not None:
+        extra = {"guidance_scale_2": 3.0, **extra}  # Wan2.2 A14B's low-noise expert, as released
+    if family == "HunyuanVideo15Pipeline":  # two encoders and masks: the pipeline encodes the prompt itself
+        prompts = {"prompt": "a red car", "negative_prompt": ""}
+    else:
+        prompts = {"prompt_embeds": embeds[0], "negative_prompt_embeds": embeds[1]}
+        extra = {"guidance_scale": GUIDANCE.get(family, 3.0), **extra}
     pipe(
-        prompt_embeds=embeds[0],
-        negative_prompt_embeds=embeds[1],
+        **prompts,
         height=shape.height,
         width=shape.width,
         num_frames=shape.frames,
         num_inference_steps=steps,
-        guidance_scale={"WanPipeline": 5.0, "CogVideoXPipeline": 6.0}.get(family, 3.0),
         output_type=output_type,
         **extra,
     )
@@ -288,18 +319,25 @@ def run_plain(
 
 
 def plain_steps(pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int) -> list[float]:
-    """Per-step seconds of the plain loop, stamped from its step-end callback."""
+    """Per-step seconds of the plain loop, stamped after each scheduler step (every pipeline takes one per
+    denoising step; not all of them have a step-end callback)."""
     device = pipe.transformer.device
     stamps = [time.perf_counter()]
+    step = pipe.scheduler.step
 
-    def stamp(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def stamped(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
         sync(device)
         stamps.append(time.perf_counter())
-        return kwargs
+        return out
 
-    sync(device)
-    stamps[0] = time.perf_counter()
-    run_plain(pipe, shape, embeds, steps, "latent", callback_on_step_end=stamp)
+    pipe.scheduler.step = stamped
+    try:
+        sync(device)
+        stamps[0] = time.perf_counter()
+        run_plain(pipe, shape, embeds, steps, "latent")
+    finally:
+        del pipe.scheduler.step  # the class's own method again
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
@@ -375,14 +413,15 @@ def engine_steps(
     from kvlock.sampling.loop import Prompts, sample_kvlock
     from kvlock.settings import EditSettings, resolve_schedule
 
-    m = editor.model
+    m, residency = editor.model, editor.runtime.residency
     masks = build_token_mask(torch.from_numpy(box_matte(shape, fraction)), m.compression)
     gen = torch.Generator("cpu").manual_seed(0)
     x0 = torch.randn(shape.latent(), generator=gen).to(m.device)
     noise = torch.randn(shape.latent(), generator=gen).to(m.device)
-    embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
+    with residency.hold("text_encoder"):  # the editor's own placement (model offload moves what runs)
+        embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
     settings = resolve_schedule(EditSettings(alpha_fixed=alpha, steps=steps, **overrides))
-    with torch.no_grad():
+    with torch.no_grad(), residency.hold("transformer"):
         _, records = sample_kvlock(
             m.family,
             m.pipe,
@@ -396,6 +435,7 @@ def engine_steps(
             omega0=5.0,
             pair_guidance=pair,
             interleave=interleave,
+            on_expert=residency.use_expert,
         )
     modes = "/".join(sorted({r.mode + (f"+{r.source}" if r.source else "") for r in records}))
     return [r.seconds for r in records], masks.foreground_fraction, modes
@@ -504,6 +544,13 @@ def run_variant(
         seconds = time_forward(pipe, shape, embeds[0])
         out[f"forward [{label}]"] = {"ms": 1e3 * seconds, "fraction": ctx["flops"] / seconds / ctx["rate"]}
         print(out[f"forward [{label}]"], flush=True)
+    if "edit" in only and args.warm_up and editor.execution["compile"] != "off":
+        from kvlock.execution.warm_up import warm_up  # what `kvlock serve` runs before its first job
+
+        t = time.perf_counter()
+        out.setdefault("engine_warm_up", {})[label] = warm_up(editor)
+        out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
+        print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
     if "edit" in only and args.warm and editor.execution["compile"] != "off":
         t = time.perf_counter()
         for preset in ("alpha1", "alpha0.5", "no_lock", "alpha1+bg"):  # visit every pass kind once
@@ -535,9 +582,11 @@ def plain_compiled(
     device = pipe.transformer.device
     repeated = getattr(pipe.transformer, "_repeated_blocks", None) or []
     if repeated:
-        blocks = [m for m in pipe.transformer.modules() if type(m).__name__ in repeated]
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
-        out["plain_compile_form"] = "pipe.transformer.compile_repeated_blocks(fullgraph=True)"
+        experts = [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
+        blocks = [m for e in experts for m in e.modules() if type(m).__name__ in repeated]
+        for expert in experts:
+            expert.compile_repeated_blocks(fullgraph=True)
+        out["plain_compile_form"] = "compile_repeated_blocks(fullgraph=True) on each transformer"
     else:  # CogVideoX names no repeated blocks in diffusers 0.42; the same regional compile, written by hand
         blocks = list(pipe.transformer.transformer_blocks)
         for block in blocks:
@@ -647,6 +696,9 @@ def main() -> None:
     parser.add_argument("--variants", default="eager,compiled", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--cases", default="0.1:1,0.3:1,0.6:1,0.3:0.5", help="fraction:alpha per step row")
     parser.add_argument("--warm", action="store_true", help="compile every pass kind before timing edits")
+    parser.add_argument(
+        "--warm-up", action="store_true", help="run the server's warm-up (one step of every pass kind) before edits"
+    )
     parser.add_argument("--cap-gb", type=float, help="simulate a smaller card: cap this process's GPU memory")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--edits", default="default,alpha1", help=f"whole edits to time: {', '.join(EDIT_PRESETS)}")
@@ -683,11 +735,11 @@ def main() -> None:
     device = torch.device(args.device)
     only = set(args.only.split(","))
     family = FAMILY[args.model]
-    frames, height, width, text_length, guidance = NATIVE[family]
+    frames, height, width, text_length, guidance = NATIVE.get(args.model) or NATIVE[family]
     if args.model.endswith("smoke"):
         text_length = 16
-    if family != "wan":
-        only.discard("roofline")  # the FLOP count below is Wan's block
+    if family != "wan" or args.model in RELEASED:
+        only.discard("roofline")  # the FLOP count below is Wan2.1's block
     shape = Shape(args.frames or frames, args.height or height, args.width or width)
     out: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -703,14 +755,18 @@ def main() -> None:
 
     out["diffusers"] = diffusers.__version__
     t = time.perf_counter()
-    if family == "wan":
+    if args.model in RELEASED:
+        import released
+
+        pipe = released.build(args.model, device, text_length)
+    elif family == "wan":
         pipe = build_pipeline(args.model, device, text_length)
     else:
         pipe = build_family_pipeline(args.model, device, text_length)
     out["build_seconds"] = time.perf_counter() - t
     adapter = family_for_pipeline(type(pipe).__name__)
     compression, _ = adapter.geometry(pipe)
-    channels = pipe.transformer.config.in_channels
+    channels = pipe.transformer.config.get("out_channels") or pipe.transformer.config.in_channels  # the latent's
     shape = Shape(
         shape.frames, shape.height, shape.width, compression.vae_t, compression.vae_s, compression.patch[1], channels
     )
@@ -765,6 +821,9 @@ def main() -> None:
         guidance=guidance,
         text_length=text_length,
     )
+    if args.model in RELEASED:  # the family's own reading of the folder: steps, both experts' guidance
+        native = adapter.defaults_for(pipe)
+        defaults = dataclasses.replace(native, height=shape.height, width=shape.width, frames=shape.frames)
     name = f"{args.model} (random weights)"
     model = LoadedModel(name, adapter, pipe, defaults, device, torch.bfloat16)
     if args.first_edits:

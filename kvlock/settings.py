@@ -69,6 +69,26 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     # where denoising starts: 1 from pure noise, < 1 from the noised source (a model's schedule may lower it)
     "strength": 1.0,
 }
+
+
+def control_windows(steps: int) -> tuple[int, int]:
+    """W and κ for a sampler of ``steps`` steps, in the proportions of the defaults at 50 (W = 10, κ = 20: the
+    control acts in the last two fifths, its metric spans a fifth), with room for the metric to fill at
+    least twice inside the control window (κ ≥ W + 1) and κ within the steps. 4 steps → W = 2, κ = 3 (the
+    quality benchmark's calibration split chose among this and its neighbours: docs/benchmarks.md)."""
+    kappa = min(steps, max(3, round(0.4 * steps)))
+    window = max(2, min(kappa - 1, round(0.2 * steps)))
+    return window, kappa
+
+
+def schedule_defaults(steps: int | None = None) -> dict[str, Any]:
+    """The engine's schedule for a sampler of ``steps`` steps (unknown: the defaults as written, at 50)."""
+    if steps is None:
+        return SCHEDULE_DEFAULTS
+    window, kappa = control_windows(steps)
+    return {**SCHEDULE_DEFAULTS, "metric_window": window, "kappa": kappa}
+
+
 # what each method leaves without effect: a request that sets these under such a method is told so
 IGNORED_BY = {
     "no_lock": ("metric_window", "kappa", "tau", "b", "alpha_early", "guidance_form", "alpha_fixed", "uncond_source")
@@ -136,11 +156,16 @@ class EditSettings:
         return cls(**data)
 
 
-def with_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
-    """Fill the schedule fields the request left unset: from the model's ``schedule``, else the defaults."""
+def with_schedule(
+    settings: EditSettings, schedule: dict[str, Any] | None = None, steps: int | None = None
+) -> EditSettings:
+    """Fill the schedule fields the request left unset: from the model's ``schedule``, else the defaults
+    (W and κ in proportion to ``steps`` where it is known: :func:`control_windows`)."""
     given = {k: v for k, v in (schedule or {}).items() if k in SCHEDULE_DEFAULTS}
     filled = {
-        name: given.get(name, default) for name, default in SCHEDULE_DEFAULTS.items() if getattr(settings, name) is None
+        name: given.get(name, default)
+        for name, default in schedule_defaults(steps).items()
+        if getattr(settings, name) is None
     }
     return replace(settings, **filled)
 
@@ -159,10 +184,12 @@ def apply_method(settings: EditSettings) -> EditSettings:
     return replace(settings, **method_knobs(settings.method))
 
 
-def resolve_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
+def resolve_schedule(
+    settings: EditSettings, schedule: dict[str, Any] | None = None, steps: int | None = None
+) -> EditSettings:
     """The settings the sampler runs with: every schedule field set (the request's, else the model's
-    ``schedule``, else the defaults) and the method expanded into the knobs it changes."""
-    return apply_method(with_schedule(settings, schedule))
+    ``schedule``, else the defaults for ``steps``) and the method expanded into the knobs it changes."""
+    return apply_method(with_schedule(settings, schedule, steps))
 
 
 def method_knobs(method: str) -> dict[str, Any]:

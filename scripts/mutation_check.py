@@ -44,6 +44,46 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "cfg-free-runs-unconditional",
+        "kvlock/sampling/loop.py",
+        "uncond=w0 > 1.0,",
+        "uncond=True,",
+        "a CFG-free model (guidance 1) given an unconditional pass it was not distilled for",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "cfg-free-omega-raised",
+        "kvlock/lock/schedules.py",
+        'if guidance_form == "static" or not measured or omega0 <= 1.0:',
+        'if guidance_form == "static" or not measured:',
+        "the guidance control raising ω above 1 on a CFG-free model",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "euler-step-from-the-wrong-level",
+        "kvlock/families/steppers.py",
+        "return z + (self.levels[i + 1] - self.levels[i]) * prediction.to(z.dtype)",
+        "return z + (self.levels[i + 1] - self.levels[i - 1]) * prediction.to(z.dtype)",
+        "a distilled model's Euler step measured from the previous level",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "control-windows-not-scaled",
+        "kvlock/settings.py",
+        "kappa = min(steps, max(3, round(0.4 * steps)))",
+        "kappa = min(steps, 20)",
+        "κ no longer in proportion to the step count",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "calibration-never-leaves-the-firm-lock",
+        "kvlock/calibration.py",
+        "samples = collect_h(editor, clips, regime_settings(base, history[-1]), cancel, progress)",
+        "samples = collect_h(editor, clips, calibration_settings(base), cancel, progress)",
+        "τ fitted under the firm lock only, not in the regime the control runs in",
+        ("tests/engine/test_calibration.py",),
+    ),
+    Mutant(
         "cfg-zero-star-difference",
         "kvlock/lock/guidance.py",
         "return scaled + omega * (v_cond - scaled)",
@@ -67,15 +107,15 @@ MUTANTS = [
     Mutant(
         "metric-on-latents",
         "kvlock/sampling/loop.py",
-        "meter.update(stepper.clean_estimate(z, v_cond, i))",
-        "meter.update(z)",
+        "meter.update(stepper.clean_estimate(z, v_cond, i), sigma)",
+        "meter.update(z, sigma)",
         "the metric fed the latents instead of the clean estimate",
     ),
     Mutant(
         "metric-on-guided-estimate",
         "kvlock/sampling/loop.py",
-        "meter.update(stepper.clean_estimate(z, v_cond, i))",
-        "meter.update(stepper.clean_estimate(z, v, i))",
+        "meter.update(stepper.clean_estimate(z, v_cond, i), sigma)",
+        "meter.update(stepper.clean_estimate(z, v, i), sigma)",
         "the metric fed the guided (ω-extrapolated) clean estimate",
     ),
     Mutant(
@@ -123,9 +163,16 @@ MUTANTS = [
     Mutant(
         "metric-unscaled",
         "kvlock/lock/metric.py",
-        "variance / self.scale",
-        "variance",
+        "variance / (self.scale * max(spread, MIN_LEVEL_VARIANCE))",
+        "variance / max(spread, MIN_LEVEL_VARIANCE)",
         "h no longer relative to the source latents' variance",
+    ),
+    Mutant(
+        "metric-not-per-noise-level",
+        "kvlock/lock/metric.py",
+        "variance / (self.scale * max(spread, MIN_LEVEL_VARIANCE))",
+        "variance / self.scale",
+        "h a distance per window again, not a rate per unit of noise: τ no longer carries across step counts",
     ),
     Mutant(
         "metric-window-from-first-step",

@@ -98,6 +98,7 @@ class Editor:
             warnings=list(job.warnings),
             tau_source=job.tau_source,
             schedule_source=job.schedule_source,
+            control=job.control,
         )
         trace.execution = dict(rt.execution)
         swaps = rt.residency.swaps

@@ -145,6 +145,7 @@ def edit_window(rt: Runtime, run: EditRun, index: int, source: np.ndarray) -> Wi
                 pair_guidance=rt.acceleration.pair_guidance,
                 generator=step_noise,
                 layout=rt.group,
+                sigmas=job.sigmas,
             )
         wtrace.steps = records
         with rt.stage("decode"), rt.residency.hold("vae"):

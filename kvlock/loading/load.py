@@ -7,6 +7,7 @@ expected. A folder may carry ``kvlock.json`` with its native working size and sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -137,7 +138,24 @@ def _folder_defaults(path: Path, defaults: ModelDefaults) -> ModelDefaults:
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
             raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
         _check_schedule(extra, defaults.schedule)
+        defaults = _with_sigmas(extra, defaults)
     return defaults
+
+
+def _with_sigmas(extra: Path, defaults: ModelDefaults) -> ModelDefaults:
+    """A step-distilled model's noise levels: a list falling from at most 1 to above 0, one per step; its
+    steps are then exactly these (a ``steps`` that disagrees is refused)."""
+    sigmas = defaults.sigmas
+    if sigmas is None:
+        return defaults
+    ok = isinstance(sigmas, list | tuple) and 0 < len(sigmas) <= 1000
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sigmas)
+    ok = ok and all(0.0 < v <= 1.0 for v in sigmas) and all(a > b for a, b in itertools.pairwise(sigmas))
+    if not ok:
+        raise ModelLoadError(f"{extra}: sigmas must be a list of 1–1000 noise levels falling within (0, 1]")
+    if "steps" in json.loads(extra.read_text()) and defaults.steps != len(sigmas):
+        raise ModelLoadError(f"{extra}: steps is {defaults.steps} but sigmas lists {len(sigmas)} noise levels")
+    return replace(defaults, sigmas=tuple(float(v) for v in sigmas), steps=len(sigmas))
 
 
 def _check_schedule(extra: Path, schedule: Any) -> None:

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import EditCancelled
 from ..families.base import ModelFamily
+from ..families.steppers import FlowEulerStepper, Stepper
 from ..lock.guidance import cfg_zero_star, classic_cfg, optimal_scale
 from ..lock.kv_bank import KVBank
 from ..lock.metric import HallucinationMeter, latent_scale
@@ -88,6 +89,22 @@ class ExpertTurns:
         return expert, self.omegas[min(expert, len(self.omegas) - 1)]
 
 
+def _stepper(
+    family: ModelFamily,
+    pipe: object,
+    steps: int,
+    like: torch.Tensor,
+    generator: torch.Generator | None,
+    sigmas: tuple[float, ...] | None,
+) -> Stepper:
+    """The family's own noise process, or Euler steps over a step-distilled model's listed levels."""
+    if sigmas is None:
+        return family.stepper(pipe, steps, like, generator)
+    if len(sigmas) != steps:
+        raise ValueError(f"{len(sigmas)} noise levels for {steps} steps")
+    return FlowEulerStepper(tuple(sigmas), pipe.scheduler.config.num_train_timesteps, like.device)
+
+
 def _require_resolved(settings: EditSettings) -> None:
     unset = [name for name in SCHEDULE_DEFAULTS if getattr(settings, name) is None]
     if unset:
@@ -113,6 +130,7 @@ def sample_kvlock(
     generator: torch.Generator | None = None,
     layout: Layout | None = None,
     interleave: bool = True,
+    sigmas: tuple[float, ...] | None = None,
 ) -> tuple[torch.Tensor, list[StepRecord]]:
     """Denoise one window; return the final latents and the per-step records.
 
@@ -122,12 +140,14 @@ def sample_kvlock(
     ``generator`` feeds a stochastic scheduler's noise, if the family's scheduler has any. ``layout`` spreads
     the tokens over devices (default: all on this one). ``interleave`` lets a step's source and edit passes
     run block by block where the family allows it (``plan.plan_step`` says when).
+    ``sigmas`` (a step-distilled model's noise levels, one per step) replaces the family's scheduler
+    with Euler steps over exactly those levels.
     """
     _require_resolved(settings)
     layout = layout if layout is not None else OneDevice()
     x0_source = layout.agree(x0_source)
     device = x0_source.device
-    stepper = family.stepper(pipe, steps, x0_source, generator)
+    stepper = _stepper(family, pipe, steps, x0_source, generator, sigmas)
     first = start_index(steps, settings.strength)
     stepper.begin(first)
     run_steps = steps - first
@@ -176,7 +196,7 @@ def sample_kvlock(
                 has_background=has_background,
                 can=passes.capabilities,
                 foreground_only=settings.foreground_only,
-                uncond=not (settings.guidance_form == "static" and w0 <= 1.0),
+                uncond=w0 > 1.0,  # ω0 ≤ 1: CFG-free, ω stays ω0 (control_at), no unconditional pass
                 pair_guidance=pair_guidance,
                 own_uncond_source=prompts.negative_source is not None,
                 source_pass=settings.source_pass,
@@ -190,7 +210,7 @@ def sample_kvlock(
                 last_source = None if plan.lockstep else i
             v, s_star = guide(v_cond, v_uncond, ctl.omega, settings.guidance_form, region, settings.cfg_zero_delta)
             x0_estimate = stepper.clean_estimate(z, v, i)
-            h = meter.update(stepper.clean_estimate(z, v_cond, i)) if controlled else None
+            h = meter.update(stepper.clean_estimate(z, v_cond, i), sigma) if controlled else None
             z = stepper.step(v, i, z)
             z = lock(z, i + 1)
             z = layout.agree(z)  # every rank continues from rank 0's latents
