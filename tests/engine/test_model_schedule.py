@@ -11,7 +11,7 @@ import pytest
 
 from kvlock import Editor, EditRequest, EditSettings, ModelLoadError
 from kvlock.calibration import write_calibration
-from kvlock.settings import SCHEDULE_DEFAULTS, schedule_defaults, resolve_schedule, with_schedule
+from kvlock.settings import SCHEDULE_DEFAULTS, resolve_schedule, schedule_defaults, with_schedule
 from kvlock.world.tiny import build_tiny_wan
 
 from ..support.clips import box_matte, make_clip
