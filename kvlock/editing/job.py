@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import SettingsError
 from ..families.base import ModelDefaults
 from ..loading.load import LoadedModel
+from ..loading.lora_check import ResolvedLora
+from ..loading.lora_schedule import with_lora_schedules
 from ..media.colour import PixelEncoding
 from ..settings import DEFAULT_TAU, IGNORED_BY, SCHEDULE_DEFAULTS, EditSettings, resolve_schedule
 from .geometry import Window, plan_windows
@@ -38,6 +40,7 @@ class EditJob:
     warnings: tuple[str, ...]
     tau_source: str
     schedule_source: dict[str, str]
+    loras: tuple[ResolvedLora, ...] = ()
 
 
 def largest_valid(n: int, valid: Callable[[int], int]) -> int:
@@ -105,9 +108,11 @@ def guidance_per_expert(settings: EditSettings, defaults: ModelDefaults, experts
     return first, defaults.guidance_2
 
 
-def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
-    """Judge the request and resolve it for ``model``; raise the engine's typed error naming what to fix."""
-    d, family, c = model.defaults, model.family, model.compression
+def resolve_job(model: LoadedModel, request: EditRequest, loras: tuple[ResolvedLora, ...] = ()) -> EditJob:
+    """Judge the request and resolve it for ``model`` with ``loras`` (found and checked already); raise the
+    engine's typed error naming what to fix. What the LoRAs' own kvlock.json set lies over the model's defaults."""
+    family, c = model.family, model.compression
+    d = with_lora_schedules(model.defaults, {r.choice.name: r.schedule for r in loras if r.schedule is not None})
     settings, schedule_source, schedule_warnings = resolve_schedule_for(request.settings, d, model.name)
     encoding = request.pixel_encoding()
     frame_warnings = check_frames(request.frames, encoding.name)
@@ -139,4 +144,5 @@ def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
         warnings=tuple(warnings),
         tau_source=tau_source,
         schedule_source=schedule_source,
+        loras=loras,
     )

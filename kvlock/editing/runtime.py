@@ -26,6 +26,7 @@ from ..execution.acceleration import (
     memory_budget,
     use_compile_cache,
 )
+from ..execution.loras import LoraState, resolve_mode
 from ..execution.residency import Residency
 from ..execution.sequence_parallel import SequenceGroup, join_sequence_parallel
 from ..loading.load import LoadedModel
@@ -81,6 +82,16 @@ class Runtime:
             join_sequence_parallel(pipe, family, acc.parallel, device) if acc.parallel else None
         )
         compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
+        # LoRAs switch between edits without touching the base weights; hotswap slots exist before compilation
+        self.loras = LoraState(
+            pipe,
+            [module for _, module in family.transformers(pipe)],
+            resolve_mode(acc.lora_mode, compiled is not None),
+            acc.lora_rank,
+            acc.lora_slots,
+        )
+        if self.loras.mode == "hotswap":
+            self.loras.prepare_hotswap()
         cache = "off"
         if compiled:
             import torch._dynamo
@@ -101,6 +112,7 @@ class Runtime:
             "memory_reason": reason,
             "experts": len(experts),
             "parallel": self.group.describe() if self.group is not None else "off",
+            "loras": self.loras.mode,
         }
 
     @contextmanager

@@ -86,6 +86,7 @@ class LoadedModel:
     defaults: ModelDefaults
     device: torch.device
     dtype: torch.dtype
+    folder: Path | None = None  # the diffusers folder it was read from (None: made in memory)
 
     @property
     def compression(self) -> Compression:
@@ -132,12 +133,23 @@ def _folder_defaults(path: Path, defaults: ModelDefaults) -> ModelDefaults:
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{extra} is not valid JSON: {exc}") from exc
         known = {f.name for f in fields(ModelDefaults)}
+        check_folder_values(extra, data)
         defaults = replace(defaults, **{k: v for k, v in data.items() if k in known})
-        tau = defaults.tau
-        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
-            raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
-        _check_schedule(extra, defaults.schedule)
     return defaults
+
+
+def check_folder_values(extra: Path, data: dict[str, Any]) -> None:
+    """A ``kvlock.json``'s values (a model folder's or a LoRA's) held to the ranges a request's are, so a bad file
+    fails when it is read, not mid-job."""
+    tau = data.get("tau")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
+        raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
+    sampling = {k: data[k] for k in ("steps", "guidance", "guidance_2") if data.get(k) is not None}
+    try:
+        EditSettings(**sampling)
+    except SettingsError as exc:
+        raise ModelLoadError(f"{extra}: {exc}") from exc
+    _check_schedule(extra, data.get("schedule"))
 
 
 def _check_schedule(extra: Path, schedule: Any) -> None:
@@ -210,4 +222,5 @@ def load_model(
     path = Path(source).expanduser()
     family, _ = inspect_folder(path)
     pipe = family.load(path, dt)
-    return LoadedModel(str(path), family, pipe, _folder_defaults(path, family.defaults_for(pipe)), dev, dt)
+    defaults = _folder_defaults(path, family.defaults_for(pipe))
+    return LoadedModel(str(path), family, pipe, defaults, dev, dt, path)
