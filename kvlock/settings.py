@@ -196,7 +196,8 @@ class EditSettings:
         _check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data: LoRAs as a list of ``{"name", "weight"}``."""
+        return asdict(self) | {"loras": [asdict(choice) for choice in self.loras]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EditSettings:

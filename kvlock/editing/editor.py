@@ -40,8 +40,8 @@ from ..execution.acceleration import Acceleration, attention_backend_for
 from ..loading.load import LoadedModel, load_model, resolve_device
 from ..loading.lora_catalog import LoraCatalog
 from ..loading.lora_check import ResolvedLora, loaded_shapes, resolve_loras
-from ..settings import LoraChoice
 from ..lock.noise import NoiseField
+from ..settings import LoraChoice
 from ..trace import Trace
 from .composer import Composer
 from .geometry import first_slot

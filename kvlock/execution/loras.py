@@ -53,7 +53,9 @@ def adapter_name(lora: LoraFile) -> str:
 def load_part(pipe: Any, part: LoraPart, adapter: str, hotswap: bool = False) -> None:
     """One file of a LoRA into its expert, through the pipeline's own loader."""
     extra = {"load_into_transformer_2": True} if part.expert == 1 else {}
-    pipe.load_lora_weights(str(part.path.parent), weight_name=part.path.name, adapter_name=adapter, hotswap=hotswap, **extra)
+    pipe.load_lora_weights(
+        str(part.path.parent), weight_name=part.path.name, adapter_name=adapter, hotswap=hotswap, **extra
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ class LoraState:
                         self.loads += 1
                 except (ValueError, RuntimeError) as exc:  # diffusers' and peft's own refusals, said as they are
                     self._scale_slot(slot, None, 0.0)
-                    raise LoraUnusableError(f"LoRA {lora.name} cannot be hotswapped into the compiled model: {exc}") from exc
+                    raise LoraUnusableError(
+                        f"LoRA {lora.name} cannot be hotswapped into the compiled model: {exc}"
+                    ) from exc
                 self._slot_holds[slot] = name
                 self._slot_scales[slot] = [_scalings(e, SLOT.format(slot)) for e in self.experts]
                 loaded.append(lora.name)

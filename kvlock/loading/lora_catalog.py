@@ -13,6 +13,7 @@ names LoRAs by these names only: a server never opens a path a client sends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -156,10 +157,8 @@ class LoraCatalog:
     def model_folders(self) -> list[tuple[Path, str]]:
         """(folder, model name) of every model whose ``loras/`` is searched."""
         found = [(TINY_FOLDER, "tiny")]
-        try:
+        with contextlib.suppress(ModelLoadError):  # a broken model config is `kvlock models`' to report
             found += [(Path(e.location), e.name) for e in list_models(self.model_dirs) if e.location != "embedded"]
-        except ModelLoadError:
-            pass  # a broken model config is reported by `kvlock models`; LoRA folders are still listed
         if self.model_folder is not None:
             found.append((Path(self.model_folder), Path(self.model_folder).name))
         return [(folder, name) for folder, name in _unique_pairs(found)]
@@ -167,7 +166,9 @@ class LoraCatalog:
     def entries(self) -> list[LoraEntry]:
         """Every LoRA offered, in the order names are looked up; a repeated name is listed as shadowed."""
         candidates = [(p, "") for d in self.lora_dirs() for p in _loras_in(d)]
-        candidates += [(p, model) for folder, model in self.model_folders() for p in _loras_in(folder / MODEL_SUBFOLDER)]
+        candidates += [
+            (p, model) for folder, model in self.model_folders() for p in _loras_in(folder / MODEL_SUBFOLDER)
+        ]
         entries: list[LoraEntry] = []
         first: dict[str, str] = {}
         for path, model in candidates:

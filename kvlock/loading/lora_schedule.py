@@ -98,7 +98,8 @@ def with_lora_schedules(defaults: ModelDefaults, schedules: Mapping[str, LoraSch
         values["schedule"] = {**(defaults.schedule or {}), **{k: v for k, (_, v) in lock.items()}}
         names = sorted({who for who, _ in lock.values()})
         theirs = "; ".join(
-            f"LoRA {who}'s kvlock.json" + (f" ({schedules[who].schedule_source})" if schedules[who].schedule_source else "")
+            f"LoRA {who}'s kvlock.json"
+            + (f" ({schedules[who].schedule_source})" if schedules[who].schedule_source else "")
             for who in names
         )
         fields_set = ", ".join(sorted(lock))

@@ -28,15 +28,19 @@ def lora_state(transformer: torch.nn.Module, rank: int, seed: int, alpha: float 
     return state, config
 
 
-def save_lora(pipe, folder: Path, name: str, rank: int = 4, seed: int = 0, alpha: float | None = None, **meta) -> Path:
-    """``folder/NAME.safetensors``: a random LoRA for ``pipe``'s transformer, saved the way diffusers saves one."""
-    state, config = lora_state(pipe.transformer, rank, seed, alpha)
-    type(pipe).save_lora_weights(
+def save_lora(
+    transformer, folder: Path, name: str, rank: int = 4, seed: int = 0, alpha: float | None = None, pipeline=None
+) -> Path:
+    """``folder/NAME.safetensors``: a random LoRA for ``transformer``, saved by the pipeline's own
+    ``save_lora_weights`` (WanPipeline's unless another pipeline class is given)."""
+    from diffusers import WanPipeline
+
+    state, config = lora_state(transformer, rank, seed, alpha)
+    (pipeline or WanPipeline).save_lora_weights(
         folder,
         transformer_lora_layers=state,
         weight_name=f"{name}.safetensors",
         transformer_lora_adapter_metadata=config.to_dict(),
-        **meta,
     )
     return folder / f"{name}.safetensors"
 
