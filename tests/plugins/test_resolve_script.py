@@ -650,3 +650,17 @@ def test_form_fields_take_the_engines_whole_range():
         24000, 1001
     )
     assert host.parse_rate("59.94 DF")[1] and not host.parse_rate("29.97")[1] and host.parse_rate("25") == (25, False)
+
+
+def test_the_loras_field_sends_each_lora_with_its_weight_and_refuses_a_bad_one():
+    form = Form.from_values({"loras": " style:0.8, product ,"})
+    assert form.settings()["loras"] == ["style:0.8", "product"]
+    assert "loras" not in Form.from_values({"loras": "  "}).settings()
+    for text, words in (
+        ("style:heavy", "NAME:WEIGHT"),
+        ("a/b", "LoRA name"),
+        ("x:12", r"\[-10, 10\]"),
+        ("a, a", "more than once"),
+    ):
+        with pytest.raises(FormError, match=f"LoRAs: .*{words}"):
+            Form.from_values({"loras": text})
