@@ -57,9 +57,10 @@ class Editor:
     def __init__(
         self, model: LoadedModel, acceleration: Acceleration | None = None, loras: LoraCatalog | None = None
     ) -> None:
-        self.runtime = Runtime(model, acceleration)
         folder = str(model.folder) if model.folder is not None else None
         self.lora_catalog = loras if loras is not None else LoraCatalog(model_folder=folder)
+        offered = any(entry.ok for entry in self.lora_catalog.entries())
+        self.runtime = Runtime(model, acceleration, offered)
 
     @classmethod
     def from_pretrained(

@@ -64,7 +64,10 @@ def memory_mode(model: LoadedModel, acc: Acceleration) -> tuple[str, str]:
 class Runtime:
     """``model`` with KV-Lock's processors, on its device as ``acceleration`` asks."""
 
-    def __init__(self, model: LoadedModel, acceleration: Acceleration | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel, acceleration: Acceleration | None = None, loras_offered: bool = False
+    ) -> None:
+        """``loras_offered``: whether any LoRA could be asked for (``auto`` then makes hotswap slots when compiled)."""
         self.model = model
         self.acceleration = acc = (acceleration or Acceleration()).validated()
         self.bank = KVBank()
@@ -86,7 +89,7 @@ class Runtime:
         self.loras = LoraState(
             pipe,
             [module for _, module in family.transformers(pipe)],
-            resolve_mode(acc.lora_mode, compiled is not None),
+            resolve_mode(acc.lora_mode, compiled is not None, loras_offered),
             acc.lora_rank,
             acc.lora_slots,
         )

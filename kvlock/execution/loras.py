@@ -12,8 +12,9 @@ Modes (``Acceleration.lora_mode``):
 - ``fused``: as ``unfused``, then ``fuse_lora`` folds the active LoRAs into the weights (no cost per step); the
   next edit with other LoRAs unfuses first. Unfusing subtracts what fusing added, which in bfloat16 does not
   give back the exact weights: for a server that keeps one LoRA, not one that switches all day.
-- ``hotswap`` (the default with compilation): before the blocks are compiled, ``enable_lora_hotswap`` and a
-  placeholder adapter of rank ``rank`` on every linear layer, all zeros, fill ``slots`` adapter slots; an edit's
+- ``hotswap`` (the default with compilation where LoRAs are offered): before the blocks are compiled,
+  ``enable_lora_hotswap`` and a placeholder adapter of rank ``rank`` on every linear layer, all zeros, fill
+  ``slots`` adapter slots; an edit's
   LoRAs are then hotswapped into the slots (their weights copied into the slots' tensors, ranks padded), so the
   compiled graph never changes and nothing recompiles. A LoRA's weight is applied by scaling the slot's scaling
   tensors in place: ``set_adapters`` would put floats back into them, which the compiled graph guards on. An
@@ -114,6 +115,10 @@ class LoraState:
                 tensor.fill_(base * factor)
 
     def _hotswap(self, loras: Sequence[ResolvedLora]) -> tuple[str, ...]:
+        if not self._slot_scales:  # a pipeline without diffusers' hotswap has no slots (and takes no LoRA)
+            if loras:
+                raise LoraUnusableError(f"{type(self.pipe).__name__} cannot hotswap LoRAs")
+            return ()
         if len(loras) > self.slots:
             raise LoraUnusableError(
                 f"{len(loras)} LoRAs asked, but this server holds {self.slots} at a time while compiled "
@@ -240,8 +245,9 @@ def _scalings(expert: torch.nn.Module, adapter: str) -> dict[torch.Tensor, float
     return out
 
 
-def resolve_mode(choice: str, compiled: bool) -> str:
-    """``auto``: hotswap when the blocks are compiled (switching recompiles nothing), unfused otherwise."""
+def resolve_mode(choice: str, compiled: bool, offered: bool) -> str:
+    """``auto``: hotswap when the blocks are compiled and LoRAs are offered (switching then recompiles nothing;
+    the slots cost every step a little, so a model with no LoRA to apply keeps its bare blocks), else unfused."""
     if choice == "auto":
-        return "hotswap" if compiled else "unfused"
+        return "hotswap" if compiled and offered else "unfused"
     return choice

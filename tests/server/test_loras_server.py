@@ -120,3 +120,19 @@ def test_jobs_switch_loras_on_one_loaded_model_and_the_trace_names_them(app):
     assert len(editors) == 1  # one model, loaded once for the three jobs
     editor = app.executor.editors.get(editors[0], "unused")
     assert editor.runtime.loras.loads == 2
+
+
+def test_loras_cross_the_wire_as_typed_choices_and_too_many_are_refused_cheaply():
+    from kvlock.errors import InvalidRequest
+    from kvlock.settings import EditSettings, LoraChoice
+    from kvlock_bridge.client import settings_message
+    from kvlock_server.rpc.wire import settings_from_message
+
+    sent = EditSettings(steps=3, loras=("style:0.5", "other"))
+    back = settings_from_message(settings_message(sent))
+    assert back.loras == (LoraChoice("style", 0.5), LoraChoice("other", 1.0)) and back.steps == 3
+    unset = pb.Settings(loras=[pb.LoraChoice(name="style")])  # weight unset: 1
+    assert settings_from_message(unset).loras == (LoraChoice("style", 1.0),)
+    many = pb.Settings(loras=[pb.LoraChoice(name=f"l{i}") for i in range(9)])
+    with pytest.raises(InvalidRequest, match="at most 8"):
+        settings_from_message(many)
