@@ -677,9 +677,10 @@ def test_dialog_renders_with_a_lora_the_server_lists(tmp_path, tmp_path_factory,
     save_lora(load_model("tiny").pipe.transformer, loras, "tiny-style", rank=4, seed=1)
     server = start(tmp_path_factory.mktemp("resolve-lora-server"), preload=["tiny"], lora_dirs=[str(loras)])
     try:
-        resolve = make_resolve(media)
+        resolve = make_resolve(media, "21", studio=True)  # Studio: the dialog (Free 19.1+ opens the page)
         items, _ = run_dialog(resolve, server, {("Loras", "Text"): "tiny-style:0.5"}, tmp_path)
-        assert "LoRAs: tiny-style" in items["Server"].Text
+        checked = Controller(resolve, server.address, server.token).server_status()  # what Check server shows
+        assert checked.endswith("LoRAs: tiny-style"), checked
         assert items["Status"].Text.startswith("Done"), items["Status"].Text
         record = max(server.store.list(limit=10), key=lambda r: r.created)
         assert last_settings(server)["loras"] == [{"name": "tiny-style", "weight": 0.5}]
