@@ -213,6 +213,10 @@ class LoraState:
         if self.mode == "hotswap":
             loaded = self._hotswap(loras)
         else:
+            wanted = tuple((adapter_name(r.file), r.choice.weight) for r in loras)
+            if self._fused and wanted != self._active:  # unfused before any adapter is loaded or removed
+                self.pipe.unfuse_lora(components=self._components())
+                self._fused = False
             loaded = self._adapters_for(loras)
             self._activate(loras)
         return LoraSwitch(self.mode, time.perf_counter() - began, loaded)
