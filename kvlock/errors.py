@@ -3,7 +3,10 @@
     KVLockError                    base of everything raised on purpose
     ├── InvalidRequest             the request cannot be edited as given (fix the input)
     │   ├── MatteError             the matte is empty, full, mis-sized, NaN or out of range
-    │   └── SettingsError          a setting is out of range or names an unknown method
+    │   ├── SettingsError          a setting is out of range or names an unknown method
+    │   └── LoraError              a LoRA name that no configured folder lists
+    │       └── LoraUnusableError  the LoRA named cannot be applied to this model: not a LoRA, made for another
+    │                              base model, keys or ranks that do not match its transformer
     ├── MediaError                 a media file cannot be used
     │   ├── MediaNotFoundError     the file, folder or sequence does not exist
     │   └── UnreadableMediaError   no decoder for it, or it is damaged
@@ -32,6 +35,14 @@ class MatteError(InvalidRequest):
 
 class SettingsError(InvalidRequest):
     """A setting is out of its documented range."""
+
+
+class LoraError(InvalidRequest):
+    """A LoRA the request names cannot be found (or is named twice, or too many are asked)."""
+
+
+class LoraUnusableError(LoraError):
+    """The LoRA exists but cannot be applied to the model: the server's files, not the request, must change."""
 
 
 class MediaError(KVLockError):

@@ -11,6 +11,7 @@ the defaults were chosen on the quality benchmark's calibration split.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -48,6 +49,72 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "source_refresh": (1, 1000, " steps"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
+
+# a LoRA is named as ``kvlock loras`` lists it (its file's or folder's name), never by a path
+LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+LORA_NAME_RULE = "1–128 characters of A–Z, a–z, 0–9, '.', '_', '+', '-', starting with a letter or digit"
+LORA_WEIGHT = (-10.0, 10.0)  # a LoRA's strength; negative weights push away from what it learned
+MAX_LORAS = 8  # LoRAs in one edit
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA an edit applies: its listed name and its weight (diffusers' ``set_adapters`` weight; 1 is the
+    LoRA as trained, 0 leaves it out). Checked when made, like every setting."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or LORA_NAME.fullmatch(self.name) is None:
+            shown = str(self.name)[:80]
+            raise SettingsError(f"LoRA name {shown!r} must be {LORA_NAME_RULE} (the name `kvlock loras` lists)")
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise SettingsError(f"LoRA {self.name}: weight must be a finite number, got {weight!r:.40}")
+        low, high = LORA_WEIGHT
+        if not low <= weight <= high:
+            raise SettingsError(f"LoRA {self.name}: weight must be in [{low:g}, {high:g}], got {weight:g}")
+        object.__setattr__(self, "weight", float(weight))
+
+    @classmethod
+    def parse(cls, text: str) -> LoraChoice:
+        """``NAME`` or ``NAME:WEIGHT`` (the command line's form)."""
+        name, colon, weight = text.strip().rpartition(":")
+        if not colon:
+            return cls(text.strip())
+        try:
+            return cls(name, float(weight))
+        except ValueError:
+            raise SettingsError(f"LoRA {text!r:.80}: write NAME or NAME:WEIGHT with a number as the weight") from None
+
+    @classmethod
+    def of(cls, value: Any) -> LoraChoice:
+        """A choice from what the API, JSON or a host hands over: a ``LoraChoice``, ``{"name", "weight"}`` or text."""
+        if isinstance(value, LoraChoice):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, dict) and set(value) <= {"name", "weight"} and "name" in value:
+            return cls(**value)
+        raise SettingsError(f"a LoRA is NAME, NAME:WEIGHT or {{name, weight}}, got {value!r:.80}")
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.weight:g}"
+
+
+def _lora_choices(value: Any) -> tuple[LoraChoice, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise SettingsError(f"loras must be a list of LoRAs (NAME or NAME:WEIGHT), got {value!r:.80}")
+    choices = tuple(LoraChoice.of(v) for v in value)
+    if len(choices) > MAX_LORAS:
+        raise SettingsError(f"{len(choices)} LoRAs asked; at most {MAX_LORAS} can be applied to one edit")
+    names = [c.name for c in choices]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(f"LoRA {', '.join(twice)} is asked more than once; give each LoRA once, with its weight")
+    return choices
+
 
 # τ for a model that was never calibrated: the embedded model's calibrated value (h is relative, so it is a
 # reasonable start; docs/benchmarks.md), with a notice to calibrate
@@ -140,12 +207,17 @@ class EditSettings:
     window_frames: int | None = None
     window_overlap: int | None = None  # None: 8, or fewer where windows are too short (geometry.DEFAULT_OVERLAP)
     feather: int = 4
+    # LoRAs applied to the model for this edit, by the names `kvlock loras` lists (a list of LoraChoice, dicts
+    # or "NAME:WEIGHT" texts is accepted and held as a tuple of LoraChoice)
+    loras: tuple[LoraChoice, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", _lora_choices(self.loras))
         _check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data: LoRAs as a list of ``{"name", "weight"}``."""
+        return asdict(self) | {"loras": [asdict(choice) for choice in self.loras]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EditSettings:
@@ -242,6 +314,8 @@ KINDS = {"str": str, "int": int, "float": float, "bool": bool}
 
 def _check_type(name: str, annotation: str, value: Any) -> None:
     """Each field holds its declared kind (an int where a float is asked is fine; a bool is no number)."""
+    if annotation.startswith("tuple["):
+        return  # a collection, normalised and checked item by item when the settings were made
     kind = KINDS[annotation.replace(" | None", "").strip()]
     if value is None and "None" in annotation:
         return

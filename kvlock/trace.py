@@ -56,6 +56,8 @@ class Trace:
     schedule_source: dict[str, str] = field(default_factory=dict)
     # the control regime in one line: how α is set and over which steps, and the guidance (CFG-free or not)
     control: str = ""
+    # every LoRA applied: name, weight, where its files are, rank, experts, its kvlock.json (if it has one)
+    loras: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +90,9 @@ class Trace:
             axes[0].axhline(tau, color="grey", linestyle="--", linewidth=1, label="τ")
         axes[0].legend(fontsize=7)
         axes[-1].set_xlabel("denoising step")
-        fig.suptitle(f"KV-Lock trace — {self.model}" + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
+        applied = ", ".join(f"{lora['name']} ×{lora['weight']:g}" for lora in self.loras)
+        title = f"KV-Lock trace — {self.model}" + (f" + LoRA {applied}" if applied else "")
+        fig.suptitle(title + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)

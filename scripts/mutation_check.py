@@ -274,6 +274,46 @@ MUTANTS = [
         "the lockstep passes keeping every layer's K/V: the memory they exist to save",
         ("tests/engine/test_lockstep_passes.py",),
     ),
+    Mutant(
+        "lora-weight-ignored",
+        "kvlock/execution/loras.py",
+        "self.pipe.set_adapters([n for n, _ in active], [w for _, w in active])",
+        "self.pipe.set_adapters([n for n, _ in active], [1.0 for _ in active])",
+        "every LoRA applied at weight 1 whatever the request's weight",
+        ("tests/engine/test_loras.py", "-k", "exactly_as_diffusers"),
+    ),
+    Mutant(
+        "lora-left-active-without-loras",
+        "kvlock/execution/loras.py",
+        "                self.pipe.disable_lora()",
+        "                pass",
+        "an edit without LoRAs still running the last edit's LoRAs",
+        ("tests/engine/test_loras.py", "-k", "keeps_the_base_model"),
+    ),
+    Mutant(
+        "lora-hotswap-weight-ignored",
+        "kvlock/execution/loras.py",
+        "                tensor.fill_(base * factor)",
+        "                tensor.fill_(base if factor else 0.0)",
+        "a hotswapped LoRA applied at weight 1 whatever the request's weight",
+        ("tests/engine/test_loras.py", "-k", "never_recompile"),
+    ),
+    Mutant(
+        "lora-rank-mismatch-unchecked",
+        "kvlock/loading/lora_fit.py",
+        "        elif down[0] != up[1]:",
+        "        elif False:",
+        "a LoRA whose A and B disagree on the rank accepted, to fail inside diffusers mid-load",
+        ("tests/engine/test_loras.py", "-k", "badrank"),
+    ),
+    Mutant(
+        "lora-size-unchecked",
+        "kvlock/loading/lora_fit.py",
+        "elif len(weight) != 2 or weight != (target.features_out, target.features_in):",
+        "elif len(weight) != 2:",
+        "a LoRA made for a model of another width accepted",
+        ("tests/engine/test_loras.py", "-k", "wide"),
+    ),
 ]
 
 

@@ -38,7 +38,10 @@ import torch
 
 from ..execution.acceleration import Acceleration, attention_backend_for
 from ..loading.load import LoadedModel, load_model, resolve_device
+from ..loading.lora_catalog import LoraCatalog
+from ..loading.lora_check import ResolvedLora, loaded_shapes, resolve_loras
 from ..lock.noise import NoiseField
+from ..settings import LoraChoice
 from ..trace import Trace
 from .composer import Composer
 from .geometry import first_slot
@@ -51,8 +54,13 @@ from .window import EditRun, PreviewWanted, ProgressCallback, edit_window, windo
 class Editor:
     """A loaded model plus KV-Lock's processors, ready to edit any number of clips, one at a time."""
 
-    def __init__(self, model: LoadedModel, acceleration: Acceleration | None = None) -> None:
-        self.runtime = Runtime(model, acceleration)
+    def __init__(
+        self, model: LoadedModel, acceleration: Acceleration | None = None, loras: LoraCatalog | None = None
+    ) -> None:
+        folder = str(model.folder) if model.folder is not None else None
+        self.lora_catalog = loras if loras is not None else LoraCatalog(model_folder=folder)
+        offered = any(entry.ok for entry in self.lora_catalog.entries())
+        self.runtime = Runtime(model, acceleration, offered)
 
     @classmethod
     def from_pretrained(
@@ -61,11 +69,21 @@ class Editor:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = torch.float32,
         acceleration: Acceleration | None = None,
+        loras: LoraCatalog | None = None,
     ) -> Editor:
+        """``loras`` says where LoRAs are found (default: the configured LoRA folders and the model's ``loras/``)."""
         acceleration = (acceleration or Acceleration()).validated()
         dev, _ = resolve_device(device, dtype)
         attention_backend_for(acceleration.attention, dev)  # refuse before spending time on loading
-        return cls(load_model(source, device, dtype), acceleration)
+        return cls(load_model(source, device, dtype), acceleration, loras)
+
+    def find_loras(self, choices: tuple[LoraChoice, ...]) -> tuple[ResolvedLora, ...]:
+        """``choices`` found among the offered LoRAs and checked against this model's transformers."""
+        if not choices:
+            return ()
+        m = self.runtime.model
+        experts = [module for _, module in m.family.transformers(m.pipe)]
+        return resolve_loras(choices, self.lora_catalog, type(m.pipe), loaded_shapes(experts))
 
     # what callers read of the runtime
     @property
@@ -91,7 +109,7 @@ class Editor:
         preview where ``previews(step, total)`` says so; a set ``cancel`` stops the edit between steps."""
         began = time.perf_counter()
         rt = self.runtime
-        job = resolve_job(rt.model, request)
+        job = resolve_job(rt.model, request, self.find_loras(request.settings.loras))
         trace = Trace(
             model=rt.model.name,
             settings=job.settings.to_dict(),
@@ -99,10 +117,13 @@ class Editor:
             tau_source=job.tau_source,
             schedule_source=job.schedule_source,
             control=job.control,
+            loras=[lora.describe() for lora in job.loras],
         )
         trace.execution = dict(rt.execution)
         swaps = rt.residency.swaps
         rt.stage_seconds = trace.stage_seconds
+        with rt.stage("loras"):
+            trace.execution["lora_switch"] = rt.loras.activate(job.loras).describe()
         with rt.stage("prompts"), rt.residency.hold("text_encoder"):
             prompts = rt.encode_prompts(request.prompt, job.settings)
         c = rt.model.compression

@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import SettingsError
 from ..families.base import ModelDefaults
 from ..loading.load import LoadedModel
+from ..loading.lora_check import ResolvedLora
+from ..loading.lora_schedule import with_lora_schedules
 from ..media.colour import PixelEncoding
 from ..sampling.loop import start_index
 from ..settings import DEFAULT_TAU, IGNORED_BY, SCHEDULE_DEFAULTS, EditSettings, resolve_schedule
@@ -41,6 +43,7 @@ class EditJob:
     schedule_source: dict[str, str]
     sigmas: tuple[float, ...] | None = None  # a step-distilled model's noise levels (Euler steps over them)
     control: str = ""  # the control regime in one line, for the trace: guidance, W and κ, measured steps
+    loras: tuple[ResolvedLora, ...] = ()
 
 
 def largest_valid(n: int, valid: Callable[[int], int]) -> int:
@@ -126,7 +129,7 @@ def steps_for(
             f"{model_name} is step-distilled for {count} steps at the noise levels its kvlock.json lists; "
             f"leave steps unset or set {count} (asked: {settings.steps})"
         )
-    return count, defaults.sigmas
+    return count, tuple(float(v) for v in defaults.sigmas)
 
 
 def describe_control(settings: EditSettings, steps: int, omega0: tuple[float, ...]) -> str:
@@ -149,9 +152,11 @@ def describe_control(settings: EditSettings, steps: int, omega0: tuple[float, ..
     return f"{lock}; {guidance}"
 
 
-def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
-    """Judge the request and resolve it for ``model``; raise the engine's typed error naming what to fix."""
-    d, family, c = model.defaults, model.family, model.compression
+def resolve_job(model: LoadedModel, request: EditRequest, loras: tuple[ResolvedLora, ...] = ()) -> EditJob:
+    """Judge the request and resolve it for ``model`` with ``loras`` (found and checked already); raise the
+    engine's typed error naming what to fix. What the LoRAs' own kvlock.json set lies over the model's defaults."""
+    family, c = model.family, model.compression
+    d = with_lora_schedules(model.defaults, {r.choice.name: r.schedule for r in loras if r.schedule is not None})
     steps, sigmas = steps_for(request.settings, d, family.flow_matching, model.name)
     settings, schedule_source, schedule_warnings = resolve_schedule_for(request.settings, d, model.name, steps)
     encoding = request.pixel_encoding()
@@ -187,4 +192,5 @@ def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
         warnings=tuple(warnings),
         tau_source=tau_source,
         schedule_source=schedule_source,
+        loras=loras,
     )

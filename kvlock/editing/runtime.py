@@ -26,6 +26,7 @@ from ..execution.acceleration import (
     memory_budget,
     use_compile_cache,
 )
+from ..execution.loras import LoraState, resolve_mode
 from ..execution.residency import Residency
 from ..execution.sequence_parallel import SequenceGroup, join_sequence_parallel
 from ..loading.load import LoadedModel
@@ -63,7 +64,10 @@ def memory_mode(model: LoadedModel, acc: Acceleration) -> tuple[str, str]:
 class Runtime:
     """``model`` with KV-Lock's processors, on its device as ``acceleration`` asks."""
 
-    def __init__(self, model: LoadedModel, acceleration: Acceleration | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel, acceleration: Acceleration | None = None, loras_offered: bool = False
+    ) -> None:
+        """``loras_offered``: whether any LoRA could be asked for (``auto`` then makes hotswap slots when compiled)."""
         self.model = model
         self.acceleration = acc = (acceleration or Acceleration()).validated()
         self.bank = KVBank()
@@ -81,6 +85,16 @@ class Runtime:
             join_sequence_parallel(pipe, family, acc.parallel, device) if acc.parallel else None
         )
         compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
+        # LoRAs switch between edits without touching the base weights; hotswap slots exist before compilation
+        self.loras = LoraState(
+            pipe,
+            [module for _, module in family.transformers(pipe)],
+            resolve_mode(acc.lora_mode, compiled is not None, loras_offered),
+            acc.lora_rank,
+            acc.lora_slots,
+        )
+        if self.loras.mode == "hotswap":
+            self.loras.prepare_hotswap()
         cache = "off"
         if compiled:
             import torch._dynamo
@@ -101,6 +115,7 @@ class Runtime:
             "memory_reason": reason,
             "experts": len(experts),
             "parallel": self.group.describe() if self.group is not None else "off",
+            "loras": self.loras.mode,
         }
 
     @contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import SettingsError
+from ..settings import MAX_LORAS
 
 MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
 ATTENTION_CHOICES = {
@@ -28,6 +29,7 @@ ATTENTION_CHOICES = {
     "math": "_native_math",
 }
 VAE_TILING = ("auto", "on", "off")
+LORA_MODES = ("auto", "unfused", "fused", "hotswap")  # kvlock.execution.loras
 # sequence parallelism over a process group (kvlock.execution.sequence_parallel), and the attention choices each layout
 # runs with: diffusers' native backend has no log-sum-exp, which the ring needs
 PARALLEL_LAYOUTS = {"ulysses": ("auto", "native", "cudnn", "flash"), "ring": ("cudnn", "flash")}
@@ -53,6 +55,9 @@ class Acceleration:
     ``torch.distributed`` process group, one device per rank (``kvlock.execution.sequence_parallel``).
     ``compile_cache`` is a folder that keeps compiled kernels, graphs and the shapes seen to be dynamic
     across processes (``use_compile_cache``), so a restarted server does not compile again.
+    ``lora_mode`` is how LoRAs are applied and switched between edits (``kvlock.execution.loras``: auto, unfused,
+    fused, hotswap); under hotswap ``lora_rank`` is the highest rank a LoRA may have and ``lora_slots`` how
+    many LoRAs one edit may apply.
     """
 
     attention: str = "auto"
@@ -63,8 +68,17 @@ class Acceleration:
     vae_tiling: str = "auto"
     parallel: str | None = None
     compile_cache: str | None = None
+    lora_mode: str = "auto"
+    lora_rank: int = 64
+    lora_slots: int = 1
 
     def validated(self) -> Acceleration:
+        if self.lora_mode not in LORA_MODES:
+            raise SettingsError(f"lora_mode must be one of {LORA_MODES}, got {self.lora_mode!r}")
+        if not (isinstance(self.lora_rank, int) and 1 <= self.lora_rank <= 1024):
+            raise SettingsError(f"lora_rank must be a whole number in [1, 1024], got {self.lora_rank!r}")
+        if not (isinstance(self.lora_slots, int) and 1 <= self.lora_slots <= MAX_LORAS):
+            raise SettingsError(f"lora_slots must be a whole number in [1, {MAX_LORAS}], got {self.lora_slots!r}")
         if self.attention not in ATTENTION_CHOICES:
             raise SettingsError(f"attention must be one of {sorted(ATTENTION_CHOICES)}, got {self.attention!r}")
         if self.memory not in MEMORY_MODES:

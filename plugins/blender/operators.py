@@ -11,6 +11,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
+from kvlock.settings import MAX_LORAS
 from kvlock_bridge import AuthenticationError, BridgeError, Client, Params, ServerUnavailableError
 from kvlock_bridge.background import unused_output
 from kvlock_bridge.client import read_token
@@ -64,6 +65,11 @@ def connect(context: Any) -> Client:
         raise UserError(str(exc)) from None
     offered = [(m.name, m.name, f"{m.family} · {m.status or m.location}") for m in models if m.loadable]
     settings.MODELS_CACHE[:] = offered or settings.MODELS_CACHE
+    try:
+        loras = [(x.name, x.name, f"{x.family} · {x.base} · rank {x.rank}") for x in client.list_loras() if x.loadable]
+    except BridgeError:  # a server without ListLoras offers none
+        loras = []
+    settings.LORAS_CACHE[:] = loras or [(settings.NO_LORA, "(none offered)", "the server lists no LoRA")]
     return client
 
 
@@ -178,6 +184,34 @@ class SEQUENCER_OT_kvlock_refresh(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         props.connection = f"connected: {len(settings.MODELS_CACHE)} model(s)"
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_kvlock_lora_add(bpy.types.Operator):
+    bl_idname = "sequencer.kvlock_lora_add"
+    bl_label = "Add LoRA"
+    bl_description = "Apply one more LoRA the server offers (Check Server lists them)"
+
+    def execute(self, context: Any) -> set[str]:
+        props = sequencer_scene(context).kvlock
+        if len(props.loras) >= MAX_LORAS:
+            self.report({"ERROR"}, f"at most {MAX_LORAS} LoRAs apply to one edit")
+            return {"CANCELLED"}
+        props.loras.add()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_kvlock_lora_remove(bpy.types.Operator):
+    bl_idname = "sequencer.kvlock_lora_remove"
+    bl_label = "Remove LoRA"
+    bl_description = "Stop applying this LoRA"
+
+    index: IntProperty(default=0, min=0)
+
+    def execute(self, context: Any) -> set[str]:
+        props = sequencer_scene(context).kvlock
+        if self.index < len(props.loras):
+            props.loras.remove(self.index)
         return {"FINISHED"}
 
 
@@ -374,6 +408,8 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
 
 CLASSES = (
     SEQUENCER_OT_kvlock_refresh,
+    SEQUENCER_OT_kvlock_lora_add,
+    SEQUENCER_OT_kvlock_lora_remove,
     SEQUENCER_OT_kvlock_render,
     SEQUENCER_OT_kvlock_cancel,
     SEQUENCER_OT_kvlock_place_result,

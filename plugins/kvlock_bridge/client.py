@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from kvlock.progress import StepProgress
-from kvlock.settings import EditSettings
+from kvlock.settings import EditSettings, LoraChoice
 from kvlock_wire import CHUNK_BYTES, DEFAULT_ADDRESS, MAX_MESSAGE_BYTES, default_token_file
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -90,9 +90,18 @@ def read_token(token: str | None = None, token_file: str | os.PathLike | None = 
     return path.read_text().strip() if path.is_file() else None
 
 
+def settings_message(chosen: EditSettings | dict[str, Any]) -> pb.Settings:
+    """The wire's Settings for an ``EditSettings`` or a host's dict of the fields it sets; LoRAs as
+    ``LoraChoice``, ``{"name", "weight"}`` or ``"NAME:WEIGHT"`` (checked here, so a typo fails before the upload)."""
+    values = dict(chosen.to_dict() if isinstance(chosen, EditSettings) else chosen)
+    loras = [LoraChoice.of(item) for item in values.pop("loras", None) or ()]
+    settings = pb.Settings(**{k: v for k, v in values.items() if v is not None})
+    settings.loras.extend(pb.LoraChoice(name=c.name, weight=c.weight) for c in loras)
+    return settings
+
+
 def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params: Params) -> pb.EditHeader:
-    chosen = params.settings.to_dict() if isinstance(params.settings, EditSettings) else params.settings
-    settings = pb.Settings(**{k: v for k, v in chosen.items() if v is not None})
+    settings = settings_message(params.settings)
     options = pb.MatteOptions(**{k: v for k, v in params.matte_options.items() if v is not None})
     header = pb.EditHeader(
         job_id=job_id,
@@ -180,6 +189,10 @@ class Client:
 
     def list_models(self) -> list[pb.Model]:
         return list(self._call(self.stub.ListModels, pb.ListModelsRequest()).models)
+
+    def list_loras(self, model: str = "") -> list[pb.Lora]:
+        """The LoRAs the server offers; with ``model``, each one's ``loadable`` says whether it fits that model."""
+        return list(self._call(self.stub.ListLoras, pb.ListLorasRequest(model=model)).loras)
 
     def submit(
         self,

@@ -111,6 +111,7 @@ class Controller:
         self.address, self.token, self.token_file = address, token, token_file
         self.product = guarded("reading the product", lambda: host.product(resolve))
         self.models: list[str] = []
+        self.loras: list[str] = []  # the LoRAs the server offers, shown after a check
         self.job: Job | None = None
 
     def connect(self) -> tuple[Client, list[str]]:
@@ -129,6 +130,10 @@ class Controller:
             client.close()
             raise host.HostError(str(exc)) from None
         self.models = models
+        try:
+            self.loras = [lora.name for lora in client.list_loras() if lora.loadable]
+        except BridgeError:  # an older server without ListLoras: no LoRAs offered
+            self.loras = []
         return client, models
 
     def server_status(self) -> str:
@@ -137,7 +142,8 @@ class Controller:
         except host.HostError as exc:
             return str(exc)
         client.close()
-        return f"connected to {self.address}: {', '.join(models) or 'no models'}"
+        loras = f"; LoRAs: {', '.join(self.loras)}" if self.loras else ""
+        return f"connected to {self.address}: {', '.join(models) or 'no models'}{loras}"
 
     def _matte(self, form: Form, project: Any, timeline: Any, shot: host.Shot) -> FileClip:
         if form.matte == "above":

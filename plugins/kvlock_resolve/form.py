@@ -12,6 +12,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kvlock.errors import SettingsError
+from kvlock.settings import EditSettings
+
 MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
           ("file", "Matte file"))  # fmt: skip
 LOCKS = (("model", "The model's schedule (its calibration)"),
@@ -73,7 +76,18 @@ SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
 SETTINGS = ("negative_prompt", "source_prompt", "seed")
 LOCK_SETTINGS = ("kappa", "b", "alpha_early")  # sent only with the custom lock
 TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
-         ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
+         ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"), ("loras", "Loras"))  # fmt: skip
+LORAS_HINT = "NAME or NAME:WEIGHT, comma-separated (Check server lists them)"
+
+
+def parse_loras(text: str) -> tuple[str, ...]:
+    """The LoRAs field (``style:0.8, product``) as the engine's ``NAME:WEIGHT`` texts, checked as settings are."""
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    try:
+        EditSettings(loras=items)
+    except SettingsError as exc:
+        raise FormError(f"LoRAs: {exc}") from None
+    return items
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ class Form:
     matte_file: str = ""
     output_dir: str = ""
     model: str = ""  # empty: the server's first loadable model
+    loras: str = ""  # "NAME[:WEIGHT], …" as the server lists them
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Form:
@@ -113,6 +128,8 @@ class Form:
                 if not isinstance(values[attr], str) or len(values[attr]) > 4096:
                     raise FormError(f"{attr.replace('_', ' ')} must be text of at most 4096 characters")
                 out[attr] = values[attr].strip() if attr != "prompt" else values[attr]
+        if "loras" in out:
+            parse_loras(out["loras"])
         if "matte" in values:
             if values["matte"] not in {key for key, _ in MATTES}:
                 raise FormError(f"matte must be one of {', '.join(key for key, _ in MATTES)}")
@@ -126,7 +143,9 @@ class Form:
     def settings(self) -> dict[str, Any]:
         """The engine's EditSettings fields this form sets; 0 strength, steps, guidance or τ leaves the model's
         own, and the model's lock sends no lock setting at all, so the schedule calibrated for the model applies."""
-        out = {name: getattr(self, name) for name in SETTINGS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS}
+        if self.loras:
+            out["loras"] = list(parse_loras(self.loras))
         zero_means_model = ("strength", "steps", "guidance")
         if self.lock == "custom":
             out.update({name: getattr(self, name) for name in LOCK_SETTINGS})

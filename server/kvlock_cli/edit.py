@@ -20,6 +20,8 @@ import numpy as np
 
 from kvlock import Editor, EditRequest, EditResult, InvalidRequest, OutputExistsError
 from kvlock.loading.catalog import find_model
+from kvlock.loading.lora_catalog import LoraCatalog
+from kvlock.loading.lora_check import check_loras_for_model
 from kvlock.media.atomic import atomic_path, check_writable
 from kvlock.media.colour import DEFAULT_CEILING, encoding_for
 from kvlock.media.decode import MediaInfo, probe, read_frames
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("media")
     io.add_argument("--model", default="tiny", help="'tiny', a diffusers folder, or a configured model's name")
     io.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
+    io.add_argument("--lora-dir", action="append", default=[], help="extra folder of LoRAs (repeatable)")
     io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
     io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
     io.add_argument("--prompt", required=True, help="what the masked subject should become")
@@ -230,7 +233,9 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter.message(f"warning: {warning}")
 
     model = find_model(args.model, args.model_dir, allow_paths=True)
-    editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration)
+    catalog = LoraCatalog(tuple(args.lora_dir), tuple(args.model_dir), model if Path(model).is_dir() else None)
+    check_loras_for_model(model, settings.loras, catalog)  # a LoRA that cannot apply is refused before loading
+    editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration, catalog)
     out = outputs.video
     reporter.event("started", model=editor.name, frames=[start, end], output=str(out), execution=editor.execution)
     if editor.execution["device"] != "cpu":

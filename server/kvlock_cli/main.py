@@ -2,6 +2,7 @@
 
     kvlock edit     edit a clip range locally (engine in this process)
     kvlock models   list the models this machine can load (``kvlock models add PATH`` records a folder)
+    kvlock loras    list the LoRAs this machine offers (``kvlock loras add DIR`` records a folder)
     kvlock calibrate  fit a model's τ from calibration edits and store it beside the model
     kvlock serve    run the gRPC server
     kvlock submit   send a job to a server (``--wait --out`` follows it and fetches the result)
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import calibrate, client, edit, models, serve
+from . import calibrate, client, edit, loras, models, serve
 from .exit_codes import exit_code_for
 from .progress import Reporter
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     edit.add_arguments(commands.add_parser("edit", help="edit a clip range with a matte and a prompt"))
     models.add_arguments(commands.add_parser("models", help="list the models this machine can load"))
+    loras.add_arguments(commands.add_parser("loras", help="list the LoRAs this machine offers"))
     calibrate.add_arguments(commands.add_parser("calibrate", help="fit a model's τ and store it beside it"))
     serve.add_arguments(commands.add_parser("serve", help="run the gRPC server"))
     client.add_submit(commands.add_parser("submit", help="send an edit to a server"))
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             return models.run_models(args)
+        if args.command == "loras":
+            return loras.run_loras(args)
         if args.command == "serve":
             return serve.run_serve(args)
         return COMMANDS[args.command](args, reporter)

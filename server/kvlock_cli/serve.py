@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unix", help="listen on this Unix socket instead of TCP")
     parser.add_argument("--state-dir", type=Path, default=None, help=f"store and token (default {default_state_dir()})")
     parser.add_argument("--model-dir", action="append", default=[], help="folder of models (repeatable)")
+    parser.add_argument("--lora-dir", action="append", default=[], help="folder of LoRAs (repeatable)")
     parser.add_argument("--media-root", action="append", default=[], help="folder clients may name files in")
     parser.add_argument("--preload", action="append", default=[], help="load this model at start (repeatable)")
     parser.add_argument("--device", default="cpu")
@@ -107,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
         unix_socket=args.unix,
         state_dir=args.state_dir or default_state_dir(),
         model_dirs=args.model_dir,
+        lora_dirs=args.lora_dir,
         media_roots=args.media_root,
         device=args.device,
         dtype=args.dtype,

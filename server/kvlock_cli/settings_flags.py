@@ -26,7 +26,11 @@ SETTING_HELP = {
     "feather": "outward feather of the composite, in pixels",
     "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
     "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
+    "loras": "apply a LoRA `kvlock loras` lists, as NAME or NAME:WEIGHT (weight 1 by default; repeatable)",
 }
+# settings that hold several items take one flag per item, named for one item; the text is judged with the
+# rest of the settings (EditSettings reads "NAME:WEIGHT"), so a bad one fails like any bad setting
+REPEATED = {"loras": "--lora"}
 
 
 def _setting_type(annotation: str) -> Any:
@@ -37,6 +41,9 @@ def _setting_type(annotation: str) -> Any:
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("KV-Lock settings")
     for f in fields(EditSettings):
+        if f.name in REPEATED:
+            group.add_argument(REPEATED[f.name], dest=f.name, action="append", default=None, help=SETTING_HELP[f.name])
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = _setting_type(str(f.type))
         if kind is bool:

@@ -584,3 +584,27 @@ def test_bad_token_no_active_strip_short_and_nested_mattes_are_explained(tmp_pat
         report = drive("5.0", "render", tmp_path / str(n), server, cfg, **extra)
         assert report["operator"] == ["CANCELLED"] and expected in report["status"], report["status"]
         assert "Traceback" not in report.get("reported", "")
+
+
+def test_the_panels_lora_rows_go_out_with_the_render(tmp_path, tmp_path_factory, media):
+    """Check Server lists the server's LoRAs in the rows' menu; a row's LoRA and weight reach the job, whose
+    trace beside the result names them."""
+    import json
+
+    from kvlock.loading.load import load_model
+
+    from ..support.loras import save_lora
+
+    loras = tmp_path_factory.mktemp("blender-loras")
+    save_lora(load_model("tiny").pipe.transformer, loras, "tiny-style", rank=4, seed=1)
+    app = start(tmp_path_factory.mktemp("blender-lora-server"), preload=["tiny"], lora_dirs=[str(loras)])
+    try:
+        report = drive("5.2", "loras", tmp_path, app, composition(media), loras=[["tiny-style", 0.5]])
+    finally:
+        app.stop(grace=0)
+    assert report["refresh"] == ["FINISHED"] and report["offered"] == ["tiny-style"]
+    assert report["rows"] == [["tiny-style", 0.5]]
+    assert report["sent"] == [{"name": "tiny-style", "weight": 0.5}]
+    assert report["status"].startswith("Done"), report["status"]
+    trace = json.loads((report["out"] / "shot.kvlock.trace.json").read_text())
+    assert [(x["name"], x["weight"]) for x in trace["loras"]] == [("tiny-style", 0.5)]

@@ -650,3 +650,41 @@ def test_form_fields_take_the_engines_whole_range():
         24000, 1001
     )
     assert host.parse_rate("59.94 DF")[1] and not host.parse_rate("29.97")[1] and host.parse_rate("25") == (25, False)
+
+
+def test_the_loras_field_sends_each_lora_with_its_weight_and_refuses_a_bad_one():
+    form = Form.from_values({"loras": " style:0.8, product ,"})
+    assert form.settings()["loras"] == ["style:0.8", "product"]
+    assert "loras" not in Form.from_values({"loras": "  "}).settings()
+    for text, words in (
+        ("style:heavy", "NAME:WEIGHT"),
+        ("a/b", "LoRA name"),
+        ("x:12", r"\[-10, 10\]"),
+        ("a, a", "more than once"),
+    ):
+        with pytest.raises(FormError, match=f"LoRAs: .*{words}"):
+            Form.from_values({"loras": text})
+
+
+def test_dialog_renders_with_a_lora_the_server_lists(tmp_path, tmp_path_factory, media):
+    """Check server shows the LoRAs the server offers; the LoRAs field goes out as Settings.loras and the
+    job's trace names the LoRA and its weight."""
+    from kvlock.loading.load import load_model
+
+    from ..support.loras import save_lora
+
+    loras = tmp_path_factory.mktemp("resolve-loras")
+    save_lora(load_model("tiny").pipe.transformer, loras, "tiny-style", rank=4, seed=1)
+    server = start(tmp_path_factory.mktemp("resolve-lora-server"), preload=["tiny"], lora_dirs=[str(loras)])
+    try:
+        resolve = make_resolve(media, "21", studio=True)  # Studio: the dialog (Free 19.1+ opens the page)
+        items, _ = run_dialog(resolve, server, {("Loras", "Text"): "tiny-style:0.5"}, tmp_path)
+        checked = Controller(resolve, server.address, server.token).server_status()  # what Check server shows
+        assert checked.endswith("LoRAs: tiny-style"), checked
+        assert items["Status"].Text.startswith("Done"), items["Status"].Text
+        record = max(server.store.list(limit=10), key=lambda r: r.created)
+        assert last_settings(server)["loras"] == [{"name": "tiny-style", "weight": 0.5}]
+        trace = json.loads((server.store.folder(record.job_id) / "trace.json").read_text())
+        assert [(x["name"], x["weight"]) for x in trace["loras"]] == [("tiny-style", 0.5)]
+    finally:
+        server.stop(grace=0)

@@ -433,7 +433,24 @@ def scenario_agrees(scene, job_module, cfg: dict, report: dict) -> None:
     report["geometry"] = placements
 
 
+def scenario_loras(scene, job_module, cfg: dict, report: dict) -> None:
+    """Check Server fills the LoRA menu from ListLoras; the panel's rows (added, set, one removed again) go out
+    with the render."""
+    report["refresh"] = sorted(bpy.ops.sequencer.kvlock_refresh())
+    report["offered"] = [item[0] for item in sys.modules[f"{MODULE}.settings"].LORAS_CACHE]
+    props = scene.kvlock
+    for name, weight in cfg["loras"]:
+        bpy.ops.sequencer.kvlock_lora_add()
+        props.loras[-1].lora, props.loras[-1].weight = name, weight
+    bpy.ops.sequencer.kvlock_lora_add()
+    bpy.ops.sequencer.kvlock_lora_remove(index=len(props.loras) - 1)
+    report["rows"] = [[row.lora, row.weight] for row in props.loras]
+    report["sent"] = props.edit_settings().get("loras")
+    run_job(scene, job_module, report)
+
+
 SCENARIOS = {
+    "loras": scenario_loras,
     "render": scenario_render,
     "cancel": scenario_cancel,
     "occupied": scenario_occupied,

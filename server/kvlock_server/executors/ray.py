@@ -102,6 +102,7 @@ class RayExecutor:
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
         roots: MediaRoots | None = None,
+        lora_dirs: Iterable[str] = (),
     ) -> None:
         import ray
 
@@ -141,6 +142,7 @@ class RayExecutor:
                 self.store_id,
                 options.keep_models,
                 0 if gpu else max(1, int(options.cpus_per_worker)),
+                tuple(lora_dirs),
             )
 
         self.capacity = count

@@ -62,6 +62,7 @@ class EditWorker:
         store_id: str,
         keep_models: int = 1,
         threads: int = 0,
+        lora_dirs: tuple[str, ...] = (),
     ) -> None:
         if threads and device == "cpu":
             import torch
@@ -69,7 +70,8 @@ class EditWorker:
             torch.set_num_threads(threads)
         self.name, self.device = name, device
         self.store_path, self.store_id = store_path, store_id
-        self.editors = EditorCache(partial(_load, model_dirs, device, dtype, acceleration), max(1, keep_models))
+        loras = (tuple(lora_dirs), tuple(model_dirs))
+        self.editors = EditorCache(partial(_load, model_dirs, device, dtype, acceleration, loras), max(1, keep_models))
         self._jobs: dict[str, _Job] = {}
         self._busy = threading.Lock()
 
@@ -158,9 +160,18 @@ class EditWorker:
         events.put(final)
 
 
-def _load(model_dirs: list[str], device: str, dtype: str, acceleration: Acceleration | None, model: str) -> Any:
+def _load(
+    model_dirs: list[str],
+    device: str,
+    dtype: str,
+    acceleration: Acceleration | None,
+    loras: tuple[tuple[str, ...], tuple[str, ...]],
+    model: str,
+) -> Any:
     """An editor for ``model``, named as the server lists it (``key`` is the server's resolved path, so the
     server's routing and this worker agree on what is loaded even where the folder is mounted elsewhere)."""
     from kvlock import Editor
+    from kvlock.loading.lora_catalog import LoraCatalog
 
-    return Editor.from_pretrained(find_model(model, model_dirs), device, dtype, acceleration)
+    catalog = LoraCatalog(*loras)  # this worker's own view of the server's LoRA folders
+    return Editor.from_pretrained(find_model(model, model_dirs), device, dtype, acceleration, catalog)

@@ -16,8 +16,11 @@ from typing import BinaryIO
 
 import grpc
 
-from kvlock.errors import InvalidRequest
+from kvlock.errors import InvalidRequest, KVLockError
 from kvlock.loading.catalog import list_models
+from kvlock.loading.lora_catalog import LoraCatalog
+from kvlock.loading.lora_check import check_loras_for_model
+from kvlock.settings import LoraChoice
 from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -33,7 +36,7 @@ from .admission import Admission, CallTimeoutError
 from .status_codes import ClientGone, JobNotReadyError, ServerStoppingError, rpc
 from .upload import StagedUpload, TrackReceiver
 from .watch_feed import ChangeFeed
-from .wire import STATES, STATES_BACK, Limits, job_info, spec_from_header, update_message
+from .wire import STATES, STATES_BACK, Limits, job_info, lora_message, spec_from_header, update_message
 
 Context = grpc.aio.ServicerContext
 HEARTBEAT = 30.0  # a watcher re-reads its job at least this often, whatever it was told
@@ -52,8 +55,10 @@ class EditorServicer(pb_grpc.EditorServicer):
         model_dirs: list[str],
         admission: Admission,
         feed: ChangeFeed,
+        loras: LoraCatalog | None = None,
     ) -> None:
         self.store, self.runner, self.executor = store, runner, executor
+        self.loras = loras if loras is not None else LoraCatalog((), tuple(model_dirs))
         self.roots, self.limits, self.model_dirs = roots, limits, model_dirs
         self.admission, self.feed = admission, feed
         self._updates: dict[tuple[str, bool], tuple[LiveStatus, pb.JobUpdate]] = {}
@@ -92,6 +97,29 @@ class EditorServicer(pb_grpc.EditorServicer):
             for e in list_models(self.model_dirs)
         ]
         return pb.ListModelsResponse(models=models)
+
+    @rpc
+    async def ListLoras(self, request: pb.ListLorasRequest, context: Context) -> pb.ListLorasResponse:
+        model = request.model[: self.limits.max_model_name]
+        with self.admission.calls.enter():
+            return await self.admission.call("ListLoras", self._loras, model)
+
+    def _loras(self, model: str) -> pb.ListLorasResponse:
+        location = self.executor.resolve(model) if model else None  # an unknown model: NOT_FOUND, as elsewhere
+        listed = []
+        for entry in self.loras.entries():
+            status, loadable = entry.status, entry.ok
+            if location is not None and loadable:
+                try:
+                    check_loras_for_model(location, (LoraChoice(entry.name),), self.loras)
+                    status = f"ok, fits {model}"
+                except KVLockError as error:
+                    status, loadable = f"does not fit {model}: {error}", False
+            listed.append(lora_message(entry, status, loadable))
+        return pb.ListLorasResponse(loras=listed)
+
+    def _check_loras(self, location: str, choices: tuple[LoraChoice, ...]) -> None:
+        check_loras_for_model(location, choices, self.loras)
 
     @rpc
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
@@ -142,7 +170,13 @@ class EditorServicer(pb_grpc.EditorServicer):
             raise InvalidRequest("the first message of a submission must be its header")
         run = self.admission.run
         spec = await run(
-            spec_from_header, first.header, self.roots, self.limits, self.executor.resolve, self.store.incoming_dir
+            spec_from_header,
+            first.header,
+            self.roots,
+            self.limits,
+            self.executor.resolve,
+            self.store.incoming_dir,
+            self._check_loras,
         )
         try:
             record = await run(self.store.get, spec.job_id)

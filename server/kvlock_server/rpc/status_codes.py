@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from kvlock.errors import InvalidRequest, MediaNotFoundError, ModelLoadError, UnreadableMediaError
+from kvlock.errors import InvalidRequest, LoraUnusableError, MediaNotFoundError, ModelLoadError, UnreadableMediaError
 
 from ..jobs.media import ResultsMissingError
 from ..jobs.media_roots import TooManyFilesError
@@ -45,6 +45,7 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ServerBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TooManyFilesError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CallTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (LoraUnusableError, grpc.StatusCode.FAILED_PRECONDITION),  # the server's LoRA file, not the request, must change
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (UnreadableMediaError, grpc.StatusCode.INVALID_ARGUMENT),
     (JobNotReadyError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from kvlock.editing.validation import check_prompt
 from kvlock.errors import InvalidRequest
+from kvlock.loading.lora_catalog import LoraEntry
 from kvlock.media.decode import probe
 from kvlock.media.matte import CHANNELS, MatteOptions
 from kvlock.media.timecode import parse_timecode
-from kvlock.settings import MAX_TEXT, EditSettings
+from kvlock.settings import MAX_LORAS, MAX_TEXT, EditSettings, LoraChoice
 from kvlock_wire import editor_pb2 as pb
 
 from ..jobs.media_roots import MediaRoots
@@ -104,9 +105,46 @@ def _matte_options(options: pb.MatteOptions, limits: Limits) -> MatteOptions:
     return MatteOptions(channel, threshold, options.invert, options.dilate, options.resize)
 
 
+REPEATED_SETTINGS = ("loras",)  # message fields without presence: empty means none
+
+
 def settings_from_message(message: pb.Settings) -> EditSettings:
     """The settings a header sets (the rest left to the model), checked as every ``EditSettings`` is."""
-    return EditSettings(**{f.name: getattr(message, f.name) for f in fields(EditSettings) if message.HasField(f.name)})
+    given = {
+        f.name: getattr(message, f.name)
+        for f in fields(EditSettings)
+        if f.name not in REPEATED_SETTINGS and message.HasField(f.name)
+    }
+    if len(message.loras) > MAX_LORAS:  # before the items are read: a million of them is refused cheaply
+        raise InvalidRequest(f"settings.loras has {len(message.loras)} entries; at most {MAX_LORAS} are accepted")
+    loras = tuple(
+        LoraChoice(_text(lora.name, "settings.loras.name", 128), lora.weight if lora.HasField("weight") else 1.0)
+        for lora in message.loras
+    )
+    return EditSettings(**given, loras=loras)
+
+
+def lora_choices_message(loras: tuple[LoraChoice, ...]) -> list[pb.LoraChoice]:
+    return [pb.LoraChoice(name=c.name, weight=c.weight) for c in loras]
+
+
+def lora_message(entry: LoraEntry, status: str, loadable: bool) -> pb.Lora:
+    """One listed LoRA; ``status`` and ``loadable`` may say whether it fits the model a client asked about."""
+    optional = {"steps": entry.steps} if entry.steps is not None else {}
+    if entry.guidance is not None:
+        optional["guidance"] = entry.guidance
+    return pb.Lora(
+        name=entry.name,
+        family=entry.family,
+        base=entry.base,
+        rank=entry.rank,
+        size=entry.size,
+        experts=entry.experts,
+        loadable=loadable,
+        status=status,
+        model=entry.model,
+        **optional,
+    )
 
 
 def _inline(clip: pb.InlineClip, name: str, file_name: str, limits: Limits, allowed: set[int]) -> ClipSpec:
@@ -151,8 +189,9 @@ def spec_from_header(
     header: pb.EditHeader,
     roots: MediaRoots,
     limits: Limits,
-    known_model: Callable[[str], object],
+    known_model: Callable[[str], str],
     scratch: Path | None = None,
+    check_loras: Callable[[str, tuple[LoraChoice, ...]], object] | None = None,
 ) -> JobSpec:
     """Check everything the header alone can tell; raise a typed error naming what to fix.
 
@@ -168,7 +207,9 @@ def spec_from_header(
     if header.output.codec not in CODECS:
         names = ", ".join(pb.Codec.Name(c) for c in CODECS if c)
         raise InvalidRequest(f"output.codec {header.output.codec} is not a codec this server writes; use {names}")
-    known_model(model)
+    location = known_model(model)
+    if check_loras is not None:
+        check_loras(location, settings.loras)  # names listed, files LoRAs that fit the model: before any upload
     which_source, which_matte = header.WhichOneof("source"), header.WhichOneof("matte")
     if which_source is None or which_matte is None:
         raise InvalidRequest("the header must name a source and a matte (inline frames or a file)")
