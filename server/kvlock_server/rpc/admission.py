@@ -12,6 +12,7 @@ The pool's threads are daemons: a thread stuck in a read can never keep a stoppi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -33,7 +34,7 @@ class CallLimits:
     max_uploads: int = 8  # SubmitEdit streams at once
     max_fetches: int = 16  # FetchResult streams at once
     max_watchers: int = 2000  # WatchJob streams at once (each a suspended coroutine)
-    max_validations: int = 2  # uploads whose pixels are checked at once (each holds a bounded batch)
+    max_validations: int = 2  # submissions whose files are read at once (each holds about two frames)
     call_timeout: float = 30.0  # seconds a short call may take before DEADLINE_EXCEEDED
     upload_idle_timeout: float = 30.0  # seconds between two messages of an upload
     upload_timeout: float = 3600.0  # seconds for a whole upload
@@ -115,6 +116,12 @@ class DaemonPool(Executor):
                 thread.join(timeout=5)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:
+    """``fn()`` on ``loop`` from any thread; a no-op once the loop is closed (the server stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn)
+
+
 class Admission:
     """The gates and the pool, as the service uses them."""
 
@@ -132,10 +139,33 @@ class Admission:
         self._validations: asyncio.Semaphore | None = None
 
     def validations(self) -> asyncio.Semaphore:
-        """Uploads checked at once; created on the loop that awaits it."""
+        """Submissions whose files are read at once; created on the loop that awaits it."""
         if self._validations is None:
             self._validations = asyncio.Semaphore(self.limits.max_validations)
         return self._validations
+
+    async def validate(self, submit: Callable[..., Future[T]], fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args, cancel)`` put on the pool by ``submit``, within the bound on validations.
+
+        The slot is held until ``fn`` has returned, not merely until the caller stops waiting: a caller
+        cancelled (its client gave up) sets ``cancel``, which ``fn`` looks at between frames and stops on,
+        and the next validation starts only once the thread is free. So at most ``max_validations`` files are
+        ever being read for clients at once, whoever gives up."""
+        semaphore = self.validations()
+        await semaphore.acquire()
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        try:
+            future = submit(fn, *args, cancel)
+        except BaseException:
+            semaphore.release()
+            raise
+        future.add_done_callback(lambda _: _call_soon(loop, semaphore.release))
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the pool, awaited without a bound (the caller bounds the call)."""
