@@ -78,7 +78,7 @@ def exr_wide_display(path: Path, side: int = 30000) -> Path:
 
 def exr_damaged(path: Path) -> Path:
     """A single-part EXR whose header is whole but whose pixel data is cut short."""
-    data = exr_plate(path, 256, 192).read_bytes()
+    data = exr_plate(path).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
 
@@ -110,7 +110,7 @@ def _remux(source: Path, target: Path, edit: Callable[[int, bytes], bytes], size
         for i, packet in enumerate(p for p in inp.demux(stream) if p.size):
             changed = av.Packet(edit(i, bytes(packet)))
             changed.pts, changed.dts, changed.time_base = packet.pts, packet.dts, packet.time_base
-            changed.is_keyframe = packet.is_keyframe
+            changed.is_keyframe, changed.duration = packet.is_keyframe, packet.duration
             changed.stream = copy
             out.mux(changed)
     return target

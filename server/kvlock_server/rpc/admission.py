@@ -137,6 +137,8 @@ class Admission:
             "watchers", limits.max_watchers, "close watchers you no longer read (or raise --max-watchers)"
         )
         self._validations: asyncio.Semaphore | None = None
+        self.validating = 0  # validations holding a slot (their thread busy, or about to be)
+        self.validations_waiting = 0  # validations waiting for a slot
 
     def validations(self) -> asyncio.Semaphore:
         """Submissions whose files are read at once; created on the loop that awaits it."""
@@ -152,15 +154,25 @@ class Admission:
         and the next validation starts only once the thread is free. So at most ``max_validations`` files are
         ever being read for clients at once, whoever gives up."""
         semaphore = self.validations()
-        await semaphore.acquire()
+        self.validations_waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.validations_waiting -= 1
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
+        self.validating += 1
+
+        def free() -> None:
+            self.validating -= 1
+            semaphore.release()
+
         try:
             future = submit(fn, *args, cancel)
         except BaseException:
-            semaphore.release()
+            free()
             raise
-        future.add_done_callback(lambda _: _call_soon(loop, semaphore.release))
+        future.add_done_callback(lambda _: _call_soon(loop, free))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
