@@ -17,6 +17,7 @@ check stops with :class:`CheckCancelled`, so no work goes on for nobody and no j
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -88,13 +89,12 @@ def check_upload(spec: JobSpec, folder: Path, roots: MediaRoots, cancel: threadi
     with ExitStack() as held:
         source = source_info(spec, folder, roots, held)
         check_codec(source, spec.codec)
-        if spec.source.kind == "file":
-            start, end = spec.source.start, spec.source.end or source.frames
-            for _ in stoppable(iter_frames(source, start, end), cancel):
-                pass  # decoded, or refused naming the frame that is not
-        else:
-            start, end = 0, spec.source.frames
-        if spec.matte.kind == "file":
+        start, end = (
+            (spec.source.start, spec.source.end or source.frames)
+            if spec.source.kind == "file"
+            else (0, spec.source.frames)
+        )
+        if spec.matte.kind == "file":  # sizes and lengths first, from the headers: nothing decoded in vain
             matte = file_info(held, spec.matte, roots, folder, rate)
             own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
             first, last, _ = matte_plan(matte, source, start, end, spec.matte_options, own)
@@ -103,7 +103,8 @@ def check_upload(spec: JobSpec, folder: Path, roots: MediaRoots, cancel: threadi
         else:
             scan = MatteScan(spec.matte_options, False, (spec.matte.height, spec.matte.width))
             frames = read_inline(spec.matte, folder)  # mapped from disk: only the frame being read is in memory
-        for frame in stoppable(frames, cancel):
-            scan.add(frame)
+        if spec.source.kind == "file":  # every frame decoded once, or refused naming the frame that is not
+            deque(stoppable(iter_frames(source, start, end), cancel), maxlen=0)
+        deque(map(scan.add, stoppable(frames, cancel)), maxlen=0)  # no frame is left bound to a name here
         if not scan.has_pixels():
             raise MatteError(EMPTY)

@@ -99,13 +99,19 @@ class DaemonPool(Executor):
             item = self._work.get()
             if item is None:
                 return
-            future, fn, args, kwargs = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:  # handed to the awaiting call, which maps it to a status
-                future.set_exception(error)
+            _run(*item)
+            del item  # nothing of a finished call stays referenced while the thread waits for the next
+
+
+def _run(future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """One call of the pool. Its result or exception (with the traceback's frames, which may hold a decoded
+    frame) lives only in ``future``, never in the idle thread's locals."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as error:  # handed to the awaiting call, which maps it to a status
+        future.set_exception(error)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
