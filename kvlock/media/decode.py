@@ -38,6 +38,7 @@ from .ffmpeg import damage, decoded, format_depth, frame_to_array, open_input, s
 from .limits import DEFAULT_LIMITS, MediaLimits
 from .timecode import checked_timecode
 
+__all__ = ["MediaInfo", "frame_to_array", "iter_frames", "probe", "read_frames", "sequence_files"]
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".exr", ".jpg", ".jpeg", ".dpx", ".bmp"}
 DEFAULT_SEQUENCE_RATE = Fraction(24)
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\.[^.]+)$")
@@ -74,9 +75,6 @@ class MediaInfo:
     def numbers(self) -> range:
         """The frame numbers of a sequence's files (0, 1, … for movies)."""
         return range(self.first_number, self.first_number + self.frames)
-
-
-__all__ = ["MediaInfo", "frame_to_array", "iter_frames", "probe", "read_frames", "sequence_files"]
 
 
 # -- sequences -------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import av.logging
 import numpy as np
 
 from ..errors import UnreadableMediaError
+from .exr import checked_header
 from .exr_header import MAGIC as EXR_MAGIC
 from .headers import image_header
 from .limits import MediaLimits
@@ -43,8 +44,6 @@ def _log_errors() -> None:
 
 def check_header(path: Path, limits: MediaLimits) -> None:
     """Refuse an image (by its first bytes) whose header claims frames beyond ``limits``."""
-    from .exr import checked_header  # EXR's own reader; the import is here to keep the modules' order plain
-
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if len(magic) == 4 and int.from_bytes(magic, "little") == EXR_MAGIC:

@@ -160,15 +160,6 @@ _MAGIC: tuple[tuple[bytes, Callable[[bytes, BinaryIO], ImageHeader]], ...] = (
 )
 
 
-def sniff(path: Path) -> bytes:
-    """The first bytes of a file (what tells its format)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(8)
-    except OSError as error:
-        raise UnreadableMediaError(f"cannot read {path}: {error.strerror or error}") from None
-
-
 def image_header(path: Path) -> ImageHeader | None:
     """The size an image file's header states, or None when its first bytes are of no format read here."""
     try:

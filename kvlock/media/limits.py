@@ -15,8 +15,8 @@ reader in :mod:`kvlock.media` asks these limits first, from the header alone:
 - ``max_clip_bytes``: no range whose frames, decoded, take more than this in memory (16 GiB), since an edit
   holds its range; a file's claimed length counts here, and the frames are then checked to exist.
 
-So reading or checking a file holds at most about two frames of ``max_frame_bytes`` at once (the decoder's
-frame and its conversion), whatever the file claims.
+So reading or checking a file frame by frame holds two frames of at most ``max_frame_bytes`` at once (the
+decoder's frame and its conversion), whatever the file claims.
 """
 
 from __future__ import annotations

@@ -78,13 +78,14 @@ def _unit(pixels: np.ndarray) -> np.ndarray:
 
 
 def translucent(pixels: np.ndarray) -> bool:
-    """Whether (…, 4) pixels have an alpha below full anywhere (what makes ``auto`` read the alpha)."""
+    """Whether (…, 4) pixels have an alpha below full anywhere (what makes ``auto`` read the alpha), looked
+    at a few rows at a time."""
     if pixels.shape[-1] != 4:
         return False
-    alpha = pixels[..., 3]
-    if np.issubdtype(alpha.dtype, np.integer):
-        return bool((alpha < np.iinfo(alpha.dtype).max).any())
-    return bool((np.nan_to_num(alpha) < 1.0).any())
+    alpha = pixels[..., 3].reshape(-1, pixels.shape[-2])
+    full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+    step = max(1, STRIP_BYTES // (8 * alpha.shape[1]))
+    return any(bool((np.nan_to_num(alpha[r : r + step]) < full).any()) for r in range(0, len(alpha), step))
 
 
 def auto_channel(frames: np.ndarray) -> str:

@@ -8,7 +8,8 @@ Dilation is left out: it can neither empty a matte nor fill an empty one.
 
 Memory: one decoded frame and its conversion at a time (each within the roots' ``max_frame_bytes``), and
 the matte's float values a strip of rows at a time (:data:`kvlock.media.matte.STRIP_BYTES`), so a check
-holds about two frames whatever the clip's length or what its files claim.
+holds two frames and a few strips, whatever the clip's length or what its files claim (docs/server.md
+states the bound).
 
 Cancellation: the caller's ``cancel`` event is looked at between frames; once set (the client gave up) the
 check stops with :class:`CheckCancelled`, so no work goes on for nobody and no job appears.

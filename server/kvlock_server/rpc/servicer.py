@@ -187,6 +187,7 @@ class EditorServicer(pb_grpc.EditorServicer):
         return await self._accepted(record.job_id, record.state, duplicate)
 
     def _spec(self, header: pb.EditHeader, cancel: threading.Event | None = None) -> JobSpec:
+        """The header judged (``cancel`` is not looked at: the files it names are read for their headers only)."""
         return spec_from_header(header, self.roots, self.limits, self.executor.resolve, self.store.incoming_dir)
 
     def _check_and_accept(
