@@ -28,7 +28,14 @@ MAX_NAME = 256
 PIXEL_BYTES = {0: 4, 1: 2, 2: 4}  # UINT, HALF, FLOAT
 PIXEL_NAMES = {0: "UINT", 1: "HALF", 2: "FLOAT"}
 COMPRESSIONS = ("NO", "RLE", "ZIPS", "ZIP", "PIZ", "PXR24", "B44", "B44A", "DWAA", "DWAB", "HTJ2K256", "HTJ2K32")
-WANTED = {"channels", "dataWindow", "displayWindow", "compression", "timeCode", "framesPerSecond"}
+WANTED = {  # the attributes read, and the sizes their values may have (a chlist: up to 4096 long names)
+    "channels": (1, 4096 * (MAX_NAME + 17) + 1),
+    "dataWindow": (16, 16),
+    "displayWindow": (16, 16),
+    "compression": (1, 1),
+    "timeCode": (8, 8),
+    "framesPerSecond": (8, 8),
+}
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,9 @@ def _attributes(handle: BinaryIO, size: int) -> dict[str, Any]:
         if not 0 <= length <= size:
             raise ValueError(f"attribute {name!r} claims {length} bytes")
         if name in WANTED:
+            least, most = WANTED[name]
+            if not least <= length <= most:
+                raise ValueError(f"attribute {name!r} claims {length} bytes")
             value = handle.read(length)
             if len(value) != length:
                 raise ValueError(f"attribute {name!r} is cut short")

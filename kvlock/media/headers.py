@@ -22,7 +22,8 @@ from typing import BinaryIO
 
 from ..errors import UnreadableMediaError
 
-HEAD_BYTES = 64 * 1024  # a JPEG's SOF may follow large EXIF or ICC segments; further than this is refused
+HEAD_BYTES = 1024  # the first bytes, where every header read here begins (JPEG's and TIFF's are followed)
+MAX_SEGMENTS = 1000  # JPEG segments walked to find the frame header
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 
@@ -104,24 +105,28 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 
 def _jpeg(head: bytes, handle: BinaryIO) -> ImageHeader:
+    """Walk the segments (each a marker and a 16-bit length) to the frame header (SOFn), skipping the rest:
+    EXIF, ICC profiles and thumbnails may come first and be large."""
     at = 2
-    while at + 4 <= len(head):
-        if head[at] != 0xFF:
-            raise ValueError(f"no marker at byte {at}")
-        marker = head[at + 1]
-        if marker == 0xFF:  # fill byte
+    for _ in range(MAX_SEGMENTS):
+        handle.seek(at)
+        marker = handle.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            raise ValueError(f"no segment marker at byte {at}")
+        if marker[1] == 0xFF:  # fill byte
             at += 1
             continue
-        length = struct.unpack(">H", head[at + 2 : at + 4])[0]
-        if marker in _SOF:
-            if at + 10 > len(head):
-                break
-            bits, height, width, channels = struct.unpack(">BHHB", head[at + 4 : at + 10])
+        length = struct.unpack(">H", marker[2:4])[0]
+        if marker[1] in _SOF:
+            frame = handle.read(6)
+            if len(frame) < 6:
+                raise ValueError("the frame header is cut short")
+            bits, height, width, channels = struct.unpack(">BHHB", frame)
             return ImageHeader("jpeg", width, height, _decoded_bytes(channels, bits, alpha=False))
-        if marker == 0xDA or length < 2:
+        if marker[1] == 0xDA or length < 2:
             raise ValueError("the image data starts before any frame header")
         at += 2 + length
-    raise ValueError(f"no frame header in the first {HEAD_BYTES} bytes")
+    raise ValueError(f"no frame header in the first {MAX_SEGMENTS} segments")
 
 
 def _bmp(head: bytes, handle: BinaryIO) -> ImageHeader:

@@ -203,3 +203,53 @@ def test_refine_after_load_is_unchanged_by_strips(tmp_path):
     info = probe(write_video(tmp_path / "a.mkv", rgba, Fraction(24), "ffv1"))
     values, _ = load_matte(info, info, 0, 3, MatteOptions(invert=True))
     assert values.shape == (3, 24, 32) and values[1, 4:12, 5:9].min() == 1.0 and values[0].max() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix", "pix_fmt"),
+    [
+        ("png", "png", "rgba64be"),
+        ("tiff", "tif", "rgb48le"),
+        ("mjpeg", "jpg", "yuvj444p"),
+        ("bmp", "bmp", "bgr24"),
+        ("dpx", "dpx", "rgb48le"),
+        ("gif", "gif", "rgb8"),
+    ],
+)
+def test_hand_read_headers_agree_with_ffmpeg_on_every_image_format_it_writes(tmp_path, codec, suffix, pix_fmt):
+    import av
+
+    from kvlock.media.headers import image_header
+
+    path = tmp_path / f"still.{suffix}"
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format="image2" if codec != "gif" else "gif") as container:
+        stream = container.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 53, 37, pix_fmt
+        frame = av.VideoFrame.from_ndarray(pixels, "rgb24").reformat(format=pix_fmt)
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    header = image_header(path)
+    assert (header.width, header.height) == (53, 37) and header.pixel_bytes >= 3
+    info = probe(path, limits=MediaLimits(max_frame_bytes=64 * 1024**2))
+    assert (info.width, info.height) == (53, 37) and read_frames(info, 0, 1).shape[1:3] == (37, 53)
+
+
+def test_a_jpeg_whose_frame_header_follows_large_metadata_is_read(tmp_path):
+    import av
+
+    from kvlock.media.headers import image_header
+
+    path = tmp_path / "plain.jpg"
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("mjpeg", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj444p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), "rgb24").reformat(format="yuvj444p")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    data = path.read_bytes()
+    icc = b"\xff\xe2" + (65535).to_bytes(2, "big") + b"ICC_PROFILE\0" + bytes(65533 - 12)
+    (tmp_path / "tagged.jpg").write_bytes(data[:2] + icc + icc + data[2:])  # 128 kB of segments before the SOF
+    header = image_header(tmp_path / "tagged.jpg")
+    assert (header.width, header.height) == (64, 48)
+    assert read_frames(probe(tmp_path / "tagged.jpg"), 0, 1).shape == (1, 48, 64, 3)
