@@ -10,6 +10,7 @@
     ├── MediaError                 a media file cannot be used
     │   ├── MediaNotFoundError     the file, folder or sequence does not exist
     │   └── UnreadableMediaError   no decoder for it, or it is damaged
+    │       └── MediaTooLargeError its header claims frames or a range beyond the reader's limits
     ├── OutputExistsError          the output exists and overwriting was not allowed
     ├── ModelLoadError             the model folder is missing, incomplete or of an unknown family
     ├── UnsupportedDeviceError     the device or dtype cannot run here
@@ -55,6 +56,10 @@ class MediaNotFoundError(MediaError, FileNotFoundError):
 
 class UnreadableMediaError(MediaError):
     """The media exists but cannot be decoded (unknown codec, damaged file, unsupported pixel format)."""
+
+
+class MediaTooLargeError(UnreadableMediaError):
+    """The file's header claims frames (or a range) larger than the reader's limits; nothing was decoded."""
 
 
 class OutputExistsError(KVLockError, FileExistsError):

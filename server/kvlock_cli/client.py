@@ -18,6 +18,7 @@ from kvlock_bridge import ArrayClip, Client, FileClip, Params, Progress, render
 from kvlock_bridge.client import read_token
 from kvlock_wire import DEFAULT_ADDRESS
 
+from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
 from .settings_flags import add_setting_arguments, settings_from_args
 
@@ -55,16 +56,20 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="with --wait: where the result goes")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--json", action="store_true")
+    add_media_limit_arguments(parser)
     add_setting_arguments(parser)
 
 
-def _clips(args: argparse.Namespace) -> tuple[object, object, Fraction, str]:
-    source = probe(args.input)
+def _clips(args: argparse.Namespace, reporter: Reporter) -> tuple[object, object, Fraction, str]:
+    limits = media_limits_from_args(args)
+    source = probe(args.input, limits=limits)  # headers only: a file larger than the limits is refused here
     start, end = (
         parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
     )
     timecode = timecode_at(source.timecode, source.rate, start) or ""
-    matte_info = probe(args.matte) if args.matte_frames or not args.path else None
+    matte_info = probe(args.matte, limits=limits) if args.matte_frames or not args.path else None
+    for warning in [*source.warnings, *(matte_info.warnings if matte_info else ())]:
+        reporter.message(f"warning: {warning}")
     own = (
         parse_range(args.matte_frames, matte_info.frames, matte_info.rate, matte_info.timecode)
         if matte_info is not None and args.matte_frames
@@ -85,7 +90,7 @@ def _clips(args: argparse.Namespace) -> tuple[object, object, Fraction, str]:
 
 
 def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
-    source, matte, rate, timecode = _clips(args)
+    source, matte, rate, timecode = _clips(args, reporter)
     params = Params(
         prompt=args.prompt,
         model=args.model,
@@ -158,10 +163,12 @@ def run_jobs(args: argparse.Namespace, reporter: Reporter) -> int:
         for j in jobs
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        reporter.out.write(json.dumps(rows, indent=2) + "\n")
     else:
         for r in rows:
-            print(f"{r['job_id']:<34} {r['state']:<10} p{r['priority']:<3} {r['frames']:>5}f  {r['message']}")
+            reporter.out.write(
+                f"{r['job_id']:<34} {r['state']:<10} p{r['priority']:<3} {r['frames']:>5}f  {r['message']}\n"
+            )
     return 0
 
 

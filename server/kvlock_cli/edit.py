@@ -30,6 +30,7 @@ from kvlock.media.output import OUTPUT_SUFFIXES, check_output, write_result
 from kvlock.media.timecode import parse_range, timecode_at
 
 from .acceleration import acceleration_from_args, add_acceleration_arguments
+from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
 from .settings_flags import add_setting_arguments, settings_from_args
 
@@ -77,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     matte.add_argument("--matte-invert", action="store_true")
     matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
     matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
+    add_media_limit_arguments(parser)
     add_setting_arguments(parser)
     add_acceleration_arguments(parser, compile_default="off")
 
@@ -207,8 +209,9 @@ def write_outputs(
 
 def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     rate = Fraction(args.fps) if args.fps else None
-    source = probe(args.input, rate) if rate else probe(args.input)
-    matte_info = probe(args.matte, rate) if rate else probe(args.matte)
+    limits = media_limits_from_args(args)
+    source = probe(args.input, rate, limits)  # headers only: a file larger than the limits is refused here
+    matte_info = probe(args.matte, rate, limits)
     try:
         start, end = (
             parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
@@ -229,7 +232,7 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         encoding = encoding_for(frames.dtype, transfer, args.highlight_ceiling)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    for warning in [*matte_warnings, *output_warnings]:
+    for warning in [*source.warnings, *matte_info.warnings, *matte_warnings, *output_warnings]:
         reporter.message(f"warning: {warning}")
 
     model = find_model(args.model, args.model_dir, allow_paths=True)

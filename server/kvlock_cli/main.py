@@ -18,11 +18,12 @@ Exit codes (``exit_codes.py``): 0 done, 1 failed, 2 usage, 3 missing file, 4 unr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from . import calibrate, client, edit, loras, models, serve
 from .exit_codes import exit_code_for
-from .progress import Reporter
+from .progress import Reporter, stdout_for_json_only
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,20 +56,28 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    reporter = Reporter(json_lines=getattr(args, "json", False))
-    try:
-        if args.command == "models":
-            return models.run_models(args)
-        if args.command == "loras":
-            return loras.run_loras(args)
-        if args.command == "serve":
-            return serve.run_serve(args)
-        return COMMANDS[args.command](args, reporter)
-    except (Exception, KeyboardInterrupt) as exc:  # every failure leaves through one table of exit codes
-        code = exit_code_for(exc)
-        message = "interrupted; no output was written" if code == 130 else str(exc) or type(exc).__name__
-        reporter.error(message, code)
-        return code
+    json_lines = getattr(args, "json", False) and args.command in COMMANDS
+    with stdout_for_json_only() if json_lines else contextlib.nullcontext(sys.stdout) as out:
+        reporter = Reporter(json_lines=json_lines, stream=out)
+        try:
+            if args.command == "models":
+                return models.run_models(args)
+            if args.command == "loras":
+                return loras.run_loras(args)
+            if args.command == "serve":
+                return serve.run_serve(args)
+            return COMMANDS[args.command](args, reporter)
+        except (Exception, KeyboardInterrupt) as exc:  # every failure leaves through one table of exit codes
+            code = exit_code_for(exc)
+            message = "interrupted; no output was written" if code == 130 else one_line(str(exc)) or type(exc).__name__
+            reporter.error(message, code)
+            return code
+
+
+def one_line(text: str) -> str:
+    """An error as one line (a decoder's message may hold newlines), at most 2000 characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= 2000 else line[:2000] + "…"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from kvlock.progress import StepProgress
@@ -65,3 +68,23 @@ class Reporter:
         if self._bar_open:
             self.err.write("\n")
             self._bar_open = False
+
+
+@contextlib.contextmanager
+def stdout_for_json_only() -> Iterator[TextIO]:
+    """The process's standard output kept for the JSON lines alone, for as long as the command runs.
+
+    Native libraries print to file descriptor 1 behind Python's back (OpenEXR's "Warning: Exception raised
+    reading pixel data …", FFmpeg's default logger), which would break a reader of ``--json``. So descriptor 1
+    points at stderr meanwhile, and the JSON lines go to a private copy of the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    stream = os.fdopen(saved, "w", buffering=1, encoding="utf-8", closefd=False)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

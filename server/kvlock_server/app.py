@@ -39,6 +39,7 @@ from .jobs.runner import JobRunner
 from .jobs.store import JobStore
 from .rpc.admission import Admission, CallLimits
 from .rpc.event_loop import LoopThread
+from .rpc.malformed import MalformedMessages
 from .rpc.security import BearerTokenInterceptor, TokenFileError, is_loopback, load_or_create_token
 from .rpc.servicer import EditorServicer
 from .rpc.watch_feed import ChangeFeed
@@ -223,7 +224,7 @@ def _create(config: ServerConfig) -> App:
     requeued = store.recover()
     if requeued:
         log.info("re-queued after restart: %s", ", ".join(requeued))
-    roots = MediaRoots(config.media_roots)
+    roots = MediaRoots(config.media_roots, config.limits.media)  # every file read for a client: these limits
     executor = make_executor(config, store.root, roots)
     for model in config.preload:
         executor.preload(model)
@@ -259,7 +260,8 @@ async def _start_grpc(
 ) -> tuple[grpc.aio.Server, str, health.aio.HealthServicer]:
     calls = config.calls
     server = grpc.aio.server(
-        interceptors=[BearerTokenInterceptor(token)] if token else [],
+        # bytes that do not parse: one status and a rate-limited line, for every service (health included)
+        interceptors=[MalformedMessages(), *([BearerTokenInterceptor(token)] if token else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kvlock import Editor, EditRequest, EditResult
 from kvlock.errors import EditCancelled
+from kvlock.media.limits import DEFAULT_LIMITS, MediaLimits
 from kvlock.progress import StepProgress
 
 from ..jobs.contract import JobControl, JobFailedRemotely, ResultFile, failure_message
@@ -37,10 +38,11 @@ class WorkOrder:
     folder: str = ""  # the job's folder; "" where the worker finds it in its own view of the store
     preview_every: int = 5
     previews: bool = False
+    media_limits: MediaLimits = DEFAULT_LIMITS  # what reading the job's files may cost, as at its acceptance
 
     @property
     def roots(self) -> MediaRoots:
-        return MediaRoots(self.media_roots)
+        return MediaRoots(self.media_roots, self.media_limits)
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,9 @@ class GroupExecutor:
                 control.note(f"loading {spec.model} on {len(self.devices)} devices")
             group = self._load(key, spec.model)
             # the ranks judge named files as the server does
-            order = WorkOrder(spec, key, self.roots.names(), str(folder), control.preview_every)
+            order = WorkOrder(
+                spec, key, self.roots.names(), str(folder), control.preview_every, media_limits=self.roots.limits
+            )
             control.note(f"starting on {group.label}")
             try:
                 return group.run(order, control)

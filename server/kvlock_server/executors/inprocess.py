@@ -83,7 +83,7 @@ class InProcessExecutor:
         pass
 
     def run(self, spec: JobSpec, folder: Path, ticket: int, control: JobControl) -> list[ResultFile]:
-        order = WorkOrder(spec, self.resolve(spec.model), self.roots.names())
+        order = WorkOrder(spec, self.resolve(spec.model), self.roots.names(), media_limits=self.roots.limits)
         return run_job(self.editor(spec.model, ticket), order, folder, control)
 
 

@@ -205,7 +205,15 @@ class RayExecutor:
                 f"({self.options.object_limit_mb} MB); mount the job store on the workers"
             ) from None
         # a worker judges named files as the server does
-        order = WorkOrder(spec, key, self.roots.names(), "", control.preview_every, control.previews_wanted())
+        order = WorkOrder(
+            spec,
+            key,
+            self.roots.names(),
+            "",
+            control.preview_every,
+            control.previews_wanted(),
+            media_limits=self.roots.limits,
+        )
         media = None
         if not worker.sees_store:
             media = ray.put(load_job_media(spec, folder, self.roots))  # small by the admission rule

@@ -49,9 +49,8 @@ def read_inline(clip: ClipSpec, folder: Path) -> np.ndarray:
 
 
 def inline_matte_values(raw: np.ndarray, channel: str) -> np.ndarray:
-    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement."""
-    if raw.shape[-1] == 1:
-        return raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
+    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement (a gray matte is
+    its own value, whatever the channel)."""
     return pick_channel(raw, channel)
 
 
@@ -60,7 +59,7 @@ def pin(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path) -> Pat
     return held.enter_context(roots.pinned(clip.path, clip.fingerprint, where=folder)).path
 
 
-def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
+def inline_info(clip: ClipSpec, rate: Fraction, roots: MediaRoots) -> MediaInfo:
     return MediaInfo(
         Path("<upload>"),
         "video",
@@ -72,15 +71,21 @@ def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
         clip.pixel.endswith("16"),
         None,
         "raw",
+        limits=roots.limits,
     )
+
+
+def file_info(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path, rate: Fraction) -> MediaInfo:
+    """A file clip pinned (``held`` keeps its descriptors open) and probed within the roots' limits."""
+    return probe(pin(held, clip, roots, folder), rate, roots.limits)
 
 
 def source_info(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack) -> MediaInfo:
     """The source's media info; a file source is pinned (``held`` keeps its descriptors open)."""
     rate = Fraction(*spec.rate)
     if spec.source.kind == "file":
-        return probe(pin(held, spec.source, roots, folder), rate)
-    return inline_info(spec.source, rate)
+        return file_info(held, spec.source, roots, folder, rate)
+    return inline_info(spec.source, rate, roots)
 
 
 def check_codec(info: MediaInfo, codec: str) -> list[str]:
@@ -111,11 +116,13 @@ def _load(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack, info:
         start, end = 0, spec.source.frames
     if spec.matte.kind == "file":  # end 0: no range of its own (it follows the source's)
         own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
-        matte_info = probe(pin(held, spec.matte, roots, folder), rate)
+        matte_info = file_info(held, spec.matte, roots, folder, rate)
         matte, warnings = load_matte(matte_info, info, start, end, spec.matte_options, own)
+        warnings = [*info.warnings, *matte_info.warnings, *warnings]
     else:
         raw = read_inline(spec.matte, folder)
-        matte, warnings = refine(inline_matte_values(raw, spec.matte_options.channel), spec.matte_options), []
+        matte = refine(inline_matte_values(raw, spec.matte_options.channel), spec.matte_options)
+        warnings = list(info.warnings)
     return JobMedia(frames, matte, tuple(warnings), timecode)
 
 

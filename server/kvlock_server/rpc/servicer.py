@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +26,7 @@ from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from ..jobs.checks import check_upload
+from ..jobs.checks import CheckCancelled, check_upload
 from ..jobs.contract import Executor
 from ..jobs.media import ResultsMissingError, result_files
 from ..jobs.media_roots import MediaRoots
@@ -33,6 +34,7 @@ from ..jobs.model import JobRecord, JobSpec, JobState, check_job_id
 from ..jobs.runner import JobRunner, LiveStatus
 from ..jobs.store import JobStore, Reservation, UnknownJobError
 from .admission import Admission, CallTimeoutError
+from .malformed import Malformed, MalformedMessageError
 from .status_codes import ClientGone, JobNotReadyError, ServerStoppingError, rpc
 from .upload import StagedUpload, TrackReceiver
 from .watch_feed import ChangeFeed
@@ -160,7 +162,11 @@ class EditorServicer(pb_grpc.EditorServicer):
             raise CallTimeoutError(
                 f"no message arrived for {idle:g} s; the upload was dropped (send its chunks without long pauses)"
             ) from None
-        return None if message is grpc.aio.EOF else message
+        if message is grpc.aio.EOF:
+            return None
+        if isinstance(message, Malformed):
+            raise MalformedMessageError(message)
+        return message
 
     async def _submit(self, context: Context) -> pb.SubmitEditResponse:
         if not self.runner.accepting:
@@ -169,15 +175,11 @@ class EditorServicer(pb_grpc.EditorServicer):
         if first is None or not first.HasField("header"):
             raise InvalidRequest("the first message of a submission must be its header")
         run = self.admission.run
-        spec = await run(
-            spec_from_header,
-            first.header,
-            self.roots,
-            self.limits,
-            self.executor.resolve,
-            self.store.incoming_dir,
-            self._check_loras,
-        )
+        if first.header.HasField("source_file") or first.header.HasField("matte_file"):
+            # the server opens and probes the client's files: within the bound on validations
+            spec = await self.admission.validate(self.admission.pool.submit, self._spec, first.header)
+        else:
+            spec = await run(self._spec, first.header)
         try:
             record = await run(self.store.get, spec.job_id)
             return await self._accepted(record.job_id, record.state, duplicate=True)
@@ -199,8 +201,9 @@ class EditorServicer(pb_grpc.EditorServicer):
                 await upload.write(*receiver.take(message))
             receiver.finish()
             await upload.close()
-            async with self.admission.validations():
-                record, duplicate = await upload.then(self._check_and_accept, spec, folder, reservation)
+            record, duplicate = await self.admission.validate(
+                upload.submit, self._check_and_accept, spec, folder, reservation
+            )
         except asyncio.CancelledError:
             cancelled = True  # the client went away: clean up behind it, without waiting
             raise
@@ -211,8 +214,20 @@ class EditorServicer(pb_grpc.EditorServicer):
         await self.admission.run(self.runner.wake)  # it reads the new queue: not on the loop
         return await self._accepted(record.job_id, record.state, duplicate)
 
-    def _check_and_accept(self, spec: JobSpec, folder: Path, reservation: Reservation) -> tuple[JobRecord, bool]:
-        check_upload(spec, folder, self.roots, self.limits.validation_batch_bytes)  # empty matte, damaged file …
+    def _spec(self, header: pb.EditHeader, cancel: threading.Event | None = None) -> JobSpec:
+        """The header judged (``cancel`` is not looked at: the files it names are read for their headers only)."""
+        return spec_from_header(
+            header, self.roots, self.limits, self.executor.resolve, self.store.incoming_dir, self._check_loras
+        )
+
+    def _check_and_accept(
+        self, spec: JobSpec, folder: Path, reservation: Reservation, cancel: threading.Event
+    ) -> tuple[JobRecord, bool]:
+        """Check the media (empty matte, damaged file …), then accept the job unless its client gave up: a
+        cancelled check stops between frames and never reaches the store."""
+        check_upload(spec, folder, self.roots, cancel)
+        if cancel.is_set():
+            raise CheckCancelled()
         return self.store.accept(spec, folder, reservation)
 
     async def _accepted(self, job_id: str, state: JobState, duplicate: bool) -> pb.SubmitEditResponse:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import functools
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,6 +84,9 @@ def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         except ClientGone:
             return None
         except Exception as error:
+            # gRPC keeps the answered error (as the context of its AbortError) after the call: drop the locals
+            # of every finished frame it passed through, which may hold a decoded frame of a client's file
+            traceback.clear_frames(error.__traceback__)
             if context.done():  # finished under us (the client cancelled): nobody to answer
                 return None
             await _abort(context, error)
