@@ -21,6 +21,7 @@ GEOMETRIES = ("fit", "crop_to_matte")
 UNCOND_SOURCES = ("shared", "own")
 SOURCE_PASSES = ("full", "background")
 MAX_TEXT = 10_000  # characters of a prompt; text encoders read a few hundred tokens at most
+MAX_TAKES = 16  # versions of one edit per job: an editor compares a handful, and each costs its passes
 
 # Every number has a finite range, so no setting can make an edit's work (or memory) unbounded: a
 # million feather pixels or dilation tokens would run for hours inside one step, where no cancel reaches.
@@ -46,6 +47,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "window_overlap": (0, 1024, " frames"),
     "feather": (0, 256, " pixels"),
     "source_refresh": (1, 1000, " steps"),
+    "takes": (1, MAX_TAKES, " takes"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
 
@@ -120,6 +122,9 @@ class EditSettings:
     window_frames: int | None = None
     window_overlap: int | None = None  # None: 8, or fewer where windows are too short (geometry.DEFAULT_OVERLAP)
     feather: int = 4
+    # versions one job makes: they differ in their noise inside the matte (seed, seed + 1, …) and share the
+    # background's, so each is the source outside the matte and they share each step's source pass
+    takes: int = 1
 
     def __post_init__(self) -> None:
         _check(self)

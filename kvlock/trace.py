@@ -54,6 +54,9 @@ class Trace:
     tau_source: str = ""  # where this edit's τ came from: the request, the model's calibration, or the default
     # where each field of the lock's schedule came from: the request, the model's schedule, or the engine
     schedule_source: dict[str, str] = field(default_factory=dict)
+    # which take of an edit's takes (1-based) this trace is; stage_seconds are the edit's up to its delivery
+    take: int = 1
+    takes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +89,8 @@ class Trace:
             axes[0].axhline(tau, color="grey", linestyle="--", linewidth=1, label="τ")
         axes[0].legend(fontsize=7)
         axes[-1].set_xlabel("denoising step")
-        fig.suptitle(f"KV-Lock trace — {self.model}" + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
+        which = f" — take {self.take} of {self.takes}" if self.takes > 1 else ""
+        fig.suptitle(f"KV-Lock trace — {self.model}{which}" + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)

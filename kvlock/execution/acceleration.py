@@ -28,6 +28,8 @@ ATTENTION_CHOICES = {
     "math": "_native_math",
 }
 VAE_TILING = ("auto", "on", "off")
+DECODES = ("box", "frame")  # the latent box the composite reads (kvlock.editing.decode_box), or whole frames
+COMPOSITES = ("device", "cpu")  # composite where the decode is, or on the CPU
 # sequence parallelism over a process group (kvlock.execution.sequence_parallel), and the attention choices each layout
 # runs with: diffusers' native backend has no log-sum-exp, which the ring needs
 PARALLEL_LAYOUTS = {"ulysses": ("auto", "native", "cudnn", "flash"), "ring": ("cudnn", "flash")}
@@ -53,6 +55,9 @@ class Acceleration:
     ``torch.distributed`` process group, one device per rank (``kvlock.execution.sequence_parallel``).
     ``compile_cache`` is a folder that keeps compiled kernels, graphs and the shapes seen to be dynamic
     across processes (``use_compile_cache``), so a restarted server does not compile again.
+    ``decode`` "box" decodes only the latents a window's composite reads, grown by the VAE's reach
+    (``decode_margin`` latent cells instead, where set); "frame" decodes whole frames. ``composite``
+    "device" composites where the decode is (the GPU), "cpu" on the CPU.
     """
 
     attention: str = "auto"
@@ -63,6 +68,9 @@ class Acceleration:
     vae_tiling: str = "auto"
     parallel: str | None = None
     compile_cache: str | None = None
+    decode: str = "box"
+    decode_margin: int | None = None
+    composite: str = "device"
 
     def validated(self) -> Acceleration:
         if self.attention not in ATTENTION_CHOICES:
@@ -71,6 +79,12 @@ class Acceleration:
             raise SettingsError(f"memory must be one of {MEMORY_MODES}, got {self.memory!r}")
         if self.vae_tiling not in VAE_TILING:
             raise SettingsError(f"vae_tiling must be one of {VAE_TILING}, got {self.vae_tiling!r}")
+        if self.decode not in DECODES:
+            raise SettingsError(f"decode must be one of {DECODES}, got {self.decode!r}")
+        if self.decode_margin is not None and not 0 <= self.decode_margin <= 1024:
+            raise SettingsError(f"decode_margin must be in [0, 1024] latent cells, got {self.decode_margin}")
+        if self.composite not in COMPOSITES:
+            raise SettingsError(f"composite must be one of {COMPOSITES}, got {self.composite!r}")
         if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
             raise SettingsError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
         if self.parallel is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from kvlock.settings import SCHEDULE_DEFAULTS, EditSettings
+from kvlock.settings import MAX_TAKES, SCHEDULE_DEFAULTS, EditSettings
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 ENGINE = EditSettings()  # the engine's defaults
@@ -81,6 +81,14 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
     seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
+    takes: IntProperty(
+        name="Takes",
+        default=ENGINE.takes,
+        min=1,
+        max=MAX_TAKES,
+        description="versions of the edit (seed, seed + 1, …): the first above the source, the others muted on "
+        "the channels above it",
+    )
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
     # the lock: the model's own schedule (its kvlock.json, else the engine's defaults), or the knobs below
     lock: EnumProperty(
@@ -157,6 +165,8 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
                 settings[name] = getattr(self, name)
             zero_means_model += ("tau",)
         settings.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
+        if self.takes > 1:
+            settings["takes"] = self.takes
         return settings
 
 

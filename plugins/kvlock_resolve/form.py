@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kvlock.settings import MAX_TAKES
+
 MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
           ("file", "Matte file"))  # fmt: skip
 LOCKS = (("model", "The model's schedule (its calibration)"),
@@ -63,6 +65,7 @@ class Number:
 NUMBERS = (
     Number("strength", "Strength", "Strength (0: the model's)", float, 0.0, 0.0, 1.0, 3),
     Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
+    Number("takes", "Takes", "Takes (versions, in the Take Selector)", int, 1, 1, MAX_TAKES),
     Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
     Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
     Number("tau", "Tau", "Threshold τ (0: the model's calibrated τ)", float, 0.0, 0.0, 1e6, 6),
@@ -85,6 +88,7 @@ class Form:
     source_prompt: str = ""
     strength: float = 0.0  # 0: the model's (its schedule's, else 1: from pure noise)
     steps: int = 0
+    takes: int = 1  # versions: the first placed, the others in its Take Selector
     seed: int = 0
     guidance: float = 0.0
     kappa: int = 20
@@ -133,4 +137,6 @@ class Form:
             out["method"] = "kvlock"
             zero_means_model += ("tau",)
         out.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
+        if self.takes > 1:
+            out["takes"] = self.takes
         return out

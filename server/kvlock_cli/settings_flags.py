@@ -26,6 +26,8 @@ SETTING_HELP = {
     "feather": "outward feather of the composite, in pixels",
     "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
     "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
+    "takes": "versions to make in one job (1–16): NAME.take1 … NAME.takeN, differing inside the matte only "
+    "(seed, seed + 1, …)",
 }
 
 

@@ -458,6 +458,7 @@ def main() -> None:
         scene.sequence_editor.active_strip = None
     SCENARIOS[scenario](scene, job_module, cfg, report)
     report["running"] = scene.kvlock.running
+    report["operators"] = [op.bl_idname for op in bpy.context.window_manager.operators]  # the undo history's
     report["strips"] = strip_info(scene)
     report["channels"] = channel_info(scene)
     report["scene_after"] = scene_info(scene)
