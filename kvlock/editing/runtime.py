@@ -12,6 +12,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -139,6 +140,13 @@ class Runtime:
                 if s.uncond_source == "own"
                 else None,
             )
+
+    def set_output(self, decode: str, composite: str) -> None:
+        """Switch how windows are decoded and composited (``Acceleration.decode`` and ``composite``), so one
+        loaded model can measure one way against the other (bench/gpu.py)."""
+        self.acceleration = replace(self.acceleration, decode=decode, composite=composite).validated()
+        self._reach_known = False
+        self.execution["composite"] = str(self.composite_device)
 
     @property
     def composite_device(self) -> torch.device:

@@ -613,13 +613,11 @@ def test_takes_land_muted_on_the_channels_above_the_first_in_one_step(tmp_path, 
     }
     frames = [check_take(report, media, f"shot KV-Lock take {k}") for k in (1, 2, 3)]
     assert not np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
-    before, after = (np.load(p) for p in report["compare"][0])  # the muted takes do not show
-    assert not np.array_equal(before, after)
     for name in {s["name"] for s in report["strips_before"]}:
         assert strips[name] == by_name(report["strips_before"])[name]
     # one operator placed them all: one undo step removes every take
     assert "UNDO" in report["place_options"]
-    assert report["operators"].count("SEQUENCER_OT_kvlock_place_result") <= 1
+    assert report["placements"] == 1
     if report["undo_available"]:
         assert {s["name"] for s in report["strips_after_undo"]} == {s["name"] for s in report["strips_before"]}
 
