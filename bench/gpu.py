@@ -9,6 +9,9 @@
     python bench/gpu.py --model wan22-a14b --only steps,edit --variants compiled --plain compiled --edit-steps 8
     python bench/gpu.py --model wan22-ti2v-5b --only steps,edit --variants compiled --plain compiled  # 121×704×1280
     python bench/gpu.py --model hunyuan15 --only steps --variants compiled --plain compiled          # 121×480×848
+    python bench/gpu.py --model 1.3b --only overheads --plain compiled --variants compiled --warm  # edit_costs.py
+    python bench/gpu.py --model 1.3b --only takes --takes-presets default --separate-runs 1 --plain none \
+        --variants compiled --warm                     # 4 takes in one job vs 4 separate edits vs one edit
 
 No checkpoint is downloaded: the transformer, VAE and text encoder (UMT5-XXL for Wan, T5-XXL for
 CogVideoX and LTX-Video) are built from the real configurations with random weights, in the dtype layout
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import edit_costs
 import numpy as np
 import torch
 
@@ -461,7 +465,19 @@ STEP_OPTIONS["bg+r2"] = {**STEP_OPTIONS["bg"], **STEP_OPTIONS["r2"]}
 STEP_OPTIONS["seq"] = {"interleave": False}  # the passes one after the other (every layer's K/V held)
 
 
-def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", fraction: float = 0.3) -> dict[str, Any]:
+def whole_edit(
+    editor: Any,
+    shape: Shape,
+    steps: int,
+    preset: str = "default",
+    fraction: float = 0.3,
+    takes: int = 1,
+    seed: int = 0,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """One edit (``takes`` > 1: one job of that many takes) of a random clip with a box matte, timed; its
+    stages are the last take's trace's (the job's, up to then). ``keep``: the results' frames and the
+    source come back too (``results``, ``source``, ``matte``)."""
     from kvlock import EditRequest, EditSettings
 
     rng = np.random.default_rng(0)
@@ -469,23 +485,23 @@ def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", f
     device = editor.model.device
     step_peaks: list[float] = []
 
-    def progress(info: dict[str, Any]) -> None:
+    def progress(info: Any) -> None:
         step_peaks.append(peak_gib(device))
 
+    matte = box_matte(shape, fraction)
+    settings = EditSettings(steps=steps, seed=seed, takes=takes, **EDIT_PRESETS[preset])
     reset_peak(device)
     sync(device)
     t = time.perf_counter()
-    result = editor.edit(
-        EditRequest(frames, box_matte(shape, fraction), "a red car", EditSettings(steps=steps, **EDIT_PRESETS[preset])),
-        progress,
-    )
+    results = editor.edit_takes(EditRequest(frames, matte, "a red car", settings), progress)
     sync(device)
     seconds = time.perf_counter() - t
+    first, last = results[0].trace, results[-1].trace
     modes: dict[str, int] = {}
-    for r in result.trace.windows[0].steps:
+    for r in first.windows[0].steps:
         modes[r.mode] = modes.get(r.mode, 0) + 1
-    step_seconds = [r.seconds for r in result.trace.windows[0].steps]
-    return {
+    step_seconds = [r.seconds for r in first.windows[0].steps]
+    out = {
         "seconds": seconds,
         "denoise_seconds": sum(step_seconds),
         "peak_gib": peak_gib(device),
@@ -493,10 +509,15 @@ def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", f
         "peak_after_last_step_gib": step_peaks[-1],
         "modes": modes,
         "preset": preset,
-        "sources": sorted({r.source for r in result.trace.windows[0].steps}),
-        "stage_seconds": result.trace.stage_seconds,
-        "execution": result.trace.execution,
+        "takes": takes,
+        "sources": sorted({r.source for r in first.windows[0].steps}),
+        "stage_seconds": last.stage_seconds,
+        "execution": last.execution,
     }
+    if keep:
+        out |= {"results": [r.frames for r in results], "source": frames, "matte": matte}
+        out["latents"] = results[0].latents[0] if results[0].latents else None
+    return out
 
 
 def median_tail(xs: list[float]) -> float:
@@ -551,12 +572,16 @@ def run_variant(
         out.setdefault("engine_warm_up", {})[label] = warm_up(editor)
         out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
         print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
-    if "edit" in only and args.warm and editor.execution["compile"] != "off":
+    if only & {"edit", "overheads", "takes"} and args.warm and editor.execution["compile"] != "off":
         t = time.perf_counter()
         for preset in ("alpha1", "alpha0.5", "no_lock", "alpha1+bg"):  # visit every pass kind once
             whole_edit(editor, shape, 2, preset)
         out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
         print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
+    if "overheads" in only:
+        edit_costs.overheads(editor, label, args, shape, out)
+    if "takes" in only:
+        edit_costs.takes(editor, label, args, shape, out)
     if "edit" in only:
         presets = args.edits.split(",")
         if label == "eager" or args.cap_gb or args.model == "14b":
@@ -603,7 +628,7 @@ def plain_compiled(
             {"row": "plain diffusers CFG step, compiled", "ms": 1e3 * median_tail(plain), "peak_gib": peak_gib(device)}
         )
         print(rows[-1], flush=True)
-    if "edit" in only:
+    if only & {"edit", "overheads"}:
         reset_peak(device)
         seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
         out["plain_generation_compiled"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
@@ -692,7 +717,22 @@ def main() -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--steps", type=int, default=5, help="steps per per-step measurement")
     parser.add_argument("--edit-steps", type=int, default=50)
-    parser.add_argument("--only", default="steps,roofline,edit", help="comma list of steps, roofline, edit")
+    parser.add_argument(
+        "--only",
+        default="steps,roofline,edit",
+        help="comma list of steps, roofline, edit, overheads (the default edit's stages with whole-frame decode and "
+        "CPU composite against the box decode and device composite, and their difference), takes (N takes in one "
+        "job against N separate edits and one edit)",
+    )
+    parser.add_argument("--takes", type=int, default=4, help="takes per job in the takes rows")
+    parser.add_argument("--takes-presets", default="default,alpha1", help="edit presets of the takes rows")
+    parser.add_argument(
+        "--separate-runs",
+        type=int,
+        default=0,
+        help="separate edits actually run for the takes rows (0: as many as --takes); the rows give their "
+        "mean times --takes",
+    )
     parser.add_argument("--variants", default="eager,compiled", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--cases", default="0.1:1,0.3:1,0.6:1,0.3:0.5", help="fraction:alpha per step row")
     parser.add_argument("--warm", action="store_true", help="compile every pass kind before timing edits")
@@ -810,6 +850,11 @@ def main() -> None:
         seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
         out["plain_generation"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
         print(out["plain_generation"], flush=True)
+    if only & {"overheads", "takes"} and not args.cap_gb:  # the peak is the decode's: two steps show it
+        reset_peak(device)
+        run_plain(pipe, shape, embeds, 2, "np")
+        out["plain_peak_gib"] = peak_gib(device)
+        print({"plain_peak_gib": out["plain_peak_gib"]}, flush=True)
     if "compiled" in args.plain.split(",") and not args.cap_gb and not args.first_edits:
         plain_compiled(pipe, shape, embeds, args, only, rows, out)
 

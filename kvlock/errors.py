@@ -75,9 +75,12 @@ class UnsupportedDeviceError(KVLockError):
 
 
 class EditCancelled(KVLockError):
-    """The edit stopped between denoising steps because the caller asked it to."""
+    """The edit stopped between denoising steps (or between takes) because the caller asked it to;
+    ``kept``: how many takes had been finished and handed over before it stopped."""
 
-    def __init__(self, step: int, total: int) -> None:
-        super().__init__(f"edit cancelled after step {step} of {total}")
+    def __init__(self, step: int, total: int, kept: int = 0) -> None:
+        takes = "; take 1 was finished and kept" if kept == 1 else f"; takes 1–{kept} were finished and kept"
+        super().__init__(f"edit cancelled after step {step} of {total}" + (takes if kept else ""))
         self.step = step
         self.total = total
+        self.kept = kept

@@ -22,6 +22,7 @@ GEOMETRIES = ("fit", "crop_to_matte")
 UNCOND_SOURCES = ("shared", "own")
 SOURCE_PASSES = ("full", "background")
 MAX_TEXT = 10_000  # characters of a prompt; text encoders read a few hundred tokens at most
+MAX_TAKES = 16  # versions of one edit per job: an editor compares a handful, and each costs its passes
 
 # Every number has a finite range, so no setting can make an edit's work (or memory) unbounded: a
 # million feather pixels or dilation tokens would run for hours inside one step, where no cancel reaches.
@@ -47,6 +48,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "window_overlap": (0, 1024, " frames"),
     "feather": (0, 256, " pixels"),
     "source_refresh": (1, 1000, " steps"),
+    "takes": (1, MAX_TAKES, " takes"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
 
@@ -210,6 +212,9 @@ class EditSettings:
     # LoRAs applied to the model for this edit, by the names `kvlock loras` lists (a list of LoraChoice, dicts
     # or "NAME:WEIGHT" texts is accepted and held as a tuple of LoraChoice)
     loras: tuple[LoraChoice, ...] = ()
+    # versions one job makes: they differ in their noise inside the matte (seed, seed + 1, …) and share the
+    # background's, so each is the source outside the matte and they share each step's source pass
+    takes: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", _lora_choices(self.loras))

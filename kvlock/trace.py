@@ -58,6 +58,9 @@ class Trace:
     control: str = ""
     # every LoRA applied: name, weight, where its files are, rank, experts, its kvlock.json (if it has one)
     loras: list[dict[str, Any]] = field(default_factory=list)
+    # which take of an edit's takes (1-based) this trace is; stage_seconds are the edit's up to its delivery
+    take: int = 1
+    takes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +94,8 @@ class Trace:
         axes[0].legend(fontsize=7)
         axes[-1].set_xlabel("denoising step")
         applied = ", ".join(f"{lora['name']} ×{lora['weight']:g}" for lora in self.loras)
-        title = f"KV-Lock trace — {self.model}" + (f" + LoRA {applied}" if applied else "")
+        which = f" — take {self.take} of {self.takes}" if self.takes > 1 else ""
+        title = f"KV-Lock trace — {self.model}{which}" + (f" + LoRA {applied}" if applied else "")
         fig.suptitle(title + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
         fig.tight_layout()
         path = Path(path)

@@ -93,8 +93,8 @@ MUTANTS = [
     Mutant(
         "latent-lock-only-last-step",
         "kvlock/sampling/loop.py",
-        "            z = lock(z, i + 1)",
-        "            z = lock(z, i + 1) if i == steps - 1 else z",
+        "    walk.z = lock(walk, z, i + 1)",
+        "    walk.z = lock(walk, z, i + 1) if stepper.levels[i + 1] == 0 else z",
         "the background reset to the noised source only after the last step",
     ),
     Mutant(
@@ -184,8 +184,8 @@ MUTANTS = [
     Mutant(
         "latent-lock-mask-inverted",
         "kvlock/sampling/loop.py",
-        "return soft * z + (1.0 - soft) * stepper.noised(x0_source, noise, i)",
-        "return (1.0 - soft) * z + soft * stepper.noised(x0_source, noise, i)",
+        "return soft * z + (1.0 - soft) * walk.stepper.noised(x0_source, walk.noise, i)",
+        "return (1.0 - soft) * z + soft * walk.stepper.noised(x0_source, walk.noise, i)",
         "the latent lock resetting the foreground instead of the background",
     ),
     Mutant(
@@ -313,6 +313,66 @@ MUTANTS = [
         "elif len(weight) != 2:",
         "a LoRA made for a model of another width accepted",
         ("tests/engine/test_loras.py", "-k", "wide"),
+    ),
+    Mutant(
+        "take-noise-own-everywhere",
+        "kvlock/lock/noise.py",
+        "    return torch.where(inside, own, shared)",
+        "    return own",
+        "a take's own noise outside the matte too: the takes' backgrounds no longer locked to one noised source",
+        ("tests/engine/test_takes.py", "-k", "agree_outside"),
+    ),
+    Mutant(
+        "source-pass-on-the-last-take-s-noise",
+        "kvlock/sampling/loop.py",
+        "shared = source_noise if source_noise is not None else walks[0].noise",
+        "shared = walks[-1].noise",
+        "the shared source pass run on another take's noise: take 1 is no longer the one-take edit",
+        ("tests/engine/test_takes.py", "-k", "take_one"),
+    ),
+    Mutant(
+        "source-pass-once-per-take",
+        "kvlock/sampling/passes.py",
+        "            fused = (\n"
+        "                self._lockstep(runs, t, noised(), prompts)\n"
+        "                if lead.lockstep\n"
+        "                else self._with_bank(lead, runs, t, noised, prompts)\n"
+        "            )",
+        "            fused = [\n"
+        "                p\n"
+        "                for run in runs\n"
+        "                for p in (\n"
+        "                    self._lockstep([run], t, noised(), prompts)\n"
+        "                    if lead.lockstep\n"
+        "                    else self._with_bank(lead, [run], t, noised, prompts)\n"
+        "                )\n"
+        "            ]",
+        "every take running its own source pass: the same takes, none of the sharing they exist for",
+        ("tests/engine/test_takes.py", "-k", "one_source_pass"),
+    ),
+    Mutant(
+        "decode-box-without-the-decoder-s-reach",
+        "kvlock/editing/decode_box.py",
+        "    return slice(max(0, first // scale - margin), min(cells, -(-last // scale) + margin))",
+        "    return slice(max(0, first // scale), min(cells, -(-last // scale)))",
+        "the decoded box not grown by the convolutions' reach: its edge shows in the composite",
+        ("tests/engine/test_decode_box.py",),
+    ),
+    Mutant(
+        "decode-box-cropped-before-the-attention",
+        "kvlock/editing/decode_box.py",
+        'if kind == "stage" and i > last), None)',
+        'if kind == "stage"), None)',
+        "the decoder cropped after its first block: its attention sees only the box",
+        ("tests/engine/test_decode_box.py",),
+    ),
+    Mutant(
+        "resize-reach-without-the-filter",
+        "kvlock/editing/decode_box.py",
+        "    return int(used[0]), int(used[-1]) + 1",
+        "    return start * source // target, -(-stop * source // target)",
+        "the model pixels a region reads taken proportionally, without the resize filter's width",
+        ("tests/engine/test_decode_box.py", "-k", "reach"),
     ),
 ]
 

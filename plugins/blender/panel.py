@@ -35,7 +35,7 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
             every = "strips_all" if hasattr(editor, "strips_all") else "sequences_all"  # 4.4+ / older
             layout.prop_search(props, "matte_strip", editor, every)
         col = layout.column(align=True)
-        for name in ("strength", "steps", "seed", "guidance"):
+        for name in ("strength", "steps", "seed", "takes", "guidance"):
             col.prop(props, name)
         box = layout.box()
         box.label(text="Lock")

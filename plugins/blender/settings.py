@@ -20,7 +20,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from kvlock.settings import LORA_WEIGHT, SCHEDULE_DEFAULTS, EditSettings, LoraChoice
+from kvlock.settings import LORA_WEIGHT, MAX_TAKES, SCHEDULE_DEFAULTS, EditSettings, LoraChoice
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 ENGINE = EditSettings()  # the engine's defaults
@@ -107,6 +107,14 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
     seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
+    takes: IntProperty(
+        name="Takes",
+        default=ENGINE.takes,
+        min=1,
+        max=MAX_TAKES,
+        description="versions of the edit (seed, seed + 1, …): the first above the source, the others muted on "
+        "the channels above it",
+    )
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
     # the lock: the model's own schedule (its kvlock.json, else the engine's defaults), or the knobs below
     lock: EnumProperty(
@@ -187,6 +195,8 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
         chosen = [LoraChoice(row.lora, row.weight) for row in self.loras if row.lora != NO_LORA]
         if chosen:
             settings["loras"] = [{"name": c.name, "weight": c.weight} for c in chosen]
+        if self.takes > 1:
+            settings["takes"] = self.takes
         return settings
 
 

@@ -77,6 +77,9 @@ def step_progress(u: pb.JobUpdate) -> StepProgress | None:
         seconds=0.0,
         eta_seconds=u.eta_seconds,
         preview_png=u.preview_png,
+        take=u.take,
+        takes=max(1, u.takes),
+        in_turn=u.takes_in_turn,
     )
 
 
@@ -236,20 +239,27 @@ class Client:
         return list(self._call(self.stub.ListJobs, pb.ListJobsRequest(states=wanted, limit=limit)).jobs)
 
     def fetch(self, job_id: str, folder: Path, delivery: str = "stream") -> dict[str, Path]:
-        """Receive every result file into ``folder`` (created), verifying sizes and checksums.
+        """Receive every result file into ``folder`` (created), verifying sizes and checksums; {kind: path}
+        of a job of one take (of several: the first take's — :meth:`fetch_takes` has every take's).
 
-        Returns {kind: path}. With ``delivery="path"`` the server only names its files, which are copied.
+        With ``delivery="path"`` the server only names its files, which are copied.
         """
+        takes = self.fetch_takes(job_id, folder, delivery)
+        return takes[min(takes)] if takes else {}
+
+    def fetch_takes(self, job_id: str, folder: Path, delivery: str = "stream") -> dict[int, dict[str, Path]]:
+        """Every result file into ``folder``, as {take: {kind: path}} (take 0: a job of one take; 1…N of
+        several). A cancelled job of several takes delivers the takes it finished before the cancel."""
         folder.mkdir(parents=True, exist_ok=True)
         request = pb.FetchResultRequest(job_id=job_id, delivery=pb.PATH if delivery == "path" else pb.STREAM)
-        written: dict[str, Path] = {}
+        written: dict[int, dict[str, Path]] = {}
         handle, digest, current = None, None, None
         try:
             for chunk in self.stub.FetchResult(request, metadata=self.metadata):
                 target = folder / chunk.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 top = folder / Path(chunk.name).parts[0]
-                written.setdefault(chunk.kind, top)
+                written.setdefault(chunk.take, {}).setdefault(chunk.kind, top)
                 if chunk.path:
                     shutil.copyfile(chunk.path, target)
                     continue

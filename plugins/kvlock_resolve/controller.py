@@ -174,10 +174,10 @@ class Controller:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
-        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec])
         client, models = self.connect()
         model = form.model or (models[0] if models else "tiny")
         params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate, codec=plan.codec)
+        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec], params)
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
 
         def upload() -> tuple[ArrayClip, ArrayClip]:  # when the server cannot read this disk
@@ -213,24 +213,28 @@ class Controller:
         state = job.render.snapshot()
         update = state.progress
         if update is not None and update.denoising is not None:
-            report(progress_line(update), (update.denoising.step + 1) / update.denoising.total)
+            report(progress_line(update), update.denoising.fraction)
         if not state.done:
             return True
         self.job = None
-        if state.error is not None:
+        if state.error is not None and state.result is None:
             report("Cancelled" if state.cancelled else f"Error: {state.error}", 0.0)
             return False
+        outputs = [take.output for take in state.result.takes] if state.result else [job.render.output]
 
         def place() -> host.Placement:
             project, timeline = host.current_timeline(self.resolve)
             tag = lambda clip: colour.tag_result(clip, job.colour)  # noqa: E731
-            return host.place_result(project, timeline, job.shot, job.render.output, tag)
+            return host.place_takes(project, timeline, job.shot, outputs, tag)
 
         try:
             placed = guarded("placing the result", place)
         except host.HostError as exc:
-            report(f"Error: {exc} (the result is at {job.render.output})", 1.0)
+            report(f"Error: {exc} (the result is at {', '.join(map(str, outputs))})", 1.0)
             return False
         notes = "".join(f"; {note}" for note in job.shot.notes)  # a fallback stays visible after the end
+        if state.cancelled:  # cancelled after some takes were finished: those are placed
+            report(f"Cancelled: {state.error}; {placed.message}{notes}", 1.0)
+            return False
         report(("Done: " if placed.confirmed else "Warning: ") + placed.message + notes, 1.0)
         return False

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from kvlock.errors import SettingsError
-from kvlock.settings import EditSettings
+from kvlock.settings import MAX_TAKES, EditSettings
 
 MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
           ("file", "Matte file"))  # fmt: skip
@@ -66,6 +66,7 @@ class Number:
 NUMBERS = (
     Number("strength", "Strength", "Strength (0: the model's)", float, 0.0, 0.0, 1.0, 3),
     Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
+    Number("takes", "Takes", "Takes (versions, in the Take Selector)", int, 1, 1, MAX_TAKES),
     Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
     Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
     Number("tau", "Tau", "Threshold τ (0: the model's calibrated τ)", float, 0.0, 0.0, 1e6, 6),
@@ -99,6 +100,7 @@ class Form:
     source_prompt: str = ""
     strength: float = 0.0  # 0: the model's (its schedule's, else 1: from pure noise)
     steps: int = 0
+    takes: int = 1  # versions: the first placed, the others in its Take Selector
     seed: int = 0
     guidance: float = 0.0
     kappa: int = 20
@@ -152,4 +154,6 @@ class Form:
             out["method"] = "kvlock"
             zero_means_model += ("tau",)
         out.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
+        if self.takes > 1:
+            out["takes"] = self.takes
         return out

@@ -134,7 +134,16 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
         except KeyboardInterrupt:
             cancel.set()
             raise
-        reporter.result(f"wrote {done.output} (job {done.job_id})", job_id=done.job_id, output=str(done.output))
+        outputs = [str(take.output) for take in done.takes] or [str(done.output)]
+        if done.cancelled:
+            reporter.message(f"job {done.job_id}: {done.cancelled}")
+        reporter.result(
+            f"wrote {', '.join(outputs)} (job {done.job_id})",
+            job_id=done.job_id,
+            output=str(done.output),
+            outputs=outputs,
+            cancelled=done.cancelled,
+        )
     return 0
 
 
@@ -187,8 +196,13 @@ def run_cancel(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def run_fetch(args: argparse.Namespace, reporter: Reporter) -> int:
     with connect(args) as client:
-        files = client.fetch(args.job_id, Path(args.out), "path" if args.shared_disk else "stream")
+        takes = client.fetch_takes(args.job_id, Path(args.out), "path" if args.shared_disk else "stream")
+    lines = [f"{f'take {take} ' if take else ''}{kind}: {path}" for take, files in takes.items()
+             for kind, path in files.items()]  # fmt: skip
+    first = takes[min(takes)] if takes else {}
     reporter.result(
-        "\n".join(f"{kind}: {path}" for kind, path in files.items()), files={k: str(v) for k, v in files.items()}
+        "\n".join(lines),
+        files={k: str(v) for k, v in first.items()},
+        takes={str(take): {k: str(v) for k, v in files.items()} for take, files in takes.items()},
     )
     return 0

@@ -11,7 +11,7 @@ import argparse
 import json
 import signal
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -161,21 +161,36 @@ class Outputs:
     region_codec: str | None
 
 
-def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo) -> Outputs:
-    codec, out = _codec_and_out(args, source)
-    trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
-    region = Path(args.region_out).expanduser() if args.region_out else None
-    outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, None)
-    for target in (out, outputs.trace_json, outputs.trace_png, *([region] if region else [])):
-        _refuse_source(target, source, matte)
-        check_writable(target, args.overwrite)
-    if region is None:
-        return outputs
-    region_codec = SUFFIX_CODEC.get(region.suffix.lower(), "png")
-    region_codec = _folder_codec(source) if region_codec == "png" else region_codec
-    if region_codec == "h264":
-        raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
-    return replace(outputs, region_codec=region_codec)
+def take_path(path: Path, take: int, takes: int) -> Path:
+    """Take ``take`` of ``takes``'s file for ``path``: ``shot.take2.mkv`` (a folder: ``shot.take2``)."""
+    if takes <= 1:
+        return path
+    suffix = path.suffix if path.suffix.lower() in SUFFIX_CODEC else ""
+    stem = path.name[: -len(suffix)] if suffix else path.name
+    return path.with_name(f"{stem}.take{take}{suffix}")
+
+
+def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo, takes: int = 1) -> list[Outputs]:
+    """Every take's files (``NAME.take1.mkv`` … beside each other, each with its trace), checked."""
+    codec, first = _codec_and_out(args, source)
+    region_codec = None
+    if args.region_out:
+        region_suffix = Path(args.region_out).suffix.lower()
+        region_codec = SUFFIX_CODEC.get(region_suffix, "png")
+        region_codec = _folder_codec(source) if region_codec == "png" else region_codec
+        if region_codec == "h264":
+            raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
+    plans = []
+    for take in range(1, takes + 1):
+        out = take_path(first, take, takes)
+        trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
+        region = take_path(Path(args.region_out).expanduser(), take, takes) if args.region_out else None
+        outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, region_codec)
+        for target in (out, outputs.trace_json, outputs.trace_png, *([region] if region else [])):
+            _refuse_source(target, source, matte)
+            check_writable(target, args.overwrite)
+        plans.append(outputs)
+    return plans
 
 
 def write_outputs(
@@ -218,10 +233,10 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    outputs = plan_outputs(args, source, matte_info)
-    transfer = INPUT_COLOUR[args.input_colour] or source.transfer
-    output_warnings = check_output(source, outputs.codec, source.has_alpha)
     settings = settings_from_args(args)  # a bad setting fails before any media is decoded or the model loads
+    plans = plan_outputs(args, source, matte_info, settings.takes)
+    transfer = INPUT_COLOUR[args.input_colour] or source.transfer
+    output_warnings = check_output(source, plans[0].codec, source.has_alpha)
     acceleration = acceleration_from_args(args)
     options = MatteOptions(
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
@@ -239,29 +254,50 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     catalog = LoraCatalog(tuple(args.lora_dir), tuple(args.model_dir), model if Path(model).is_dir() else None)
     check_loras_for_model(model, settings.loras, catalog)  # a LoRA that cannot apply is refused before loading
     editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration, catalog)
-    out = outputs.video
+    out = plans[0].video
     reporter.event("started", model=editor.name, frames=[start, end], output=str(out), execution=editor.execution)
     if editor.execution["device"] != "cpu":
         x = editor.execution
         reporter.message(f"engine: {x['memory_reason']}; compile {x['compile']}; attention {x['attention']}")
-    with _Interrupt(reporter) as cancel:
-        wants_region = outputs.region is not None
-        request = EditRequest(frames, matte, args.prompt, settings, return_region=wants_region, encoding=encoding)
-        result = editor.edit(request, progress=reporter.step, cancel=cancel)
-        for warning in result.warnings:
+    written: list[dict[str, Any]] = []
+
+    def finished(result: EditResult) -> None:
+        """Each take is written as soon as it is done, so an interrupt keeps the takes finished before it."""
+        outputs = plans[result.take - 1]
+        for warning in result.warnings if result.take == 1 else []:
             reporter.message(f"warning: {warning}")
         for warning in write_outputs(outputs, result, source, (start, end), encoding, args.overwrite):
             reporter.message(f"warning: {warning}")
-    codec, trace_json, trace_png, region_out = outputs.codec, outputs.trace_json, outputs.trace_png, outputs.region
+        written.append(
+            {
+                "take": result.take,
+                "output": str(outputs.video),
+                "trace": str(outputs.trace_json),
+                "plot": str(outputs.trace_png),
+                "region": str(outputs.region) if outputs.region else None,
+                "seconds": result.trace.seconds,
+                "edited_pixels": _changed_values(result.frames, frames),
+            }
+        )
+        if len(plans) > 1:
+            reporter.message(f"take {result.take} of {len(plans)}: wrote {outputs.video}")
+
+    with _Interrupt(reporter) as cancel:
+        wants_region = plans[0].region is not None
+        request = EditRequest(frames, matte, args.prompt, settings, return_region=wants_region, encoding=encoding)
+        results = editor.edit_takes(request, progress=reporter.step, cancel=cancel, finished=finished)
+    first, seconds = written[0], results[-1].trace.seconds
+    names = ", ".join(w["output"] for w in written)
     reporter.result(
-        f"wrote {out} ({end - start} frames, {codec}, {result.trace.seconds:.1f} s); trace {trace_json}",
-        output=str(out),
-        trace=str(trace_json),
-        plot=str(trace_png),
+        f"wrote {names} ({end - start} frames, {plans[0].codec}, {seconds:.1f} s); trace {first['trace']}",
+        output=first["output"],
+        trace=first["trace"],
+        plot=first["plot"],
         frames=[start, end],
-        seconds=result.trace.seconds,
-        region=str(region_out) if region_out else None,
-        warnings=result.warnings,
-        edited_pixels=_changed_values(result.frames, frames),
+        seconds=seconds,
+        region=first["region"],
+        warnings=results[0].warnings,
+        edited_pixels=first["edited_pixels"],
+        takes=written,
     )
     return 0

@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args, reporter)
         except (Exception, KeyboardInterrupt) as exc:  # every failure leaves through one table of exit codes
             code = exit_code_for(exc)
-            message = "interrupted; no output was written" if code == 130 else one_line(str(exc)) or type(exc).__name__
+            message = one_line(str(exc)) or type(exc).__name__
+            if code == 130:
+                kept = getattr(exc, "kept", 0)  # the takes an edit of several finished (and wrote) before it
+                nothing = "interrupted; no output was written"
+                message = f"interrupted; {kept} finished take(s) written" if kept else nothing
             reporter.error(message, code)
             return code
 

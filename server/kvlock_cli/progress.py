@@ -35,8 +35,9 @@ class Reporter:
             total, done = p.total, p.step + 1
             filled = round(BAR * done / total)
             h = "—" if p.h is None else f"{p.h:.4f}"  # None until the metric window has samples
+            take = f"take {p.take + 1}/{p.takes} " if p.takes > 1 else ""
             line = (
-                f"\r[{'#' * filled}{'-' * (BAR - filled)}] window {p.window + 1}/{p.windows} "
+                f"\r[{'#' * filled}{'-' * (BAR - filled)}] {take}window {p.window + 1}/{p.windows} "
                 f"step {done}/{total} h={h} α={p.alpha:.2f} ω={p.omega:.2f} "
                 f"ETA {p.eta_seconds:.0f}s "
             )

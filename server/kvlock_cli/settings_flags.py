@@ -27,6 +27,8 @@ SETTING_HELP = {
     "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
     "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
     "loras": "apply a LoRA `kvlock loras` lists, as NAME or NAME:WEIGHT (weight 1 by default; repeatable)",
+    "takes": "versions to make in one job (1–16): NAME.take1 … NAME.takeN, differing inside the matte only "
+    "(seed, seed + 1, …)",
 }
 # settings that hold several items take one flag per item, named for one item; the text is judged with the
 # rest of the settings (EditSettings reads "NAME:WEIGHT"), so a bad one fails like any bad setting

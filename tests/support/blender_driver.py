@@ -305,8 +305,22 @@ def run_job(scene, job_module, report: dict, options: dict | None = None, timeou
 # -- scenarios -----------------------------------------------------------------------------------------------
 
 
+def count_placements(report: dict) -> None:
+    """Count the place operator's runs (each is one undo step): its Python ``execute``, wrapped."""
+    place = sys.modules[f"{MODULE}.operators"].SEQUENCER_OT_kvlock_place_result
+    execute = place.execute
+    report["placements"] = 0
+
+    def counted(self, context):
+        report["placements"] += 1
+        return execute(self, context)
+
+    place.execute = counted
+
+
 def scenario_render(scene, job_module, cfg: dict, report: dict) -> None:
     out = Path(cfg["out"]).parent
+    count_placements(report)
     frames = cfg.get("compare_frames", [])
     before = [render_composition(scene, f, out / f"before_{f}.npy") for f in frames]
     if cfg.get("undo"):

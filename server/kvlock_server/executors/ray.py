@@ -27,7 +27,7 @@ from ..jobs.contract import JobControl, ResultFile, WorkerLost
 from ..jobs.media import load_job_media, remove_partials
 from ..jobs.media_roots import MediaRoots
 from ..jobs.model import JobSpec
-from .base import Final, JobDone, Noted, Progressed, WorkOrder, results_of
+from .base import Final, JobCancelled, JobDone, Noted, Progressed, WorkOrder, results_of
 from .ray_options import RayOptions
 from .ray_pool import NoWorkerForJob, Ticket, Worker, WorkerPool
 from .ray_worker import STORE_ID_FILE, EditWorker
@@ -225,12 +225,11 @@ class RayExecutor:
             remove_partials(folder)
             raise WorkerLost(f"{worker.label} died while running the job ({_first_line(error)})") from None
         self.pool.release(ticket, list(final.loaded))
-        files = results_of(final, worker.label)
-        assert isinstance(final, JobDone)
-        for name, data in final.blobs.items():
+        # the files of every take finished (all of them, or those before a cancel), where no store is shared
+        for name, data in (final.blobs if isinstance(final, JobDone | JobCancelled) else {}).items():
             with atomic_path(folder / name, overwrite=True) as temp:
                 temp.write_bytes(data)
-        return files
+        return results_of(final, worker.label)
 
     def _follow(self, worker: Worker, order: WorkOrder, media: Any, control: JobControl) -> Final:
         """Relay the worker's events to the queue until its final one; relay cancel and previews to it."""

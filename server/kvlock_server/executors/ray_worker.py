@@ -24,14 +24,26 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from kvlock.errors import EditCancelled
 from kvlock.execution.acceleration import Acceleration
 from kvlock.execution.warm_up import warm_up
 from kvlock.loading.catalog import find_model
 
 from ..jobs.contract import JobControl, ResultFile
-from ..jobs.media import JobMedia
+from ..jobs.media import JobMedia, result_files
 from ..jobs.model import check_job_id
-from .base import EditorCache, Final, JobFailed, Noted, Progressed, WorkerEvent, WorkOrder, outcome, run_job
+from .base import (
+    EditorCache,
+    Final,
+    JobFailed,
+    Noted,
+    Progressed,
+    TakesKept,
+    WorkerEvent,
+    WorkOrder,
+    outcome,
+    run_job,
+)
 
 STORE_ID_FILE = "store-id"
 
@@ -151,13 +163,23 @@ class EditWorker:
                 return run_job(editor, order, folder, control, execution=execution), {}
             with tempfile.TemporaryDirectory(prefix="kvlock-result-") as scratch:
                 out = Path(scratch)
-                files = run_job(editor, order, out, control, media=media, execution=execution)
-                blobs = {f.name: (out / f.name).read_bytes() for f in files}
-                blobs["results.json"] = (out / "results.json").read_bytes()
-            return files, blobs
+                try:
+                    files = run_job(editor, order, out, control, media=media, execution=execution)
+                except EditCancelled as stop:  # the takes finished before it go back with it
+                    if not stop.kept:
+                        raise
+                    raise TakesKept(stop, written(out, result_files(out))) from None
+                return files, written(out, files)
 
         final: Final = outcome(work, lambda: tuple(self._loaded()))
         events.put(final)
+
+
+def written(out: Path, files: list[ResultFile]) -> dict[str, bytes]:
+    """The bytes of result files written into ``out``, with their listing, for a server without the store."""
+    blobs = {f.name: (out / f.name).read_bytes() for f in files}
+    blobs["results.json"] = (out / "results.json").read_bytes()
+    return blobs
 
 
 def _load(

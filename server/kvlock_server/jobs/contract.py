@@ -31,6 +31,7 @@ class JobFailedRemotely(KVLockError):
 class ResultFile:
     name: str  # relative to the job folder
     kind: str  # video, region, trace, plot
+    take: int = 0  # which take (1-based) of a job of several; 0: a job of one take
 
 
 def preview_due(step: int, total: int, every: int) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from kvlock import EditRequest, EditResult
 from kvlock.editing.validation import check_frames, normalise_matte
 from kvlock.errors import InvalidRequest
+from kvlock.media.atomic import atomic_path
 from kvlock.media.colour import encoding_for
 from kvlock.media.decode import MediaInfo, probe, read_frames
 from kvlock.media.matte import load_matte, pick_channel, refine
@@ -155,32 +156,55 @@ def request_from_media(spec: JobSpec, media: JobMedia) -> tuple[EditRequest, lis
     return request, list(media.warnings) + frame_warnings + matte_warnings, media.timecode
 
 
+def take_name(name: str, take: int, takes: int) -> str:
+    """A result file's name for take ``take`` (1-based) of ``takes``: ``result.take2.mkv``, ``trace.take2.json``;
+    a job of one take keeps the plain names."""
+    if takes <= 1:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.take{take}{dot}{suffix}"
+
+
+def start_results(folder: Path) -> None:
+    """A run starts with no results listed (a run again after a restart writes every take anew)."""
+    (folder / "results.json").unlink(missing_ok=True)
+
+
 def write_results(
     result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, roots: MediaRoots
 ) -> list[ResultFile]:
-    """Write the result files into ``folder`` (EXR output reads the pinned source files as templates)."""
+    """Write one take's result files into ``folder`` and add them to its ``results.json`` (EXR output reads
+    the pinned source files as templates); the files written."""
     with ExitStack() as held:
         return _write(result, spec, folder, timecode, source_info(spec, folder, roots, held))
 
 
 def _write(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, info: MediaInfo) -> list[ResultFile]:
     rate = Fraction(*spec.rate)
+    take, takes = result.take, spec.settings.takes
+    numbered = take if takes > 1 else 0
     files = []
     start = spec.source.start if spec.source.kind == "file" else 0
     encoding = encoding_for(result.frames.dtype, info.transfer)
-    video = f"result{OUTPUT_SUFFIXES[spec.codec]}"
+    video = take_name(f"result{OUTPUT_SUFFIXES[spec.codec]}", take, takes)
     write_result(folder / video, result.frames, info, start, spec.codec, encoding, rate, timecode, overwrite=True)
-    files.append(ResultFile(video, "video"))
+    files.append(ResultFile(video, "video", numbered))
     if spec.region and result.region is not None:
         codec = "ffv1" if spec.codec in ("h264", "ffv1") else spec.codec
-        region = f"region{OUTPUT_SUFFIXES[codec]}"
+        region = take_name(f"region{OUTPUT_SUFFIXES[codec]}", take, takes)
         write_result(folder / region, result.region, info, start, codec, encoding, rate, timecode, True, region=True)
-        files.append(ResultFile(region, "region"))
-    (folder / "trace.json").write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))
-    files.append(ResultFile("trace.json", "trace"))
-    result.trace.plot(folder / "trace.png")
-    files.append(ResultFile("trace.png", "plot"))
-    (folder / "results.json").write_text(json.dumps([f.__dict__ for f in files]))
+        files.append(ResultFile(region, "region", numbered))
+    trace, plot = take_name("trace.json", take, takes), take_name("trace.png", take, takes)
+    with atomic_path(folder / trace, overwrite=True) as temp:
+        temp.write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))
+    files.append(ResultFile(trace, "trace", numbered))
+    with atomic_path(folder / plot, overwrite=True) as temp:
+        result.trace.plot(temp)
+    files.append(ResultFile(plot, "plot", numbered))
+    listing = folder / "results.json"
+    before = json.loads(listing.read_text()) if listing.is_file() else []
+    with atomic_path(listing, overwrite=True) as temp:  # a take is listed only once all its files exist
+        temp.write_text(json.dumps(before + [f.__dict__ for f in files]))
     return files
 
 

@@ -292,24 +292,33 @@ class EditorServicer(pb_grpc.EditorServicer):
             raise InvalidRequest(f"delivery {request.delivery} is unknown; use STREAM or PATH")
         with self.admission.fetches.enter():
             record = await self.admission.call("FetchResult", self.store.get, job_id)
-            if record.state != JobState.SUCCEEDED:
+            folder = self.store.folder(job_id)
+            kept = record.state == JobState.CANCELLED and await self.admission.call("FetchResult", _kept, folder)
+            if record.state != JobState.SUCCEEDED and not kept:
                 reason = f": {record.message}" if record.message else ""
                 raise JobNotReadyError(
-                    f"job {job_id} is {record.state.value}{reason}; only succeeded jobs have results"
+                    f"job {job_id} is {record.state.value}{reason}; only succeeded jobs have results (and "
+                    "cancelled jobs, the takes they finished)"
                 )
-            folder = self.store.folder(job_id)
             files = await self.admission.call("FetchResult", _listing, folder, job_id)
             rate = pb.Rational(num=record.spec.rate[0], den=record.spec.rate[1])
             timecode = record.spec.timecode or ""
-            for path, name, kind in files:
+            for path, name, kind, take in files:
                 if request.delivery == pb.PATH:
                     size = await self.admission.run(_size, path, job_id)
                     chunk = pb.ResultChunk(
-                        name=name, kind=kind, path=str(path), size=size, last=True, rate=rate, timecode=timecode
+                        name=name,
+                        kind=kind,
+                        path=str(path),
+                        size=size,
+                        last=True,
+                        rate=rate,
+                        timecode=timecode,
+                        take=take,
                     )
                     await self._write(context, chunk)
                     continue
-                await self._stream_file(context, path, name, kind, rate, timecode, job_id)
+                await self._stream_file(context, path, name, kind, take, rate, timecode, job_id)
             await self.admission.run(self.store.mark_fetched, job_id)
 
     async def _stream_file(
@@ -318,6 +327,7 @@ class EditorServicer(pb_grpc.EditorServicer):
         path: Path,
         name: str,
         kind: str,
+        take: int,
         rate: pb.Rational,
         timecode: str,
         job_id: str,
@@ -335,6 +345,7 @@ class EditorServicer(pb_grpc.EditorServicer):
                     pb.ResultChunk(
                         name=name,
                         kind=kind,
+                        take=take,
                         offset=offset,
                         data=data,
                         size=size,
@@ -351,14 +362,19 @@ class EditorServicer(pb_grpc.EditorServicer):
             self.admission.pool.submit(handle.close)
 
 
-def _listing(folder: Path, job_id: str) -> list[tuple[Path, str, str]]:
-    """Every result file as (absolute path, name relative to the job folder, kind), or DATA_LOSS."""
+def _listing(folder: Path, job_id: str) -> list[tuple[Path, str, str, int]]:
+    """Every result file as (absolute path, name relative to the job folder, kind, take), or DATA_LOSS."""
     out = []
     for item in result_files(folder, job_id):
         path = folder / item.name
         files = sorted(path.iterdir()) if path.is_dir() else [path]
-        out += [(f.resolve(), str(f.relative_to(folder)), item.kind) for f in files]
+        out += [(f.resolve(), str(f.relative_to(folder)), item.kind, item.take) for f in files]
     return out
+
+
+def _kept(folder: Path) -> bool:
+    """Whether a cancelled job finished takes before its cancel (they are listed as its results)."""
+    return (folder / "results.json").is_file()
 
 
 def _open_result(path: Path, job_id: str) -> BinaryIO:

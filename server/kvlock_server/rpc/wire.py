@@ -278,6 +278,9 @@ def update_message(job_id: str, live: LiveStatus) -> pb.JobUpdate:
             eta_seconds=p.eta_seconds,
             mode=p.mode,
             preview_png=p.preview_png,
+            take=p.take,
+            takes=p.takes,
+            takes_in_turn=p.in_turn,
         )
     return pb.JobUpdate(
         job_id=job_id,
