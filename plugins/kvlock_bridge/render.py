@@ -1,4 +1,5 @@
-"""``render``: the one action every host calls — upload, follow, fetch, and place the result on disk.
+"""``render``: the one action every host calls — upload, follow, fetch, and place the result on disk; and its
+steps (``outputs``, ``follow``, ``collect``) for callers that queue many jobs before following any.
 
 The output and its companions (``NAME.region.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
 under their final names only when complete; an existing file is never replaced unless asked.
@@ -50,6 +51,84 @@ def companions(output: Path) -> dict[str, Path]:
     return {"trace": output.with_name(f"{stem}.trace.json"), "plot": output.with_name(f"{stem}.trace.png")}
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where one render's files go: the result, its region (when asked), its trace and the trace's plot."""
+
+    video: Path
+    region: Path | None
+    trace: Path
+    plot: Path
+
+    def paths(self) -> list[Path]:
+        return [self.video, *([self.region] if self.region else []), self.trace, self.plot]
+
+
+def outputs(output: str | Path, codec: str, region: bool) -> Outputs:
+    """The files a render of ``codec`` writes at ``output`` (a movie's name, or a folder's for PNG and EXR)."""
+    output = Path(output)
+    wanted = SUFFIXES[codec]
+    if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
+        raise ValueError(f"{codec} results are written as {wanted or 'a folder'}, not {output}")
+    region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(codec, ".mkv")  # as the server writes it
+    region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if region else None
+    paths = companions(output)
+    return Outputs(output, region_path, paths["trace"], paths["plot"])
+
+
+def follow(
+    client: Client,
+    job_id: str,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    previews: bool = False,
+) -> Progress:
+    """Watch a job to its end, forwarding ``cancel`` to the server; its last update, or ``JobFailedError``
+    unless it succeeded."""
+    finished = threading.Event()
+
+    def forward_cancel() -> None:
+        while cancel is not None and not finished.is_set():
+            if cancel.wait(0.1):
+                client.cancel(job_id)
+                return
+
+    watcher = threading.Thread(target=forward_cancel, daemon=True)
+    watcher.start()
+    last = None
+    try:
+        for update in client.watch(job_id, previews=previews):
+            last = update
+            if progress is not None:
+                progress(update)
+    finally:
+        finished.set()
+        watcher.join()
+    if last is None or last.state != "succeeded":
+        state = last.state if last else "lost"
+        raise JobFailedError(job_id, state, last.message if last else "no status arrived")
+    return last
+
+
+def collect(
+    client: Client, job_id: str, files: Outputs, overwrite: bool = False, duplicate: bool = False
+) -> RenderResult:
+    """Fetch a finished job's files and move each under its final name (none appears half written)."""
+    output = files.video
+    staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
+    try:
+        fetched = client.fetch(job_id, staging)
+        moves = [("video", output), ("trace", files.trace), ("plot", files.plot)]
+        if files.region is not None:
+            moves.append(("region", files.region))
+        for kind, target in moves:
+            with atomic_path(target, overwrite) as temp:
+                shutil.move(str(fetched[kind]), str(temp))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RenderResult(job_id, output, files.region, files.trace, files.plot, duplicate)
+
+
 def render(
     client: Client,
     source: Clip | FileClip,
@@ -62,49 +141,10 @@ def render(
     previews: bool = False,
     overwrite: bool = False,
 ) -> RenderResult:
-    output = Path(output)
-    wanted = SUFFIXES[params.codec]
-    if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
-        raise ValueError(f"{params.codec} results are written as {wanted or 'a folder'}, not {output}")
-    region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
-    region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if params.region else None
-    paths = companions(output)
-    for target in (output, *paths.values(), *([region_path] if region_path else [])):
+    """Submit, follow and collect one render: ``submit``, ``follow`` and ``collect`` in one call."""
+    files = outputs(output, params.codec, params.region)
+    for target in files.paths():
         check_writable(target, overwrite)
-
     submitted = client.submit(source, matte, params, job_id=job_id)
-    finished = threading.Event()
-
-    def forward_cancel() -> None:
-        while cancel is not None and not finished.is_set():
-            if cancel.wait(0.1):
-                client.cancel(submitted.job_id)
-                return
-
-    watcher = threading.Thread(target=forward_cancel, daemon=True)
-    watcher.start()
-    last = None
-    try:
-        for update in client.watch(submitted.job_id, previews=previews):
-            last = update
-            if progress is not None:
-                progress(update)
-    finally:
-        finished.set()
-        watcher.join()
-    if last is None or last.state != "succeeded":
-        state = last.state if last else "lost"
-        raise JobFailedError(submitted.job_id, state, last.message if last else "no status arrived")
-
-    staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
-    try:
-        fetched = client.fetch(submitted.job_id, staging)
-        moves = [("video", output), ("trace", paths["trace"]), ("plot", paths["plot"])]
-        if region_path is not None:
-            moves.append(("region", region_path))
-        for kind, target in moves:
-            with atomic_path(target, overwrite) as temp:
-                shutil.move(str(fetched[kind]), str(temp))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return RenderResult(submitted.job_id, output, region_path, paths["trace"], paths["plot"], submitted.duplicate)
+    follow(client, submitted.job_id, progress, cancel, previews)
+    return collect(client, submitted.job_id, files, overwrite, submitted.duplicate)

@@ -8,6 +8,7 @@
     kvlock jobs     list a server's jobs
     kvlock cancel   cancel a job
     kvlock fetch    download a finished job's files
+    kvlock batch    render every shot of a cut marked KV-Lock on a server; write the cut with the results
 
 Exit codes (``exit_codes.py``): 0 done, 1 failed, 2 usage, 3 missing file, 4 unreadable media,
 5 bad input (matte mismatch, settings, range, request refused), 6 output exists, 7 model cannot load,
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import calibrate, client, edit, models, serve
+from . import batch, calibrate, client, edit, models, serve
 from .exit_codes import exit_code_for
 from .progress import Reporter
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_job_id(fetch)
     fetch.add_argument("--out", required=True, help="folder for the files")
     fetch.add_argument("--shared-disk", action="store_true", help="copy from the server's paths instead of streaming")
+    batch.add_batch(commands.add_parser("batch", help="render a cut's KV-Lock markers on a server (OpenTimelineIO)"))
     return parser
 
 
@@ -48,6 +50,7 @@ COMMANDS = {
     "jobs": client.run_jobs,
     "cancel": client.run_cancel,
     "fetch": client.run_fetch,
+    "batch": batch.run_batch,
 }
 
 
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, reporter)
     except (Exception, KeyboardInterrupt) as exc:  # every failure leaves through one table of exit codes
         code = exit_code_for(exc)
-        message = "interrupted; no output was written" if code == 130 else str(exc) or type(exc).__name__
+        message = str(exc) or type(exc).__name__
+        if code == 130:  # a command that knows better what an interruption left says so (kvlock batch)
+            told = isinstance(exc, KeyboardInterrupt) and str(exc)
+            message = str(exc) if told else "interrupted; no output was written"
         reporter.error(message, code)
         return code
 
