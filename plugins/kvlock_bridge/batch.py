@@ -130,8 +130,8 @@ def _send(client: Client, render: QueuedRender, job_id: str) -> bool:
 class _Run:
     """One run of a queue: which jobs the server holds for it, and cancelling those not finished."""
 
-    def __init__(self, client: Client, emit: Callable[[QueueEvent], None]) -> None:
-        self.client, self.emit = client, emit
+    def __init__(self, client: Client, emit: Callable[[QueueEvent], None], cancel: threading.Event) -> None:
+        self.client, self.emit, self.cancel = client, emit, cancel
         self.open: dict[int, str] = {}  # index → job id, until its job ended
         self.lock = threading.Lock()
 
@@ -146,6 +146,9 @@ class _Run:
             return
         with self.lock:
             self.open[index] = job_id
+        if self.cancel.is_set():  # cancelled while this one was being sent: it is stopped like the others
+            with contextlib.suppress(BridgeError):
+                self.client.cancel(job_id)
         self.emit(Queued(index, job_id, state is not None, uploaded))
 
     def finish(self, index: int, render: QueuedRender) -> None:
@@ -182,8 +185,8 @@ def run_queue(
 
     Collected files replace what is under their names: a queue's files are its own, and one found complete
     beside its trace is the caller's to skip before queueing it."""
-    run = _Run(client, emit)
     cancel = cancel or threading.Event()
+    run = _Run(client, emit, cancel)
     stop = threading.Event()
 
     def forward_cancel() -> None:

@@ -169,9 +169,11 @@ def test_each_rate_lands_on_the_right_record_frames(tmp_path, shared, media, rat
     assert_edit_of(path, own, 6, 7, 6 if edl else 8)
 
 
-def three_shots(media) -> list[ShotSpec]:
-    return [ShotSpec("A001", media["a"], 10, 4, 6), ShotSpec("B001", media["b"], 20, 10, 6),
-            ShotSpec("C001", media["c"], 30, 2, 6)]  # fmt: skip
+def three_shots(media, later_steps: int | None = None) -> list[ShotSpec]:
+    """Three shots; ``later_steps``: the second and third take that many steps (their markers say so)."""
+    slow = {"kvlock": {"settings": {"steps": later_steps}}} if later_steps else {}
+    return [ShotSpec("A001", media["a"], 10, 4, 6), ShotSpec("B001", media["b"], 20, 10, 6, metadata=slow),
+            ShotSpec("C001", media["c"], 30, 2, 6, metadata=slow)]  # fmt: skip
 
 
 def run_until(args: list[str], done_event) -> tuple[subprocess.Popen, list[dict]]:
@@ -188,9 +190,9 @@ def run_until(args: list[str], done_event) -> tuple[subprocess.Popen, list[dict]
 def test_a_batch_killed_halfway_and_run_again_redoes_nothing_and_loses_nothing(tmp_path, media):
     server = start(tmp_path / "state", preload=["tiny"], media_roots=[str(media["folder"])])
     try:
-        cut = save(build_cut(Fraction(24), "01:00:00:00", three_shots(media)), tmp_path / "cut.otio")
+        cut = save(build_cut(Fraction(24), "01:00:00:00", three_shots(media, 40)), tmp_path / "cut.otio")
         out = tmp_path / "cut.kvlock.otio"
-        args = command(cut, out, server, "--json", steps=12)
+        args = command(cut, out, server, "--json", steps=4)
         proc, _ = run_until(args, lambda e: e["event"] == "shot" and e["state"] == "done")
         proc.kill()  # no goodbye: SIGKILL
         proc.wait(timeout=60)
