@@ -1,22 +1,25 @@
 """Changing one top-level array of the user's TOML config without touching anything else in it.
 
 Python reads TOML (``tomllib``) but does not write it, and rewriting the whole file from a parsed dict would
-lose the user's comments and layout. So the file is edited as text: the ``KEY = [...]`` assignment before the
-first table is replaced (or added there), the result is parsed again and must equal the old file's data
-except for that key — else nothing is written — and it is moved into place atomically.
+lose the user's comments and layout. ``tomlkit`` parses a TOML file into a document that keeps every comment,
+blank line and quoting style, so the key is changed in that document: an array that already starts with the
+wanted values only has the new ones appended (its own comments, even between entries, stay); any other
+value is replaced, and a missing key is added before the first table (tomlkit places it there, so it stays
+top level). The result is parsed again with ``tomllib`` and must equal the old file's data except for that
+key — else nothing is written — and it is moved into place atomically.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
 
-_TABLE = re.compile(r"^\s*\[", re.MULTILINE)
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import Array
 
 
 class ConfigError(ValueError):
@@ -32,48 +35,28 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def _array_end(text: str, start: int) -> int:
-    """Index just past the ``]`` closing the array that opens at ``text[start]`` (strings and comments skipped)."""
-    depth, i = 0, start
-    while i < len(text):
-        ch = text[i]
-        if ch in "\"'":
-            triple = text[i : i + 3] == ch * 3
-            quote = ch * 3 if triple else ch
-            i += len(quote)
-            while i < len(text) and text[i : i + len(quote)] != quote:
-                i += 2 if (ch == '"' and text[i] == "\\") else 1
-            i += len(quote)
-            continue
-        if ch == "#":
-            newline = text.find("\n", i)
-            i = len(text) if newline < 0 else newline
-            continue
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    raise ConfigError("unterminated array")
+def _new_array(values: list[str]) -> Array:
+    array = tomlkit.array()
+    array.extend(values)
+    return array.multiline(True)
 
 
 def set_top_level_array(text: str, key: str, values: list[str]) -> str:
-    """``text`` with top-level ``key`` set to the string array ``values`` (basic strings, one per line)."""
-    body = "".join(f"  {json.dumps(v, ensure_ascii=False)},\n" for v in values)
-    assignment = f"{key} = [\n{body}]"
-    first_table = _TABLE.search(text)
-    head_end = first_table.start() if first_table else len(text)
-    found = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=[ \t]*", text[:head_end], re.MULTILINE)
-    if found is None:
-        prefix = text[:head_end]
-        joiner = "" if not prefix or prefix.endswith("\n") else "\n"
-        return prefix + joiner + assignment + "\n" + ("\n" if first_table else "") + text[head_end:]
-    value_start = found.end()
-    if text[value_start : value_start + 1] != "[":
+    """``text`` with top-level ``key`` set to the string array ``values``, everything else as it was."""
+    try:
+        document = tomlkit.parse(text)
+    except TOMLKitError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from exc
+    current = document.get(key)
+    if current is None:
+        document[key] = _new_array(values)
+    elif not isinstance(current, Array):
         raise ConfigError(f"{key} is not an array")
-    return text[: found.start()] + assignment + text[_array_end(text, value_start) :]
+    elif list(current) == values[: len(current)]:
+        current.extend(values[len(current) :])  # keeps the comments between the entries already there
+    else:
+        document[key] = _new_array(values)
+    return tomlkit.dumps(document)
 
 
 def write_array(path: Path, key: str, values: list[str]) -> None:

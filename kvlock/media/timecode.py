@@ -2,6 +2,13 @@
 
 Drop-frame skips frame numbers 0 and 1 (2 and 3 at 59.94) at the start of every minute except each
 tenth, so the displayed clock tracks wall time; the separator before the frames is ``;`` by convention.
+
+Written here rather than taken from OpenTimelineIO's ``opentime`` (which the command line uses for its
+timelines), because this module ships to the hosts' own Pythons and must serve every rate a file or the
+wire may carry: ``opentime`` refuses timecode at rates SMPTE does not list (12, 15, 100, 120 fps …),
+accepts malformed text (minute 60), and is compiled, with no wheels for some Pythons hosts run. The
+measurements are in docs/benchmarks.md; ``tests/engine/test_timecode_against_otio.py`` holds this
+arithmetic to ``opentime``'s at every rate both serve, drop-frame included.
 """
 
 from __future__ import annotations
@@ -11,10 +18,20 @@ from fractions import Fraction
 
 _TC = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})([:;.])(\d{2,3})$")
 MAX_TIMECODE_CHARS = 16  # "HH:MM:SS;FFF" with room for spaces: anything longer is not a timecode
+NTSC = (24, 30, 48, 60, 120)  # nominal rates whose NTSC variant is n·1000/1001 (23.976, 29.97 …)
 
 
 def nominal_fps(rate: Fraction) -> int:
     return round(rate)
+
+
+def exact_rate(value: float) -> Fraction:
+    """A rate written as a decimal (23.976, 29.97, or a float such as OpenTimelineIO's 23.976023976…) as the
+    exact fraction hosts and files mean: an NTSC rate as n·1000/1001, any other to the nearest 1/1001."""
+    for ntsc in NTSC:
+        if abs(value - ntsc * 1000 / 1001) < 0.01:
+            return Fraction(ntsc * 1000, 1001)
+    return Fraction(value).limit_denominator(1001)
 
 
 def is_drop_frame_rate(rate: Fraction) -> bool:

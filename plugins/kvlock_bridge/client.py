@@ -231,6 +231,21 @@ class Client:
         except grpc.RpcError as error:
             raise translate(error, self.address) from None
 
+    def status(self, job_id: str) -> Progress | None:
+        """The job's state now, or None when the server does not know the id (the first update of a watch)."""
+        call = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=self.metadata, timeout=self.timeout)
+        try:
+            u = next(call, None)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise translate(error, self.address) from None
+        finally:
+            call.cancel()
+        if u is None:
+            raise BridgeError(f"the server ended the watch of {job_id} without a status")
+        return Progress(u.job_id, STATE_NAMES[u.state], u.message, u.queue_position, step_progress(u))
+
     def cancel(self, job_id: str) -> str:
         return STATE_NAMES[self._call(self.stub.CancelJob, pb.CancelJobRequest(job_id=job_id)).state]
 

@@ -1,4 +1,5 @@
-"""``render``: the one action every host calls — upload, follow, fetch, and place the result on disk.
+"""``render``: the one action every host calls — upload, follow, fetch, and place the result on disk; and its
+steps (``outputs``, ``follow``, ``collect``) for callers that queue many jobs before following any.
 
 The output and its companions (``NAME.region.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
 under their final names only when complete; an existing file is never replaced unless asked. A job of
@@ -100,7 +101,33 @@ def planned(output: Path, params: Params) -> list[TakeOutput]:
     return plans
 
 
-def follow(
+@dataclass(frozen=True)
+class Outputs:
+    """Where one render's files go (a job of several takes: its first take's): the result, its region (when
+    asked), its trace and the trace's plot."""
+
+    video: Path
+    region: Path | None
+    trace: Path
+    plot: Path
+
+    def paths(self) -> list[Path]:
+        return [self.video, *([self.region] if self.region else []), self.trace, self.plot]
+
+
+def outputs(output: str | Path, codec: str, region: bool) -> Outputs:
+    """The files a render of ``codec`` writes at ``output`` (a movie's name, or a folder's for PNG and EXR)."""
+    output = Path(output)
+    wanted = SUFFIXES[codec]
+    if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
+        raise ValueError(f"{codec} results are written as {wanted or 'a folder'}, not {output}")
+    region_suffix = REGION_SUFFIXES.get(codec, ".mkv")
+    region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if region else None
+    paths = companions(output)
+    return Outputs(output, region_path, paths["trace"], paths["plot"])
+
+
+def watch_job(
     client: Client,
     job_id: str,
     progress: Callable[[Progress], None] | None,
@@ -130,7 +157,9 @@ def follow(
     return last
 
 
-def collect(client: Client, job_id: str, plans: list[TakeOutput], staging: Path, overwrite: bool) -> list[TakeOutput]:
+def collect_takes(
+    client: Client, job_id: str, plans: list[TakeOutput], staging: Path, overwrite: bool
+) -> list[TakeOutput]:
     """Fetch the job's takes into ``staging`` and move each to its names; the takes the job delivered."""
     fetched = client.fetch_takes(job_id, staging)
     several = len(plans) > 1
@@ -144,6 +173,41 @@ def collect(client: Client, job_id: str, plans: list[TakeOutput], staging: Path,
             with atomic_path(target, overwrite) as temp:
                 shutil.move(str(files[kind]), str(temp))
     return done
+
+
+def follow(
+    client: Client,
+    job_id: str,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    previews: bool = False,
+) -> Progress:
+    """Watch a job to its end, forwarding ``cancel`` to the server; its last update, or ``JobFailedError``
+    unless it succeeded."""
+    last = watch_job(client, job_id, progress, cancel, previews)
+    if last is None or last.state != "succeeded":
+        state = last.state if last else "lost"
+        raise JobFailedError(job_id, state, last.message if last else "no status arrived")
+    return last
+
+
+def collect(
+    client: Client, job_id: str, files: Outputs, overwrite: bool = False, duplicate: bool = False
+) -> RenderResult:
+    """Fetch a finished job's files and move each under its final name (none appears half written)."""
+    output = files.video
+    staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
+    try:
+        fetched = client.fetch(job_id, staging)
+        moves = [("video", output), ("trace", files.trace), ("plot", files.plot)]
+        if files.region is not None:
+            moves.append(("region", files.region))
+        for kind, target in moves:
+            with atomic_path(target, overwrite) as temp:
+                shutil.move(str(fetched[kind]), str(temp))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RenderResult(job_id, output, files.region, files.trace, files.plot, duplicate)
 
 
 def render(
@@ -168,7 +232,7 @@ def render(
             check_writable(target, overwrite)
 
     submitted = client.submit(source, matte, params, job_id=job_id)
-    last = follow(client, submitted.job_id, progress, cancel, previews)
+    last = watch_job(client, submitted.job_id, progress, cancel, previews)
     state, message = (last.state, last.message) if last is not None else ("lost", "no status arrived")
     failed = JobFailedError(submitted.job_id, state, message)
     # a cancelled job of several takes may have finished some: they are fetched like a succeeded job's
@@ -176,7 +240,7 @@ def render(
         raise failed
     staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
     try:
-        done = collect(client, submitted.job_id, plans, staging, overwrite)
+        done = collect_takes(client, submitted.job_id, plans, staging, overwrite)
     except RequestRejectedError:
         if state == "cancelled":  # it finished no take before the cancel
             raise failed from None

@@ -1,7 +1,9 @@
 """KV-Lock in DaVinci Resolve (Free and Studio): a Workspace › Scripts window on the client bridge.
 
-``host`` is every Resolve call, ``form`` the fields, ``controller`` the window's logic, ``dialog`` the UIManager
-window (Studio; Free before 19.1), ``page`` the same window served on loopback (Free 19.1+), ``launch`` picks.
+``host`` is every Resolve call (``host_markers`` the timeline markers'), ``form`` the fields, ``controller`` the
+window's logic (``marker_batch`` rendering every KV-Lock marker, ``guard`` what both share), ``dialog`` the
+UIManager window (Studio; Free before 19.1), ``page`` the same window served on loopback (Free 19.1+),
+``launch`` picks.
 """
 
 from __future__ import annotations

@@ -15,25 +15,22 @@ matte file follows the source's frames.
 
 from __future__ import annotations
 
-import re
-import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from kvlock_bridge import ArrayClip, AuthenticationError, BridgeError, Client, FileClip, Params, ServerUnavailableError
+from kvlock_bridge import AuthenticationError, BridgeError, Client, FileClip, Params, ServerUnavailableError
 from kvlock_bridge.background import BackgroundRender, progress_line, unused_output
 from kvlock_bridge.client import read_token
 from kvlock_bridge.render import SUFFIXES
 
-from . import colour, host
+from . import colour, host, marker_batch
 from .colour import ColourPlan
-from .form import Form, FormError
+from .form import Form
+from .guard import FINAL, explain, guarded, stem, upload_for
 
-FINAL = ("Done", "Error", "Warning", "Cancelled")
-T = TypeVar("T")
+__all__ = ["FINAL", "Controller", "Job", "explain", "guarded"]
 
 
 @dataclass
@@ -52,57 +49,6 @@ class Job:
         return line + "".join(f"; {note}" for note in shot.notes)
 
 
-def _print_traceback(exc: BaseException) -> None:
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)  # Workspace › Console
-
-
-def explain(what: str, exc: BaseException) -> str:
-    """The message for a step that failed: the editor's own mistakes as they are, anything else by its type."""
-    if isinstance(exc, (host.HostError, FormError)):
-        return str(exc)
-    _print_traceback(exc)
-    return f"{type(exc).__name__} while {what}: {exc} (the details are in Workspace › Console)"
-
-
-def guarded(what: str, action: Callable[[], T]) -> T:
-    """Run a step that calls Resolve; anything but the editor's own mistakes becomes a HostError that says so."""
-    try:
-        return action()
-    except (host.HostError, FormError):
-        raise
-    except Exception as exc:  # Resolve's proxies raise whatever they raise; the window must keep working
-        _print_traceback(exc)
-        raise host.HostError(f"Resolve answered unexpectedly while {what} ({type(exc).__name__}: {exc})") from None
-
-
-def _stem(path: str) -> str:
-    """The output's name: a movie's stem, a sequence's name without its frame number (plate.1001.exr → plate)."""
-    stem = Path(path).stem
-    if Path(path).suffix.lower() in (".exr", ".png", ".tif", ".tiff", ".dpx"):
-        stem = re.sub(r"[._-]?\d+$", "", stem) or stem
-    return stem
-
-
-def _decode(clip: FileClip) -> ArrayClip:
-    """Read a source's [start, end) here, for servers that cannot read it themselves."""
-    from kvlock.media.decode import probe, read_frames
-
-    info = probe(clip.path)
-    return ArrayClip(clip.name, read_frames(info, clip.start or 0, clip.end or info.frames)[..., :3])
-
-
-def _decode_matte(clip: FileClip, source: FileClip) -> ArrayClip:
-    """The matte frames that go with the source's range, by the server's own rule, read here."""
-    from kvlock.media.decode import probe, read_frames
-    from kvlock.media.matte_frames import matte_frames
-
-    info, source_info = probe(clip.path), probe(source.path)
-    start, end = source.start or 0, source.end or source_info.frames
-    own = (clip.start or 0, clip.end or info.frames) if clip.ranged else None
-    first, last, _ = matte_frames(info.frames, info.kind == "still", source_info.frames, start, end, own)
-    return ArrayClip(clip.name, read_frames(info, first, last)[..., :3].max(axis=-1))
-
-
 class Controller:
     """One window's logic. ``connect`` makes a client from the address and token the window holds."""
 
@@ -113,6 +59,7 @@ class Controller:
         self.models: list[str] = []
         self.loras: list[str] = []  # the LoRAs the server offers, shown after a check
         self.job: Job | None = None
+        self.batch: marker_batch.MarkerBatch | None = None  # "Render all KV-Lock markers" (marker_batch)
 
     def connect(self) -> tuple[Client, list[str]]:
         client = Client(self.address, read_token(self.token or None, self.token_file or None), timeout=10.0)
@@ -155,51 +102,64 @@ class Controller:
             raise host.HostError(f"matte file {form.matte_file or '(none)'} does not exist")
         return FileClip("matte", str(Path(form.matte_file).expanduser()))
 
+    def render_parts(self, form: Form, project: Any, timeline: Any, shot: host.Shot) -> tuple[FileClip, ColourPlan]:
+        """The shot's matte (by the form's choice) and how its result keeps the source's colour."""
+        clip_colour = colour.read_clip_colour(project, host.shot_media(timeline, shot))
+        return self._matte(form, project, timeline, shot), colour.plan_colour(shot.path, clip_colour)
+
+    def output_folder(self, form: Form, shot: host.Shot) -> Path:
+        folder = Path(form.output_dir or Path(shot.path).parent / "KV-Lock").expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
+        return folder
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None or self.batch is not None
+
+    def check_idle(self) -> None:
+        if self.running:
+            raise host.HostError("a render is already running: wait for it or cancel it")
+
     def prepare(self, form: Form) -> Job:
         """Validate everything and build the job; nothing is sent yet."""
-        if self.job is not None:
-            raise host.HostError("a render is already running: wait for it or cancel it")
+        self.check_idle()
         if not form.prompt.strip():
             raise host.HostError("write a prompt: what should the masked subject become?")
 
         def read() -> tuple[host.Shot, FileClip, ColourPlan]:
             project, timeline = host.current_timeline(self.resolve)
             shot = host.shot_to_edit(timeline)
-            clip_colour = colour.read_clip_colour(project, host.shot_media(timeline, shot))
-            return shot, self._matte(form, project, timeline, shot), colour.plan_colour(shot.path, clip_colour)
+            return shot, *self.render_parts(form, project, timeline, shot)
 
         shot, matte, plan = guarded("reading the timeline", read)
-        folder = Path(form.output_dir or Path(shot.path).parent / "KV-Lock").expanduser()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
+        folder = self.output_folder(form, shot)
         client, models = self.connect()
         model = form.model or (models[0] if models else "tiny")
         params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate, codec=plan.codec)
-        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec], params)
+        output = unused_output(folder, stem(shot.path), SUFFIXES[plan.codec], params)
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
-
-        def upload() -> tuple[ArrayClip, ArrayClip]:  # when the server cannot read this disk
-            from kvlock.errors import KVLockError
-
-            if plan.codec == "exr":  # uploads carry 8/16-bit code values: a linear plate would lose its values
-                raise ValueError(
-                    f"the server cannot read {shot.path}, and an EXR plate goes by path only: run the server "
-                    "where the plate is, with its folder in --media-root"
-                )
-            try:
-                return _decode(source), _decode_matte(matte, source)
-            except KVLockError as exc:  # a matte that cannot go with the range, unreadable media: say which
-                raise ValueError(str(exc)) from None
-
-        return Job(BackgroundRender(client, source, matte, params, output, fallback=upload), shot, plan)
+        fallback = upload_for(shot, plan, source, matte)
+        return Job(BackgroundRender(client, source, matte, params, output, fallback=fallback), shot, plan)
 
     def start(self, job: Job) -> None:
         self.job = job
         job.render.start()
 
+    def prepare_markers(self, form: Form) -> marker_batch.MarkerBatch:
+        """Every KV-Lock timeline marker as a job of one batch; nothing is sent yet."""
+        return marker_batch.prepare_markers(self, form)
+
+    def start_markers(self, batch: marker_batch.MarkerBatch) -> None:
+        self.batch = batch
+        batch.runner.start()
+
     def cancel(self) -> bool:
+        if self.batch is not None:
+            self.batch.runner.cancel.set()
+            return True
         if self.job is None:
             return False
         self.job.render.cancel.set()
@@ -207,6 +167,8 @@ class Controller:
 
     def poll(self, report: Callable[[str, float], None]) -> bool:
         """Called by the window's loop: report progress; on the end, place the result. True while running."""
+        if self.batch is not None:
+            return marker_batch.poll_markers(self, self.batch, report)
         job = self.job
         if job is None:
             return False

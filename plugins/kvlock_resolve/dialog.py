@@ -58,6 +58,7 @@ def build_window(ui: Any, disp: Any) -> Any:
                 _row(ui, "Matte file", ui.LineEdit({"ID": "MatteFile"})),
                 _row(ui, "Output folder", ui.LineEdit({"ID": "Output", "PlaceholderText": "media folder/KV-Lock"})),
                 _buttons(ui, ("Render", "Render"), ("Cancel", "Cancel")),
+                _buttons(ui, ("RenderMarkers", "Render all KV-Lock markers")),
                 ui.Label({"ID": "Progress", "Text": ""}),
                 ui.Label({"ID": "Status", "Text": "", "WordWrap": True}),
             ]
@@ -132,6 +133,18 @@ class _Dialog:
         self.controller.start(job)
         self.timer.Start()
 
+    def on_render_markers(self, _ev: Any = None) -> None:
+        self._connection()
+        try:
+            form = guarded("reading the dialog", lambda: read_form(self.items, self.controller.models))
+            batch = self.controller.prepare_markers(form)
+        except (host.HostError, FormError) as exc:
+            self.items["Status"].Text = f"Error: {exc}"
+            return
+        self.items["Status"].Text = batch.describe()
+        self.controller.start_markers(batch)
+        self.timer.Start()
+
     def on_cancel(self, _ev: Any = None) -> None:
         if self.controller.cancel():
             self.items["Progress"].Text = "cancelling…"
@@ -151,6 +164,7 @@ def run(resolve: Any, bmd: Any) -> None:
     win, items = dialog.win, dialog.items
     win.On.Check.Clicked = _safe(items, dialog.on_check)
     win.On.Render.Clicked = _safe(items, dialog.on_render)
+    win.On.RenderMarkers.Clicked = _safe(items, dialog.on_render_markers)
     win.On.Cancel.Clicked = _safe(items, dialog.on_cancel)
     win.On.KVLock.Close = _safe(items, dialog.on_close)
     dialog.disp.On.Poll.Timeout = _safe(items, dialog.on_poll)

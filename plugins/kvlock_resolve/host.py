@@ -55,10 +55,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kvlock.media.timecode import format_timecode, parse_timecode
+from kvlock.media.timecode import exact_rate, format_timecode, parse_timecode
 
 KVLOCK_BIN = "KV-Lock"
-NTSC = (24, 30, 48, 60, 120)
 UI_GONE_ON_FREE = (19, 1)  # from 19.1, Resolve Free shows no UIManager window for third-party scripts
 READINGS = (("exclusive", 0), ("inclusive", 1))  # endFrame = frames − this
 SEQUENCE_RANGE = re.compile(r"\[(\d+)-(\d+)\]")  # "file_[001-100].dpx", as Resolve names a sequence
@@ -161,10 +160,7 @@ def parse_rate(value: Any) -> tuple[Fraction, bool]:
     number = re.match(r"^\d+(?:\.\d+)?", text)
     if not number or float(number.group()) <= 0:
         raise HostError(f"Resolve reported the frame rate as {value!r}, which is not a frame rate")
-    rate = Fraction(number.group()).limit_denominator(1001)
-    for ntsc in NTSC:
-        if abs(float(rate) - ntsc * 1000 / 1001) < 0.01:
-            rate = Fraction(ntsc * 1000, 1001)
+    rate = exact_rate(float(number.group()))
     drop = bool(re.search(r"\bDF\b", text[number.end() :].upper())) and rate.denominator == 1001
     return rate, drop
 
@@ -272,8 +268,8 @@ def _selected_ids(timeline: Any) -> set[str]:
     return {_uid(i) for i in selected if i} - {""} if isinstance(selected, (list, tuple)) else set()
 
 
-def source_at(timeline: Any, frame: int, where: str) -> tuple[int, Any, str | None]:
-    """The source item under ``frame`` by the module's rule: (track, item, note)."""
+def media_under(timeline: Any, frame: int, where: str) -> list[tuple[int, Any]]:
+    """The items with a media file on enabled video tracks under ``frame``, lowest track first."""
     under = [
         (track, item)
         for track in range(1, _track_count(timeline) + 1)
@@ -287,6 +283,12 @@ def source_at(timeline: Any, frame: int, where: str) -> tuple[int, Any, str | No
     if not media:
         names = ", ".join(item.GetName() for _, item in under)
         raise HostError(f"nothing at {where} has a media file ({names}): generators and titles cannot be edited")
+    return media
+
+
+def source_at(timeline: Any, frame: int, where: str) -> tuple[int, Any, str | None]:
+    """The source item under ``frame`` by the module's rule: (track, item, note)."""
+    media = media_under(timeline, frame, where)
     selected = _selected_ids(timeline)
     chosen = [(track, item) for track, item in media if _uid(item) in selected]
     if len(chosen) == 1:
@@ -321,15 +323,21 @@ def shot_to_edit(timeline: Any) -> Shot:
         elif end > item_end:
             raise HostError(f"the In/Out range spans more than {item.GetName()} (it ends at "
                             f"{format_timecode(item_end - 1, rate, drop)}): mark a range within one clip")  # fmt: skip
-    path = _media_path(item)
+    return shot_of(item, track, (start, end), (rate, drop), tuple(notes))
+
+
+def shot_of(item: Any, track: int, span: tuple[int, int], rate: tuple[Fraction, bool], notes: tuple[str, ...]) -> Shot:
+    """The shot of record frames ``span`` (within ``item``) on a timeline of ``rate`` (and drop frame)."""
+    (timeline_rate_, drop), (start, end) = rate, span
     clip_rate, _ = parse_rate(item.GetMediaPoolItem().GetClipProperty("FPS"))
-    if clip_rate != rate:
+    if clip_rate != timeline_rate_:
         raise HostError(
-            f"{item.GetName()} is {float(clip_rate):g} fps on a {float(rate):g} fps timeline: KV-Lock edits "
-            "source frames one to one, so the rates must match (conform the clip or use a matching timeline)"
+            f"{item.GetName()} is {float(clip_rate):g} fps on a {float(timeline_rate_):g} fps timeline: KV-Lock "
+            "edits source frames one to one, so the rates must match (conform the clip or use a matching timeline)"
         )
-    offset = _int(item.GetLeftOffset(), f"{item.GetName()}'s left offset") + (start - item_start)
-    return Shot(item.GetName(), path, offset, offset + (end - start), start, track, rate, drop, tuple(notes))
+    offset = _int(item.GetLeftOffset(), f"{item.GetName()}'s left offset") + (start - _span(item)[0])
+    path = _media_path(item)
+    return Shot(item.GetName(), path, offset, offset + (end - start), start, track, timeline_rate_, drop, notes)
 
 
 def matte_above(timeline: Any, shot: Shot) -> tuple[str, int, int]:

@@ -69,7 +69,7 @@ class Page:
             "status": self.status,
             "progress": self.progress,
             "fraction": self.fraction,
-            "running": self.controller.job is not None,
+            "running": self.controller.running,
             "closed": self.closed,
         }
 
@@ -85,20 +85,14 @@ class Page:
             return 200, "text/html; charset=utf-8", page_html(self.controller.product.label, self.nonce).encode()
         if method == "GET" and action == "state":
             return self._json(self.state())
-        if method != "POST" or action not in {"check", "render", "cancel", "close"}:
+        if method != "POST" or action not in {"check", "render", "render_markers", "cancel", "close"}:
             return 404, "text/plain; charset=utf-8", b"not found"
         try:
             if action == "check":
                 self._connection(body)
                 self.server_line = self.controller.server_status()
-            elif action == "render":
-                self._connection(body)
-                form = body.get("form")
-                if not isinstance(form, dict):
-                    raise host.HostError("the request has no form")
-                job = self.controller.prepare(Form.from_values(form))
-                self.status, self.progress, self.fraction = job.describe(), "starting…", 0.0
-                self.controller.start(job)
+            elif action in ("render", "render_markers"):
+                self._render(action, body)
             elif action == "cancel":
                 if self.controller.cancel():
                     self.progress = "cancelling…"
@@ -108,6 +102,22 @@ class Page:
         except Exception as exc:  # the page must keep answering whatever Resolve does
             self.status = f"Error: {explain(f'handling {action}', exc)}"
         return self._json(self.state())
+
+    def _render(self, action: str, body: dict[str, Any]) -> None:
+        """Render the marked range, or every KV-Lock marker, with the page's form."""
+        self._connection(body)
+        values = body.get("form")
+        if not isinstance(values, dict):
+            raise host.HostError("the request has no form")
+        form = Form.from_values(values)
+        if action == "render":
+            job = self.controller.prepare(form)
+            self.status, self.progress, self.fraction = job.describe(), "starting…", 0.0
+            self.controller.start(job)
+        else:
+            batch = self.controller.prepare_markers(form)
+            self.status, self.progress, self.fraction = batch.describe(), "starting…", 0.0
+            self.controller.start_markers(batch)
 
     def _json(self, value: dict[str, Any]) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(value).encode()
@@ -125,10 +135,10 @@ class Page:
                 self.httpd.handle_request()
                 self.tick()
                 idle = time.monotonic() - self.last_request > self.idle_s
-                if idle and self.controller.job is None:
+                if idle and not self.controller.running:
                     print(f"KV-Lock: no request for {self.idle_s:.0f} s, the page is closed", file=sys.stderr)
                     break
-            while self.controller.job is not None:  # closed mid-render: the cancel still has to land
+            while self.controller.running:  # closed mid-render: the cancel still has to land
                 self.tick()
                 time.sleep(0.1)
         finally:

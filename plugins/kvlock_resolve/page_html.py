@@ -34,7 +34,7 @@ function form() {
 function show(s) {
   $("server").textContent = s.server; $("status").textContent = s.status;
   $("progress").textContent = s.progress; $("bar").value = s.fraction;
-  $("render").disabled = s.running;
+  $("render").disabled = s.running; $("markers").disabled = s.running;
   const model = $("model"), chosen = model.value;
   if (model.options.length - 1 !== s.models.length) {
     model.replaceChildren(new Option("(the server's first)", ""), ...s.models.map((m) => new Option(m, m)));
@@ -45,6 +45,7 @@ function show(s) {
 }
 $("check").onclick = () => post("check", connection());
 $("render").onclick = () => post("render", {...connection(), form: form()});
+$("markers").onclick = () => post("render_markers", {...connection(), form: form()});
 $("cancel").onclick = () => post("cancel");
 $("close").onclick = () => post("close");
 async function poll() {
@@ -91,10 +92,12 @@ def page_html(product: str, nonce: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>KV-Lock</title><style nonce="{nonce}">{_STYLE}</style></head>
 <body>
 <h2>KV-Lock</h2>
-<p class="muted">{escape(product)} · the clip under the playhead, or between the In and Out marks</p>
+<p class="muted">{escape(product)} · the clip under the playhead, or between the In and Out marks; or every
+timeline marker named KV-Lock (its note is the prompt)</p>
 <p id="server" class="muted">not checked</p><button id="check">Check server</button>
 {"".join(rows)}
-<button id="render">Render</button><button id="cancel">Cancel</button><button id="close">Close</button>
+<button id="render">Render</button><button id="markers">Render all KV-Lock markers</button>
+<button id="cancel">Cancel</button><button id="close">Close</button>
 <progress id="bar" max="1" value="0"></progress>
 <p id="progress" class="muted"></p><p id="status"></p>
 <script nonce="{nonce}">{_SCRIPT}</script>

@@ -1,4 +1,5 @@
-"""Workspace › Scripts › KV-Lock: edit the masked subject of the clip under the playhead (or between In/Out).
+"""Workspace › Scripts › KV-Lock: edit the masked subject of the clip under the playhead (or between In/Out, or
+under every timeline marker named KV-Lock).
 
 Resolve runs this file with ``resolve`` (and, for UIManager, ``bmd``) defined; Fusion is reached through the
 documented ``resolve.Fusion()``. Studio (and Free before 19.1) get a dialog; Free 19.1 and later, which show

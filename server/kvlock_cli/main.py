@@ -9,6 +9,7 @@
     kvlock jobs     list a server's jobs
     kvlock cancel   cancel a job
     kvlock fetch    download a finished job's files
+    kvlock batch    render every shot of a cut marked KV-Lock on a server; write the cut with the results
 
 Exit codes (``exit_codes.py``): 0 done, 1 failed, 2 usage, 3 missing file, 4 unreadable media,
 5 bad input (matte mismatch, settings, range, request refused), 6 output exists, 7 model cannot load,
@@ -21,7 +22,7 @@ import argparse
 import contextlib
 import sys
 
-from . import calibrate, client, edit, loras, models, serve
+from . import batch, calibrate, client, edit, loras, models, serve
 from .exit_codes import exit_code_for
 from .progress import Reporter, stdout_for_json_only
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_job_id(fetch)
     fetch.add_argument("--out", required=True, help="folder for the files")
     fetch.add_argument("--shared-disk", action="store_true", help="copy from the server's paths instead of streaming")
+    batch.add_batch(commands.add_parser("batch", help="render a cut's KV-Lock markers on a server (OpenTimelineIO)"))
     return parser
 
 
@@ -51,6 +53,7 @@ COMMANDS = {
     "jobs": client.run_jobs,
     "cancel": client.run_cancel,
     "fetch": client.run_fetch,
+    "batch": batch.run_batch,
 }
 
 
@@ -71,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             code = exit_code_for(exc)
             message = one_line(str(exc)) or type(exc).__name__
             if code == 130:
-                kept = getattr(exc, "kept", 0)  # the takes an edit of several finished (and wrote) before it
-                nothing = "interrupted; no output was written"
-                message = f"interrupted; {kept} finished take(s) written" if kept else nothing
+                message = interrupted(exc)
             reporter.error(message, code)
             return code
 
@@ -82,6 +83,15 @@ def one_line(text: str) -> str:
     """An error as one line (a decoder's message may hold newlines), at most 2000 characters."""
     line = " ".join(text.split())
     return line if len(line) <= 2000 else line[:2000] + "…"
+
+
+def interrupted(exc: BaseException) -> str:
+    """What an interruption left: a command that knows better says so (``kvlock batch``), an edit of several
+    takes the ones it finished and wrote."""
+    if isinstance(exc, KeyboardInterrupt) and str(exc):
+        return str(exc)
+    kept = getattr(exc, "kept", 0)
+    return f"interrupted; {kept} finished take(s) written" if kept else "interrupted; no output was written"
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=kind, default=None, help=SETTING_HELP.get(f.name))
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the settings flags the user gave (the others stay unset: a batch's markers may set them)."""
+    return {f.name: getattr(args, f.name) for f in fields(EditSettings) if getattr(args, f.name) is not None}
+
+
 def settings_from_args(args: argparse.Namespace) -> EditSettings:
     """The settings the user set on the command line, checked (a bad one is refused before any work)."""
-    given = {f.name: getattr(args, f.name) for f in fields(EditSettings)}
-    return EditSettings(**{name: value for name, value in given.items() if value is not None})
+    return EditSettings(**given_settings(args))

@@ -150,7 +150,8 @@ def test_progress_bar_on_a_terminal(media, tmp_path):
         chunks.append(data.decode(errors="replace"))
     assert proc.wait(timeout=300) == 0
     shown = "".join(chunks)
-    assert "\r[" in shown and "step 2/2" in shown and "ETA" in shown  # strength 0.8: 2 of 3 steps
+    assert "\rwindow 1/2 " in shown and "\rwindow 2/2 " in shown  # the clip is two windows long
+    assert "step 2/2, h=" in shown and "ETA" in shown  # strength 0.8: 2 of 3 steps
 
 
 def with_flag(args: list[str], flag: str, value: str) -> list[str]:

@@ -48,9 +48,8 @@ def moving_matte(count: int) -> np.ndarray:
     return matte
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("resolve-media")
+def resolve_media(folder: Path) -> dict:
+    """The shot and matte movies (24 and 29.97 fps) the fake Resolve's clips point at."""
     frames, matte = unique_frames(30, SIZE, SIZE, seed=5), moving_matte(40)
     for rate, suffix in ((Fraction(24), ""), (DF_RATE, "-2997")):
         write_video(folder / f"shot{suffix}.mkv", frames, rate)
@@ -59,14 +58,23 @@ def media(tmp_path_factory):
     return {"folder": folder, "frames": frames, "matte": matte}
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory, media):
+def resolve_servers(tmp_path_factory, media):
     """One server that may read the media folder (path mode), one that may not (upload)."""
     shared = start(tmp_path_factory.mktemp("resolve-shared"), preload=["tiny"], media_roots=[str(media["folder"])])
     private = start(tmp_path_factory.mktemp("resolve-private"), preload=["tiny"])
     yield {"shared": shared, "private": private}
     shared.stop(grace=0)
     private.stop(grace=0)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return resolve_media(tmp_path_factory.mktemp("resolve-media"))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, media):
+    yield from resolve_servers(tmp_path_factory, media)
 
 
 def make_resolve(media, version="21", studio=False, matte_above=True, rate=None, drop=False, **api) -> fr.Resolve:
@@ -358,7 +366,7 @@ def test_the_pages_own_script_drives_it(servers, media):
 
     server, out = servers["shared"], []
     ids = {"address": server.address, "token": server.token, "server": "", "model": "", "status": "",
-           "progress": "", "bar": 0, "check": "", "render": "", "cancel": "", "close": ""}  # fmt: skip
+           "progress": "", "bar": 0, "check": "", "render": "", "markers": "", "cancel": "", "close": ""}  # fmt: skip
     data = {"model": "", "prompt": "", "tau": "0.01", "steps": "3", "matte": "above", "output_dir": ""}
 
     def open_browser(url: str) -> bool:

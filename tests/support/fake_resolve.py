@@ -35,6 +35,17 @@ depends on one, it is tested under each reading (``Api.end_frame``). Sources, ci
         and it selects the new take itself ("SelectTakeByIndex(takeCount) # make new clip current selected take").
 [QT]    UIManager's widgets are Qt's (QSpinBox, QDoubleSpinBox): decimals default to 2 and a value is
         rounded to them; minimum/maximum default to 0–99 (99.99); a value outside is clamped.
+[MK]    the READMEs' Timeline marker calls, the same in [R18.5], [R20] and [R21]: AddMarker(frameId, color,
+        name, note, duration, customData); GetMarkers() "Returns a dict (frameId -> {information})", "Example: a
+        value of {96.0: {'color': 'Green', 'duration': 1.0, 'note': '', 'name': 'Marker 1', 'customData': ''},
+        ...} indicates a single green marker at timeline offset 96"; UpdateMarkerCustomData(frameId,
+        customData); GetMarkerCustomData(frameId); DeleteMarkerAtFrame(frameNum); GetEndFrame() "the frame
+        number at the end of timeline".
+[EXP]   the READMEs' interchange calls: Timeline.Export(fileName, exportType, exportSubtype) with
+        resolve.EXPORT_OTIO among the export types in [R18.5], [R20] and [R21] ("exportSubtype is ignored" but
+        for AAF and EDL); MediaPool.ImportTimelineFromFile(filePath, {importOptions}) "Creates timeline based on
+        parameters within given file" — "(AAF/EDL/XML/FCPXML/DRT/ADL)" in [R18.5], "(…/ADL/OTIO)" in [R20] and
+        [R21] — with the options "timelineName" and "importSourceClips" (True by default).
 
 Per version (``VERSIONS``):
 
@@ -42,8 +53,16 @@ Per version (``VERSIONS``):
     Timeline.GetMarkInOut                   absent    yes       yes       yes     [R18.5] [N19.1] [R20]
     TimelineItem.GetTrackTypeAndIndex       absent    yes       yes       yes     [N19.1] [R20]
     Timeline.GetSelectedClips               absent    absent    absent    yes     [R20] [R21]
+    ImportTimelineFromFile reads OTIO       no        no        yes       yes     [EXP]; 19.1: UNDOCUMENTED
     UIManager windows on Free               shown     none      none      none    [F19.1]
     clip property "FPS"                     text      text      text      number  [STUB]; text: UNDOCUMENTED
+
+Timeline markers [MK]: whether a frameId counts from the timeline's start or includes the start timecode is
+UNDOCUMENTED (the example's "timeline offset" suggests the first): ``Api.marker_frames`` takes either reading,
+and the script is tested under both. What Resolve writes into an OTIO file is UNDOCUMENTED: ``Export`` writes
+the timeline with OpenTimelineIO's own API in OTIO's documented model (one video track per Resolve track, the
+timeline's start as ``global_start_time``, clips' media ranges from the files, timeline markers on the
+timeline's stack with the note as the marker's comment), and ``ImportTimelineFromFile`` reads that model back.
 
 Unknown members answer as [M] measured: ``hasattr`` is true, the value is ``None`` (so calling it raises
 ``TypeError`` — a typo is never a silent no-op), and ``dir`` lists only what the version has. Lower-case
@@ -77,6 +96,8 @@ from kvlock.media.decode import probe
 from kvlock.media.timecode import format_timecode
 
 VERSIONS = {"18.5": (18, 5, 1, 6), "19.1": (19, 1, 3, 7), "20": (20, 3, 2, 9), "21": (21, 0, 4, 5)}
+# resolve.EXPORT_* [EXP]: the names are documented, their values UNDOCUMENTED (any distinct numbers)
+EXPORTS = {"EXPORT_NONE": 0, "EXPORT_AAF": 1, "EXPORT_DRT": 2, "EXPORT_EDL": 3, "EXPORT_FCP_7_XML": 4, "EXPORT_OTIO": 5}
 PLAYHEAD_PAGES = {"cut", "edit", "color", "fairlight", "deliver"}  # GetCurrentTimecode's pages [R18.5]
 _ids = itertools.count(1)
 
@@ -105,6 +126,7 @@ class Api:
     modals: list[str] = field(default_factory=list)  # dialogs Resolve raised (a human must dismiss them)
     unknown: list[str] = field(default_factory=list)  # unknown names the script asked for
     hidden: set[str] = field(default_factory=set)  # not Resolve's behaviour: calls answered as unknown
+    marker_frames: str = "offset"  # UNDOCUMENTED: frameIds from the timeline's start; "absolute": start included
 
 
 class ResolveObject:
@@ -154,6 +176,7 @@ class MediaPoolItem(ResolveObject):
         if info.kind == "sequence":
             self._path = str(info.files[0].parent / sequence_name(list(info.files), info.digits))
         self._fps, self.frames = fps if fps is not None else info.rate, info.frames
+        self.timecode = info.timecode  # the file's own first-frame timecode (for OTIO export's media ranges)
         self.colour = dict(colour or {})
 
     def GetName(self) -> str:
@@ -263,6 +286,7 @@ class Timeline(ResolveObject):
         self._locked: set[int] = set()
         self._disabled: set[int] = set()
         self._marks: dict[str, dict[str, int]] = {}
+        self._markers: dict[int, dict[str, Any]] = {}  # by frameId, in this Resolve's reading (Api.marker_frames)
         self._selected: list[TimelineItem] = []
         self.playhead = start_frame
 
@@ -280,6 +304,14 @@ class Timeline(ResolveObject):
         """Set In/Out at absolute frames; Resolve reports them relative to the timeline start [STUB]."""
         marks = {k: v - self._start_frame for k, v in (("in", mark_in), ("out", mark_out)) if v is not None}
         self._marks = {"video": marks, "audio": dict(marks)} if marks else {}
+
+    def marker(self, frame: int, name: str = "KV-Lock", note: str = "", duration: int = 1, color: str = "Blue") -> bool:
+        """A marker at absolute timeline frame ``frame``, added through AddMarker in this Resolve's reading."""
+        return self.AddMarker(self.marker_id(frame), color, name, note, duration)
+
+    def marker_id(self, frame: int) -> int:
+        """The frameId Resolve keys a marker at absolute frame ``frame`` by (UNDOCUMENTED: ``Api.marker_frames``)."""
+        return frame - self._start_frame if self._api.marker_frames == "offset" else frame
 
     def select(self, *items: TimelineItem) -> None:
         self._selected = list(items)
@@ -317,6 +349,46 @@ class Timeline(ResolveObject):
 
     def GetStartTimecode(self) -> str:
         return format_timecode(self._start_frame, self._rate, self._drop)
+
+    def GetEndFrame(self) -> int:
+        """[MK]; whether it is the last frame or one past it is UNDOCUMENTED: one past the last item here."""
+        return max((i._end for items in self._tracks for i in items), default=self._start_frame)
+
+    def AddMarker(
+        self, frame_id: float, color: str, name: str, note: str, duration: float, custom_data: str = ""
+    ) -> bool:
+        """[MK]. A second marker at the same frame is refused (UNDOCUMENTED: the UI keeps one per frame)."""
+        key = round(frame_id)
+        if key in self._markers or duration < 1:
+            return False
+        self._markers[key] = {"color": color, "duration": float(duration), "note": note, "name": name,
+                              "customData": custom_data}  # fmt: skip
+        return True
+
+    def GetMarkers(self) -> dict[float, dict[str, Any]]:
+        """[MK]: keys and durations are floats, as the README's example shows them."""
+        return {float(key): dict(info) for key, info in sorted(self._markers.items())}
+
+    def UpdateMarkerCustomData(self, frame_id: float, custom_data: str) -> bool:
+        info = self._markers.get(round(frame_id))
+        if info is None:
+            return False
+        info["customData"] = custom_data
+        return True
+
+    def GetMarkerCustomData(self, frame_id: float) -> str:
+        return self._markers.get(round(frame_id), {}).get("customData", "")
+
+    def DeleteMarkerAtFrame(self, frame_num: float) -> bool:
+        return self._markers.pop(round(frame_num), None) is not None
+
+    def Export(self, file_name: str, export_type: int, export_subtype: int | None = None) -> bool:
+        """[EXP]: resolve.EXPORT_OTIO is faked (``fake_resolve_otio``); the other formats answer False."""
+        if export_type != EXPORTS["EXPORT_OTIO"]:
+            return False
+        from .fake_resolve_otio import export_otio
+
+        return export_otio(self, Path(file_name))
 
     def GetSetting(self, key: str | None = None) -> str:
         """'timelineFrameRate' is e.g. "23.976", or "29.97 DF" with drop frame ("appending the frame rate with DF")."""
@@ -453,11 +525,24 @@ class MediaPool(ResolveObject):
     def GetClipMatteList(self, item: MediaPoolItem) -> list[str]:
         return list(self.mattes.get(item.GetUniqueId(), []))
 
+    def ImportTimelineFromFile(self, file_path: str, import_options: dict[str, Any] | None = None) -> Timeline | None:
+        """[EXP]: an OTIO file from 20 (19.1, between the READMEs: UNDOCUMENTED, taken as 18.5); the new timeline
+        is added to the project, not made current (UNDOCUMENTED). Other formats are not faked (None)."""
+        if Path(file_path).suffix.lower() != ".otio" or self._api.version < (20,):
+            return None
+        from .fake_resolve_otio import import_otio
+
+        timeline = import_otio(self._api, self, Path(file_path), dict(import_options or {}))
+        if timeline is not None:
+            self._project.timelines.append(timeline)
+        return timeline
+
 
 class Project(ResolveObject):
     def __init__(self, api: Api, name: str) -> None:
         super().__init__(api)
         self._name, self.timeline = name, None
+        self.timelines: list[Timeline] = []  # those ImportTimelineFromFile made
         self.media_pool = MediaPool(api, self)
 
     def GetName(self) -> str:
@@ -486,6 +571,8 @@ class ProjectManager(ResolveObject):
 
 
 class Resolve(ResolveObject):
+    EXPORT_NONE, EXPORT_AAF, EXPORT_DRT, EXPORT_EDL, EXPORT_FCP_7_XML, EXPORT_OTIO = EXPORTS.values()
+
     def __init__(self, version: str = "21", studio: bool = False, **options: Any) -> None:
         super().__init__(Api(VERSIONS[version], studio, **options))
         self.manager = ProjectManager(self._api)

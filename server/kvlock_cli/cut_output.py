@@ -1,0 +1,97 @@
+"""The timeline ``kvlock batch`` writes: the cut as it was read, plus a video track named ``KV-Lock`` on top
+holding each result at its shot's record range, so an NLE that imports it shows the edits over the originals.
+
+Each result clip references the result file (a ``file://`` URL) with the source's rate and the source's
+own time for its first frame as its available range, so it conforms like the source did; its metadata
+names the job, prompt, model and settings (``metadata["kvlock"]``). Shots whose record ranges overlap go on a
+second track (``KV-Lock 2``) rather than over each other. The file is written through the adapter its suffix
+names, under a temporary name moved into place, and only when every shot has ended: the input is never
+touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import opentimelineio as otio
+
+from kvlock.media.atomic import atomic_path, check_writable
+
+from .cut import Shot
+
+ot = otio.opentime
+TRACK = "KV-Lock"
+ONE_VIDEO_TRACK = {"cmx_3600"}  # formats that hold a single video track: the results need one of their own
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A shot's result as the written timeline shows it."""
+
+    shot: Shot
+    job_id: str
+    output: Path
+
+
+def check_output(path: Path, source: Path, overwrite: bool) -> None:
+    """Before any work: an adapter writes ``path``'s format, with more than one video track, and it is free."""
+    if path.resolve() == source.resolve():
+        raise ValueError(f"--out {path} is the cut itself, which is never changed: name another file")
+    try:
+        adapter = otio.adapters.from_filepath(str(path))
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        suffixes = ", ".join(sorted({s for a in otio.adapters.available_adapter_names() for s in _suffixes(a)}))
+        raise ValueError(f"no OpenTimelineIO adapter writes {path.suffix or 'files without a suffix'} "
+                         f"(it writes {suffixes})") from None  # fmt: skip
+    if adapter.name in ONE_VIDEO_TRACK:
+        raise ValueError(f"{path.name}: an EDL holds one video track and the results need their own; write "
+                         ".otio or an FCP 7 .xml")  # fmt: skip
+    check_writable(path, overwrite)
+
+
+def _suffixes(adapter_name: str) -> list[str]:
+    return [f".{s}" for s in otio.plugins.ActiveManifest().from_name(adapter_name).suffixes]
+
+
+def result_clip(placed: Placed) -> otio.schema.Clip:
+    shot = placed.shot
+    rate = float(shot.source.rate)
+    available = ot.TimeRange(shot.source.first, ot.RationalTime(shot.frames, rate))
+    reference = otio.schema.ExternalReference(target_url=placed.output.resolve().as_uri(), available_range=available)
+    settings = {k: v for k, v in shot.settings.to_dict().items() if v is not None}
+    metadata = {"kvlock": {"job_id": placed.job_id, "prompt": shot.prompt, "model": shot.model,
+                           "settings": settings, "source": shot.source.path,
+                           "source_frames": [shot.source.start, shot.source.end]}}  # fmt: skip
+    return otio.schema.Clip(f"{shot.name} (KV-Lock)", reference, available, metadata)
+
+
+def _place(tracks: list[otio.schema.Track], clip: otio.schema.Clip, record: ot.TimeRange) -> None:
+    """Append ``clip`` at ``record`` on the first KV-Lock track free there (a new one if none is)."""
+    for track in tracks:
+        end = track.duration() if len(track) else ot.RationalTime(0, record.start_time.rate)
+        if end <= record.start_time:
+            break
+    else:
+        track = otio.schema.Track(f"{TRACK} {len(tracks) + 1}", kind=otio.schema.TrackKind.Video)
+        tracks.append(track)
+    gap = record.start_time - (track.duration() if len(track) else ot.RationalTime(0, record.start_time.rate))
+    if gap.to_frames() > 0:
+        track.append(otio.schema.Gap(duration=gap))
+    track.append(clip)
+
+
+def with_results(timeline: otio.schema.Timeline, placed: list[Placed]) -> otio.schema.Timeline:
+    """A copy of ``timeline`` with the results on ``KV-Lock`` track(s) above everything."""
+    out = timeline.deepcopy()
+    tracks = [otio.schema.Track(TRACK, kind=otio.schema.TrackKind.Video)]
+    for item in sorted(placed, key=lambda p: p.shot.record.start_time.to_seconds()):
+        _place(tracks, result_clip(item), item.shot.record)
+    for track in tracks:
+        out.tracks.append(track)
+    return out
+
+
+def write_timeline(timeline: otio.schema.Timeline, path: Path, overwrite: bool) -> None:
+    with atomic_path(path, overwrite) as temp:
+        otio.adapters.write_to_file(timeline, str(temp))
