@@ -257,10 +257,10 @@ def test_failed_shots_are_reported_with_their_reasons_and_the_others_finish(tmp_
         def __init__(self, editor) -> None:
             self.editor = editor
 
-        def edit(self, request, *args, **kwargs):
+        def edit_takes(self, request, *args, **kwargs):
             if request.prompt == "fail here":
                 raise RuntimeError("the model could not edit this shot")
-            return self.editor.edit(request, *args, **kwargs)
+            return self.editor.edit_takes(request, *args, **kwargs)
 
     monkeypatch.setattr(private.executor, "editor", lambda model, slot=0: Failing(original(model, slot)))
     cut = save(build_cut(Fraction(24), "01:00:00:00", shots), tmp_path / "cut.otio")
