@@ -54,6 +54,8 @@ class Trace:
     tau_source: str = ""  # where this edit's τ came from: the request, the model's calibration, or the default
     # where each field of the lock's schedule came from: the request, the model's schedule, or the engine
     schedule_source: dict[str, str] = field(default_factory=dict)
+    # the clean plate's figures (kvlock.plate.PlateStats): hole pixels, the fraction seen in other frames, seconds
+    plate: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import EditCancelled
 from ..media.colour import PixelEncoding
+from ..plate import INVENTED, ORIGINAL, PlateFrames
 from .compositing import (
     composite_frame,
     edited_region_rgba,
@@ -48,12 +49,18 @@ class Composer:
     never edited.
     """
 
-    def __init__(self, request: EditRequest, encoding: PixelEncoding, matte: np.ndarray, feather: int) -> None:
+    def __init__(
+        self, request: EditRequest, encoding: PixelEncoding, matte: np.ndarray, feather: int, keep_seen: bool = False
+    ) -> None:
         src = request.frames
         self.source, self.encoding, self.matte, self.feather = src, encoding, matte, feather
         self.out = src.copy()
         self.region = np.zeros((*src.shape[:3], 4), dtype=src.dtype) if request.return_region else None
         self.raw = encoding.to_model(src[..., :3]) if request.return_raw else None
+        # the clean plate of the window being composited (None: the edit started from the source as filmed), and
+        # whether the pixels it saw in other frames are kept as filmed (an erase)
+        self.plate: PlateFrames | None = None
+        self.keep_seen = keep_seen
 
     def add(self, plan: Window, decoded: Decoded | None, cancel: threading.Event | None = None, steps: int = 0) -> None:
         """Composite the window's frames; a cancel is honoured between frames, as between steps.
@@ -69,6 +76,20 @@ class Composer:
             k = j - plan.start
             self._frame(j, plan, decoded, k, handover_weight(k, plan.context))
 
+    def _plate_pixels(self, j: int, r: slice, c: slice) -> np.ndarray | None:
+        if self.plate is None:
+            return None
+        return self.plate.frames[j - self.plate.start][r, c, :3]
+
+    def _keep(self, j: int, r: slice, c: slice) -> np.ndarray:
+        """How much of the clean plate an erase keeps as filmed inside the hole: all of what another frame
+        showed, none of what was invented once ``feather`` pixels inside it (a ramp, so the model's paint meets
+        the film softly); outside the hole nothing (the composite's own feather ring applies there)."""
+        assert self.plate is not None
+        origin = self.plate.origin[j - self.plate.start][r, c]
+        ramp = inner_ramp(self.plate.origin[j - self.plate.start] == INVENTED, self.feather)[r, c]
+        return np.where(origin == ORIGINAL, 0.0, 1.0 - ramp).astype(np.float32)
+
     def _frame(self, j: int, plan: Window, decoded: Decoded, k: int, weight: float = 1.0) -> None:
         src = self.source[j]
         height, width = src.shape[:2]
@@ -83,7 +104,8 @@ class Composer:
         r0, r1 = max(pb.top, r.start), min(pb.top + pb.height, r.stop)
         c0, c1 = max(pb.left, c.start), min(pb.left + pb.width, c.stop)
         source = src[r, c, :3]
-        base = self.encoding.to_model(source)  # the source as the model sees it
+        plate = self._plate_pixels(j, r, c)
+        base = self.encoding.to_model(source if plate is None else plate)  # what the model started from
         edited, reconstruction = base.copy(), base.copy()
         covered = np.zeros(base.shape[:2], bool)
         if r0 < r1 and c0 < c1:
@@ -100,6 +122,9 @@ class Composer:
             inner = inner_ramp(self.matte[j], self.feather)[r, c]
             layer = with_source_detail(edited, reconstruction, base, inner, 1.0)
         plate_layer = np.where(covered[..., None], self.encoding.from_model(layer), source)
+        if self.keep_seen and plate is not None:
+            keep = self._keep(j, r, c)[..., None]
+            plate_layer = keep * plate.astype(np.float32) + (1.0 - keep) * plate_layer
         frame = composite_frame(source, plate_layer, alpha)
         if weight >= 1.0:
             self.out[j][r, c, :3] = frame

@@ -34,15 +34,17 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..execution.acceleration import Acceleration, attention_backend_for
 from ..loading.load import LoadedModel, load_model, resolve_device
 from ..lock.noise import NoiseField
+from ..plate import PlateFrames, PlateMaker, PlateOptions
 from ..trace import Trace
 from .composer import Composer
 from .geometry import first_slot
-from .job import resolve_job
+from .job import EditJob, resolve_job
 from .request import EditRequest, EditResult
 from .runtime import Runtime
 from .window import EditRun, PreviewWanted, ProgressCallback, edit_window, window_source
@@ -92,6 +94,9 @@ class Editor:
         began = time.perf_counter()
         rt = self.runtime
         job = resolve_job(rt.model, request)
+        settings = job.settings
+        clean = settings.source_plate == "clean"
+        plates = plate_maker(request, job) if clean or request.return_plate else None  # refuses before model work
         trace = Trace(
             model=rt.model.name,
             settings=job.settings.to_dict(),
@@ -109,13 +114,21 @@ class Editor:
         if rt.group is not None:
             cancel = rt.group.agreed(cancel)  # every rank stops at the same step
         run = EditRun(job, prompts, NoiseField(job.settings.seed, slots), progress, previews, cancel)
-        composer = Composer(request, job.encoding, job.matte, job.settings.feather)
+        keep_seen = settings.erase and settings.erase_keep_seen
+        composer = Composer(request, job.encoding, job.matte, settings.feather, keep_seen)
+        kept = PlateKeeper(request.frames) if request.return_plate else None
         latents: list[torch.Tensor] = []
         try:
             for index, plan in enumerate(job.windows):
-                outcome = edit_window(rt, run, index, window_source(plan, request.frames, composer.out))
+                with rt.stage("plate"):
+                    plate = plates.plate(plan.start, plan.end) if plates is not None else None
+                if kept is not None and plate is not None:
+                    kept.add(plate)
+                frames = plate.frames if clean and plate is not None else request.frames[plan.start : plan.end]
+                outcome = edit_window(rt, run, index, window_source(plan, frames, composer.out))
                 trace.windows.append(outcome.trace)
                 with rt.stage("composite"):
+                    composer.plate = plate if clean else None
                     composer.add(plan, outcome.decoded, cancel, job.steps)
                 if outcome.latents is not None:
                     latents.append(outcome.latents)
@@ -126,8 +139,41 @@ class Editor:
         trace.execution["expert_swaps"] = (
             rt.residency.swaps - swaps
         )  # model offload: one expert on the device at a time
+        if plates is not None:
+            trace.plate = plates.stats.to_dict()
+            trace.warnings.extend(plates.stats.warnings)
         trace.seconds = time.perf_counter() - began
-        return EditResult(frames=composer.out, trace=trace, latents=latents, region=composer.region, raw=composer.raw)
+        return EditResult(
+            frames=composer.out,
+            trace=trace,
+            latents=latents,
+            region=composer.region,
+            raw=composer.raw,
+            plate=kept.frames() if kept is not None else None,
+        )
+
+
+def plate_maker(request: EditRequest, job: EditJob) -> PlateMaker:
+    """The clip's clean plate, made window by window; strict for an erase (a frame with no background in
+    sight is an error there, a warning otherwise: docs/design.md §2.7)."""
+    options = PlateOptions(reach=job.settings.plate_reach)
+    return PlateMaker(request.frames, job.matte, job.encoding, options, strict=job.settings.erase)
+
+
+class PlateKeeper:
+    """The whole clip's clean plate, for a caller that asked for it (``return_plate``)."""
+
+    def __init__(self, source: np.ndarray) -> None:
+        self.out = np.empty_like(source)
+        self.origin = np.zeros(source.shape[:3], np.uint8)
+
+    def add(self, plate: PlateFrames) -> None:
+        end = plate.start + len(plate.frames)
+        self.out[plate.start : end] = plate.frames
+        self.origin[plate.start : end] = plate.origin
+
+    def frames(self) -> PlateFrames:
+        return PlateFrames(0, self.out, self.origin)
 
 
 __all__ = ["EditRequest", "EditResult", "Editor"]
