@@ -2,7 +2,17 @@
 compensated with optical flow) or invented where none does, with a map of which is which. NumPy and OpenCV
 only, no torch: it runs before the model sees anything (docs/design.md §2.7)."""
 
-from .stage import INVENTED, ORIGINAL, SEEN, PlateFrames, PlateMaker, PlateOptions, PlateStats, fully_covered
+from .stage import (
+    INVENTED,
+    ORIGINAL,
+    SEEN,
+    PlateFrames,
+    PlateMaker,
+    PlateOptions,
+    PlateStats,
+    check_erasable,
+    fully_covered,
+)
 
 __all__ = [
     "INVENTED",
@@ -12,5 +22,6 @@ __all__ = [
     "PlateMaker",
     "PlateOptions",
     "PlateStats",
+    "check_erasable",
     "fully_covered",
 ]

@@ -82,6 +82,14 @@ class PlateFrames:
         """(n, H, W) float32: 1 where the plate shows the background as filmed (original or seen), 0 invented."""
         return (self.origin != INVENTED).astype(np.float32)
 
+    def rgba(self) -> np.ndarray:
+        """(n, H, W, 4) straight RGBA in the frames' dtype: the plate's colour, :meth:`alpha` at full scale (white
+        for integers, 1.0 for floats) — what ``--plate-out`` writes. A plate's own alpha is not carried."""
+        dtype = self.frames.dtype
+        white = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+        alpha = (self.alpha() * white).astype(dtype)[..., None]
+        return np.concatenate([self.frames[..., :3], alpha], axis=-1)
+
 
 class _Cache:
     """Least recently used entries, dropped past ``budget`` bytes."""
@@ -109,6 +117,15 @@ def fully_covered(matte: np.ndarray) -> list[int]:
     return [t for t in range(len(matte)) if (matte[t] > 0).all()]
 
 
+def check_erasable(matte: np.ndarray) -> list[int]:
+    """Nothing (an empty list) if every frame shows some background; else the :class:`MatteError` an erase
+    gives, naming the frames, before any work."""
+    covered = fully_covered(matte)
+    if covered:
+        raise MatteError(_covered_message(covered) + "; erase needs a matte that leaves part of each frame out")
+    return covered
+
+
 class PlateMaker:
     """The clean plate of one clip, made window by window; ``plate(start, end)`` in increasing windows."""
 
@@ -122,9 +139,7 @@ class PlateMaker:
     ) -> None:
         self.source, self.matte, self.encoding = frames, matte, encoding
         self.options = options or PlateOptions()
-        covered = fully_covered(matte)
-        if covered and strict:
-            raise MatteError(_covered_message(covered) + "; erase needs a matte that leaves part of each frame out")
+        covered = check_erasable(matte) if strict else fully_covered(matte)
         self.covered = set(covered)
         self.stats = PlateStats()
         if covered:

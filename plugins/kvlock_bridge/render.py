@@ -1,6 +1,6 @@
 """``render``: the one action every host calls — upload, follow, fetch, and place the result on disk.
 
-The output and its companions (``NAME.region.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
+The output and its companions (``NAME.region.*``, ``NAME.plate.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
 under their final names only when complete; an existing file is never replaced unless asked.
 """
 
@@ -32,6 +32,7 @@ class RenderResult:
     trace: Path
     plot: Path
     duplicate: bool
+    plate: Path | None = None  # the clean plate (alpha: seen 1, invented 0), when asked for
 
     def trace_data(self) -> dict[str, Any]:
         return json.loads(self.trace.read_text())
@@ -68,8 +69,9 @@ def render(
         raise ValueError(f"{params.codec} results are written as {wanted or 'a folder'}, not {output}")
     region_suffix = {"prores": ".mov", "png": "", "exr": ""}.get(params.codec, ".mkv")  # as the server writes it
     region_path = output.with_name(f"{_stem(output)}.region{region_suffix}") if params.region else None
+    plate_path = output.with_name(f"{_stem(output)}.plate{region_suffix}") if params.plate else None
     paths = companions(output)
-    for target in (output, *paths.values(), *([region_path] if region_path else [])):
+    for target in (output, *paths.values(), *(p for p in (region_path, plate_path) if p)):
         check_writable(target, overwrite)
 
     submitted = client.submit(source, matte, params, job_id=job_id)
@@ -102,9 +104,13 @@ def render(
         moves = [("video", output), ("trace", paths["trace"]), ("plot", paths["plot"])]
         if region_path is not None:
             moves.append(("region", region_path))
+        if plate_path is not None:
+            moves.append(("plate", plate_path))
         for kind, target in moves:
             with atomic_path(target, overwrite) as temp:
                 shutil.move(str(fetched[kind]), str(temp))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return RenderResult(submitted.job_id, output, region_path, paths["trace"], paths["plot"], submitted.duplicate)
+    return RenderResult(
+        submitted.job_id, output, region_path, paths["trace"], paths["plot"], submitted.duplicate, plate_path
+    )

@@ -153,8 +153,8 @@ class Controller:
         """Validate everything and build the job; nothing is sent yet."""
         if self.job is not None:
             raise host.HostError("a render is already running: wait for it or cancel it")
-        if not form.prompt.strip():
-            raise host.HostError("write a prompt: what should the masked subject become?")
+        if form.task == "edit" and not form.prompt.strip():
+            raise host.HostError("write a prompt: what should the masked subject become? (or choose the Erase task)")
 
         def read() -> tuple[host.Shot, FileClip, ColourPlan]:
             project, timeline = host.current_timeline(self.resolve)

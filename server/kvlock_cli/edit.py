@@ -26,10 +26,11 @@ from kvlock.media.decode import MediaInfo, probe, read_frames
 from kvlock.media.matte import CHANNELS, MatteOptions, load_matte
 from kvlock.media.output import OUTPUT_SUFFIXES, check_output, write_result
 from kvlock.media.timecode import parse_range, timecode_at
+from kvlock.plate import check_erasable
 
 from .acceleration import acceleration_from_args, add_acceleration_arguments
 from .progress import Reporter
-from .settings_flags import add_setting_arguments, settings_from_args
+from .settings_flags import add_setting_arguments, prompt_for, settings_from_args
 
 SUFFIX_CODEC = {".mkv": "ffv1", ".mov": "prores", ".mp4": "h264", "": "png"}
 INPUT_COLOUR = {"auto": None, "display": "display", "linear": "scene_linear"}
@@ -41,13 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
     io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
     io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
-    io.add_argument("--prompt", required=True, help="what the masked subject should become")
+    io.add_argument(
+        "--prompt", help="what the masked subject should become (with --erase, optional: what is left behind it)"
+    )
     io.add_argument("--frames", help="START:END (end exclusive) or HH:MM:SS:FF-HH:MM:SS:FF; default: all")
     io.add_argument("--out", help="output file (.mkv ffv1, .mov prores, .mp4 h264) or folder (png; exr for EXR)")
     io.add_argument(
         "--codec", choices=sorted(OUTPUT_SUFFIXES), help="default: from --out's suffix, else exr for EXR, else ffv1"
     )
     io.add_argument("--region-out", help="also write the edited region as straight RGBA (.mkv, .mov or folder)")
+    io.add_argument(
+        "--plate-out",
+        help="also write the clean plate (the subject taken out) as RGBA, alpha 1 where another frame showed the "
+        "background and 0 where it was invented (.mkv, .mov or folder)",
+    )
     io.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the source)")
     io.add_argument("--fps", help="frame rate of image sequences, e.g. 24000/1001 (default 24)")
     io.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -154,23 +162,36 @@ class Outputs:
     trace_png: Path
     region: Path | None
     region_codec: str | None
+    plate: Path | None = None
+    plate_codec: str | None = None
+
+
+def _alpha_codec(path: Path, flag: str, source: MediaInfo) -> str:
+    """The codec of a companion with alpha (--region-out, --plate-out) from its name: .mkv, .mov or a folder."""
+    codec = SUFFIX_CODEC.get(path.suffix.lower(), "png")
+    codec = _folder_codec(source) if codec == "png" else codec
+    if codec == "h264":
+        raise InvalidRequest(f"{flag} needs alpha: use .mkv, .mov or a folder, not .mp4")
+    return codec
 
 
 def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo) -> Outputs:
     codec, out = _codec_and_out(args, source)
     trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
     region = Path(args.region_out).expanduser() if args.region_out else None
-    outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, None)
-    for target in (out, outputs.trace_json, outputs.trace_png, *([region] if region else [])):
+    plate = Path(args.plate_out).expanduser() if args.plate_out else None
+    outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, None, plate, None)
+    named = [out, outputs.trace_json, outputs.trace_png, *(p for p in (region, plate) if p)]
+    if len({p.resolve() for p in named}) < len(named):
+        raise InvalidRequest("two outputs of this edit have the same name: give --out, --region-out, --plate-out apart")
+    for target in named:
         _refuse_source(target, source, matte)
         check_writable(target, args.overwrite)
-    if region is None:
-        return outputs
-    region_codec = SUFFIX_CODEC.get(region.suffix.lower(), "png")
-    region_codec = _folder_codec(source) if region_codec == "png" else region_codec
-    if region_codec == "h264":
-        raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
-    return replace(outputs, region_codec=region_codec)
+    return replace(
+        outputs,
+        region_codec=_alpha_codec(region, "--region-out", source) if region else None,
+        plate_codec=_alpha_codec(plate, "--plate-out", source) if plate else None,
+    )
 
 
 def write_outputs(
@@ -189,6 +210,18 @@ def write_outputs(
             source,
             start,
             outputs.region_codec,
+            encoding,
+            timecode=timecode,
+            overwrite=overwrite,
+            region=True,
+        )
+    if outputs.plate is not None and outputs.plate_codec is not None and result.plate is not None:
+        write_result(
+            outputs.plate,
+            result.plate.rgba(),
+            source,
+            start,
+            outputs.plate_codec,
             encoding,
             timecode=timecode,
             overwrite=overwrite,
@@ -216,11 +249,14 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     transfer = INPUT_COLOUR[args.input_colour] or source.transfer
     output_warnings = check_output(source, outputs.codec, source.has_alpha)
     settings = settings_from_args(args)  # a bad setting fails before any media is decoded or the model loads
+    prompt = prompt_for(args.prompt, settings)
     acceleration = acceleration_from_args(args)
     options = MatteOptions(
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
     )
     matte, matte_warnings = load_matte(matte_info, source, start, end, options)
+    if settings.erase:
+        check_erasable(matte)  # a frame with no background in sight: said before the model loads
     frames = read_frames(source, start, end)  # alpha, when the plate has it, comes back untouched
     try:
         encoding = encoding_for(frames.dtype, transfer, args.highlight_ceiling)
@@ -237,14 +273,22 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         x = editor.execution
         reporter.message(f"engine: {x['memory_reason']}; compile {x['compile']}; attention {x['attention']}")
     with _Interrupt(reporter) as cancel:
-        wants_region = outputs.region is not None
-        request = EditRequest(frames, matte, args.prompt, settings, return_region=wants_region, encoding=encoding)
+        request = EditRequest(
+            frames,
+            matte,
+            prompt,
+            settings,
+            return_region=outputs.region is not None,
+            encoding=encoding,
+            return_plate=outputs.plate is not None,
+        )
         result = editor.edit(request, progress=reporter.step, cancel=cancel)
         for warning in result.warnings:
             reporter.message(f"warning: {warning}")
         for warning in write_outputs(outputs, result, source, (start, end), encoding, args.overwrite):
             reporter.message(f"warning: {warning}")
     codec, trace_json, trace_png, region_out = outputs.codec, outputs.trace_json, outputs.trace_png, outputs.region
+    plate_out = outputs.plate
     reporter.result(
         f"wrote {out} ({end - start} frames, {codec}, {result.trace.seconds:.1f} s); trace {trace_json}",
         output=str(out),
@@ -253,6 +297,8 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         frames=[start, end],
         seconds=result.trace.seconds,
         region=str(region_out) if region_out else None,
+        plate=str(plate_out) if plate_out else None,
+        seen_fraction=result.trace.plate.get("seen_fraction"),
         warnings=result.warnings,
         edited_pixels=_changed_values(result.frames, frames),
     )

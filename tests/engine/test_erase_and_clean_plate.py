@@ -1,0 +1,134 @@
+"""The clean plate inside an edit, and Erase, on the tiny random Wan (what the model paints does not matter here;
+where it may paint, what it starts from and what is kept does).
+
+- An erase keeps every pixel outside the feathered matte the source's, bit for bit, and inside the matte keeps
+  what another frame showed as filmed (so there it is the true background, within the plate's precision),
+  whatever the model does; the model paints only what was invented.
+- ``source_plate="clean"``: the model's window starts from the clean plate (no old subject in it), and the
+  composite still returns the source outside the feathered matte.
+- An all-white matte: an erase is refused before any model work; a clean-plate edit falls back to the source
+  there, with a warning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvlock.editing.editor
+from kvlock import EditRequest, EditSettings, InvalidRequest, MatteError, SettingsError
+from kvlock.editing.compositing import feather_matte, inner_ramp
+from kvlock.media.colour import DisplayReferred
+from kvlock.plate import INVENTED, SEEN, PlateMaker
+from kvlock.settings import resolve_schedule
+from kvlock.world.panning import panning_clip
+
+SMALL = {"frames": 9, "height": 64, "width": 80, "radius": 9.0, "subject_start": (24.0, 30.0)}
+
+
+def _outside(matte: np.ndarray, feather: int) -> np.ndarray:
+    return np.stack([feather_matte(m, feather) for m in matte]) == 0
+
+
+def test_an_erase_keeps_the_outside_exact_and_what_other_frames_showed_as_filmed(editor):
+    clip = panning_clip(**SMALL)
+    settings = EditSettings(steps=2, erase=True)
+    result = editor.edit(EditRequest(clip.frames, clip.matte, "", settings, return_plate=True))
+    outside = _outside(clip.matte, settings.feather)
+    assert np.array_equal(result.frames[outside], clip.frames[outside])
+    plate = result.plate
+    assert plate is not None and plate.frames.shape == clip.frames.shape
+    seen = plate.origin == SEEN
+    assert seen.sum() > 0.9 * (clip.matte > 0).sum()
+    assert np.array_equal(result.frames[seen], plate.frames[seen])  # kept as filmed, not repainted
+    truth = np.rint(clip.background * 255.0)
+    error = np.abs(result.frames.astype(float) - truth).max(axis=-1)[seen]
+    assert error.mean() <= 1.5
+    red = (result.frames[..., 0] > 200) & (result.frames[..., 1] < 60)
+    assert not (red & clip.subject).any()  # the subject is gone
+    assert result.trace.schedule_source["source_plate"] == "erase (always the clean plate)"
+    assert result.trace.settings["source_plate"] == "clean"
+    assert result.trace.plate["seen_fraction"] == pytest.approx(seen.sum() / (clip.matte > 0).sum())
+    assert "plate" in result.trace.stage_seconds
+
+
+def test_an_erase_lets_the_model_paint_what_was_invented_and_everything_when_asked(editor):
+    """A still disc in a still shot: nothing is seen, so every hole pixel is the model's (ramped in from the
+    invented region's edge); with erase_keep_seen off the model repaints the seen pixels too."""
+    still = panning_clip(**SMALL, pan=(0.0, 0.0), subject_speed=(0.0, 0.0))
+    result = editor.edit(EditRequest(still.frames, still.matte, "", EditSettings(steps=2, erase=True)))
+    hole = still.matte > 0
+    plate = PlateMaker(still.frames, still.matte, DisplayReferred(255.0)).plate(0, SMALL["frames"])
+    assert (plate.origin[hole] == INVENTED).all()
+    deep = np.stack([inner_ramp(m, 4) for m in hole]) >= 1.0
+    assert (result.frames[deep] != plate.frames[deep]).any(axis=-1).mean() > 0.5  # the model's, not the plate's
+    moving = panning_clip(**SMALL)
+    settings = EditSettings(steps=2, erase=True, erase_keep_seen=False)
+    repaint = editor.edit(EditRequest(moving.frames, moving.matte, "the background", settings, return_plate=True))
+    seen = repaint.plate.origin == SEEN
+    assert (repaint.frames[seen] != repaint.plate.frames[seen]).any(axis=-1).mean() > 0.5
+    outside = _outside(moving.matte, settings.feather)
+    assert np.array_equal(repaint.frames[outside], moving.frames[outside])
+
+
+def test_a_clean_plate_edit_starts_the_model_from_the_plate(editor, monkeypatch):
+    clip = panning_clip(**SMALL)
+    given = []
+    window_source = kvlock.editing.editor.window_source
+
+    def spy(plan, source, made):
+        given.append(source.copy())
+        return window_source(plan, source, made)
+
+    monkeypatch.setattr(kvlock.editing.editor, "window_source", spy)
+    red = lambda frames: (frames[..., 0] > 200) & (frames[..., 1] < 60)  # noqa: E731
+    result = editor.edit(EditRequest(clip.frames, clip.matte, "a blue square", EditSettings(steps=2)))
+    assert red(given[-1]).sum() == red(clip.frames).sum()  # as filmed: the old subject is in the model's start
+    assert result.trace.settings["source_plate"] == "original"
+    clean = EditSettings(steps=2, source_plate="clean")
+    result = editor.edit(EditRequest(clip.frames, clip.matte, "a blue square", clean))
+    assert not red(given[-1]).any()  # the clean plate: nothing of the old subject left for the model
+    assert result.trace.schedule_source["source_plate"] == "set for this edit"
+    outside = _outside(clip.matte, clean.feather)
+    assert np.array_equal(result.frames[outside], clip.frames[outside])
+    assert result.trace.plate["frames"] == SMALL["frames"]
+
+
+def test_a_long_clip_makes_each_frame_of_its_clean_plate_once(editor):
+    clip = panning_clip(**{**SMALL, "frames": 29})
+    settings = EditSettings(steps=2, source_plate="clean", window_overlap=5)
+    result = editor.edit(EditRequest(clip.frames, clip.matte, "a blue square", settings, return_plate=True))
+    assert len(result.trace.windows) == 2 and result.trace.windows[1].context == 5
+    assert result.trace.plate["frames"] == 29  # the second window's lead-in reused the first's plate
+    outside = _outside(clip.matte, settings.feather)
+    assert np.array_equal(result.frames[outside], clip.frames[outside])
+    whole = PlateMaker(clip.frames, clip.matte, DisplayReferred(255.0)).plate(0, 29)
+    assert np.array_equal(result.plate.frames, whole.frames) and np.array_equal(result.plate.origin, whole.origin)
+
+
+def test_bad_erase_requests_are_refused_before_any_model_work(editor, monkeypatch):
+    clip = panning_clip(**SMALL)
+    white = np.ones_like(clip.matte)
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("model work started")
+
+    monkeypatch.setattr(editor.runtime, "encode_prompts", no_model_work)
+    with pytest.raises(MatteError, match="covers every pixel of 9 frame"):
+        editor.edit(EditRequest(clip.frames, white, "", EditSettings(steps=2, erase=True)))
+    with pytest.raises(InvalidRequest, match="prompt is empty"):
+        editor.edit(EditRequest(clip.frames, clip.matte, " ", EditSettings(steps=2)))
+    with pytest.raises(SettingsError, match="erase paints the background from the clean plate"):
+        EditSettings(erase=True, source_plate="original")
+    # a model whose schedule starts from the source as filmed still erases from the clean plate
+    assert resolve_schedule(EditSettings(erase=True), {"source_plate": "original"}).source_plate == "clean"
+    assert resolve_schedule(EditSettings(), {"source_plate": "clean"}).source_plate == "clean"
+    assert resolve_schedule(EditSettings(), {}).source_plate == "original"
+
+
+def test_a_clean_plate_edit_over_an_all_white_matte_falls_back_to_the_source_with_a_warning(editor):
+    clip = panning_clip(**SMALL)
+    white = np.ones_like(clip.matte)
+    result = editor.edit(EditRequest(clip.frames, white, "a blue square", EditSettings(steps=2, source_plate="clean")))
+    assert any("no background is visible" in w for w in result.warnings)
+    assert result.trace.plate["seen_fraction"] == 0.0
