@@ -23,9 +23,10 @@ never fill inside the control window (κ ≤ W) are not candidates. Then every m
 the test split, each as one change to the chosen defaults, on the same cases and seeds. Cases run in
 parallel worker processes (``--workers``), each with its own model.
 
-``--choose KNOB`` applies the same rule to one knob alone, on the calibration split: the model's defaults
-against each value of ``KNOBS[KNOB]``; the winner is added to the defaults the test split then runs with, and
-``--report FILE --write-schedule FOLDER`` stores it in the model's schedule beside what is there.
+``--choose KNOB`` applies the same rule to one decision alone, on the calibration split: the value shipped now
+(``BASE``) against each candidate of ``CHOICES[KNOB]``; the winner is added to the defaults the test split
+then runs with, and ``--report FILE --write-schedule FOLDER`` stores it in the model's schedule beside what
+is there.
 ``--erase N`` also runs N erase cases of the split (``kvlock.world.cases.make_erase_case``) with every method
 of ``ERASE_METHODS`` and prints their PSNR inside the matte, split into the pixels the clean plate saw in
 another frame and those it invented.
@@ -86,12 +87,15 @@ KNOBS = {
 
 
 def _worker(device: str, model: str, jobs, results) -> None:
+    import cv2
+
     import kvlock.world  # noqa: F401  (registers the test models)
     from kvlock import Editor
     from kvlock.world.benchmark import run_case, run_erase_case
     from kvlock.world.cases import make_case, make_erase_case
     from kvlock.world.following import judge_prompt
 
+    cv2.setNumThreads(1)  # the clean plate's OpenCV: one thread per worker, as OMP_NUM_THREADS=1 gives torch
     editor = Editor.from_pretrained(model, device=device)
     cases = {}
     for tag, split, index, overrides, steps in iter(jobs.get, None):
@@ -235,22 +239,38 @@ def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
     return chosen
 
 
+# --choose KNOB: the candidates beside the incumbent (BASE[KNOB]); each a change to the model's defaults. A clean
+# plate takes the old subject out of the edit's start, and with it the layout strength < 1 keeps, so the start's
+# strength competes with it (at 1 the start is pure noise and the plate acts through the source pass alone).
+CHOICES: dict[str, list[dict]] = {
+    "source_plate": [
+        {"source_plate": "clean"},
+        {"source_plate": "clean", "strength": 0.9},
+        {"source_plate": "clean", "strength": 1.0},
+    ],
+}
+
+
 def choose(pool: Pool, knob: str, cases: int, steps: int, log: dict) -> dict:
-    """``--choose KNOB``: the rule of the module docstring over the knob's values alone, on the calibration
-    split, the value shipped now (``BASE``) the incumbent; returns {knob: winner}."""
-    if knob not in KNOBS or knob not in BASE:
-        raise SystemExit(f"--choose takes one of {', '.join(k for k in KNOBS if k in BASE)}, not {knob!r}")
-    values = [BASE[knob], *(v for v in KNOBS[knob] if v != BASE[knob])]
-    candidates = {value: f"{knob}={value}" for value in values}
+    """``--choose KNOB``: the rule of the module docstring over the knob's candidates (``CHOICES``) and the
+    value shipped now (``BASE``, the incumbent), on the calibration split; returns the winner's overrides."""
+    if knob not in CHOICES:
+        raise SystemExit(f"--choose takes one of {', '.join(CHOICES)}, not {knob!r}")
+    incumbent = {knob: BASE[knob]}
+    trials = {_tag(t): t for t in (incumbent, *CHOICES[knob])}
     began = time.time()
-    jobs = [job for value, tag in candidates.items() for job in _jobs(tag, "calibration", cases, {knob: value}, steps)]
+    jobs = [job for tag, trial in trials.items() for job in _jobs(tag, "calibration", cases, trial, steps)]
     rows = pool.run(jobs)
-    winner = _choose(candidates, rows, BASE[knob])
-    log["choose"] = {tag: summarise(rows[tag]) for tag in candidates.values() if tag in rows}
+    winner = _choose({tag: tag for tag in trials}, rows, _tag(incumbent))
+    log["choose"] = {tag: summarise(rows[tag]) for tag in trials if tag in rows}
     log["choose_rows"] = rows
-    log["chosen"] = {knob: winner, "winner": candidates[winner], "merge": True}
-    print(f"chose {knob} = {winner} on {cases} calibration cases ({time.time() - began:.0f} s)", flush=True)
-    return {knob: winner}
+    log["chosen"] = {**trials[winner], "winner": winner, "merge": True}
+    print(f"chose {winner} on {cases} calibration cases ({time.time() - began:.0f} s)", flush=True)
+    return dict(trials[winner])
+
+
+def _tag(trial: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in trial.items())
 
 
 def _cell(value) -> str:

@@ -227,6 +227,63 @@ MUTANTS = [
         "the lockstep passes keeping every layer's K/V: the memory they exist to save",
         ("tests/engine/test_lockstep_passes.py",),
     ),
+    # the clean plate (kvlock/plate) and what an edit does with it
+    Mutant(
+        "plate-fb-check-difference",
+        "kvlock/plate/flow.py",
+        "miss = (fx + bx) ** 2 + (fy + by) ** 2",
+        "miss = (fx - bx) ** 2 + (fy - by) ** 2",
+        "the forward–backward check asks the two flows to be equal instead of opposite",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "plate-fb-check-off",
+        "kvlock/plate/flow.py",
+        "return miss < FB_RELATIVE * size + FB_ABSOLUTE",
+        "return miss >= 0",
+        "every flow vector trusted: occlusions not found",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "plate-takes-the-subject",
+        "kvlock/plate/fill.py",
+        "shown = ~blocked[near_r, near_c] & np.isfinite(values).all(axis=-1)",
+        "shown = np.isfinite(values).all(axis=-1)",
+        "pixels taken from another frame where its matte (the subject) is",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "plate-hops-along-the-backward-flow",
+        "kvlock/plate/fill.py",
+        "w = sample(onward, trail.x, trail.y)",
+        "w = sample(back, trail.x, trail.y)",
+        "trails moved by the flow from the next frame back instead of towards it",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "plate-no-flow-under-the-matte",
+        "kvlock/plate/flow.py",
+        "return (blend * value + (1.0 - blend) * filled).astype(np.float32)",
+        "return value",
+        "the flow not continued under the matte (zero there): the background's motion lost where it is hidden",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "erase-repaints-what-was-seen",
+        "kvlock/editing/composer.py",
+        "plate_layer = keep * plate.astype(np.float32) + (1.0 - keep) * plate_layer",
+        "plate_layer = plate_layer",
+        "an erase lets the model repaint the background other frames showed",
+        ("tests/engine/test_erase_and_clean_plate.py",),
+    ),
+    Mutant(
+        "clean-plate-not-the-start",
+        "kvlock/editing/editor.py",
+        "frames = plate.frames if clean and plate is not None else request.frames[plan.start : plan.end]",
+        "frames = request.frames[plan.start : plan.end]",
+        "source_plate clean computed but the model still starts from the source as filmed",
+        ("tests/engine/test_erase_and_clean_plate.py",),
+    ),
 ]
 
 

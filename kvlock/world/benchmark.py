@@ -74,6 +74,10 @@ METHODS: dict[str, dict] = {
     "kvlock, clean plate": {"method": "kvlock", "source_plate": "clean"},
     "no lock, original plate": {"method": "no_lock", "source_plate": "original"},
     "no lock, clean plate": {"method": "no_lock", "source_plate": "clean"},
+    # a clean plate has no layout of the old subject for strength < 1 to keep: from pure noise, or nearly
+    "kvlock, clean plate, strength 1": {"method": "kvlock", "source_plate": "clean", "strength": 1.0},
+    "no lock, clean plate, strength 1": {"method": "no_lock", "source_plate": "clean", "strength": 1.0},
+    "no lock, clean plate, strength 0.9": {"method": "no_lock", "source_plate": "clean", "strength": 0.9},
 }
 
 # Erase, on erase cases: settings and which prompt ("" none, "background" the scene without the object). "plate
