@@ -247,9 +247,17 @@ MUTANTS = [
     Mutant(
         "plate-takes-the-subject",
         "kvlock/plate/fill.py",
-        "shown = ~blocked[near_r, near_c] & np.isfinite(values).all(axis=-1)",
-        "shown = np.isfinite(values).all(axis=-1)",
+        "shown = ~blocked[near_r, near_c] & verified[vy, vx] & np.isfinite(values).all(axis=-1)",
+        "shown = verified[vy, vx] & np.isfinite(values).all(axis=-1)",
         "pixels taken from another frame where its matte (the subject) is",
+        ("tests/engine/test_clean_plate.py",),
+    ),
+    Mutant(
+        "plate-ignores-what-moves-apart",
+        "kvlock/plate/stage.py",
+        "out.append((complete(forward, kept & ~apart).astype(np.float16), passed & ~apart))",
+        "out.append((complete(forward, kept).astype(np.float16), passed))",
+        "another subject's own motion continued into the hole and its pixels taken for background",
         ("tests/engine/test_clean_plate.py",),
     ),
     Mutant(

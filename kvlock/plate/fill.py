@@ -14,8 +14,10 @@ trail where
 - or it leaves the frame.
 
 In each frame it reaches, a point is taken if the frame shows background there: outside that frame's matte
-grown by a margin (so neither the subject nor its soft edge is copied), and a finite value. The nearest frame
-that shows a point gives it: frames at distance 1 (before, then after), then 2, and so on.
+grown by a margin (so neither the subject nor its soft edge is copied), where that frame's own flow passed
+the check and does not move apart from its background (``flow.moving_apart``: another subject the matte
+leaves out, passing over the point), and a finite value. The nearest frame that shows a point gives it:
+frames at distance 1 (before, then after), then 2, and so on.
 
 Points no frame shows are invented by spatial inpainting (:func:`invent`, OpenCV's Navier–Stokes inpainting)
 from everything known around them, the points just taken included.
@@ -84,16 +86,21 @@ def hop(trail: Trail, onward: np.ndarray, back: np.ndarray, to: int) -> Trail:
     return moved.keep(inside & agree)
 
 
-def take(trail: Trail, frame: np.ndarray, blocked: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
+def take(
+    trail: Trail, frame: np.ndarray, blocked: np.ndarray, verified: np.ndarray, scale: Scale
+) -> tuple[np.ndarray, np.ndarray]:
     """(values (N, C) float32, shown (N,) bool): the trail's points as ``frame`` (H, W, C) shows them, and
-    whether it shows background there (not ``blocked``, a finite value)."""
+    whether it shows background there: not ``blocked`` (its matte, full size), where the frame's own flow back
+    passed the check (``verified``, working size), a finite value."""
+    vx = np.clip(np.rint(trail.x), 0, verified.shape[1] - 1).astype(np.intp)
+    vy = np.clip(np.rint(trail.y), 0, verified.shape[0] - 1).astype(np.intp)
     fx, fy = scale.to_full(trail.x, trail.y)
     fx = np.clip(fx, 0.0, scale.width - 1.0)
     fy = np.clip(fy, 0.0, scale.height - 1.0)
     near_r = np.rint(fy).astype(np.intp)
     near_c = np.rint(fx).astype(np.intp)
     values = sample(frame, fx, fy)
-    shown = ~blocked[near_r, near_c] & np.isfinite(values).all(axis=-1)
+    shown = ~blocked[near_r, near_c] & verified[vy, vx] & np.isfinite(values).all(axis=-1)
     return values, shown
 
 

@@ -29,6 +29,7 @@ import numpy as np
 FB_RELATIVE = 0.01  # the check's tolerance: a fraction of the squared lengths …
 FB_ABSOLUTE = 0.5  # … plus this many working pixels², for sub-pixel noise on short vectors
 FINEST_SIDE = 512  # pixels: the longer side of DIS's finest level at most this
+APART_ABSOLUTE, APART_RELATIVE = 1.0, 0.05  # how far from the dominant motion a vector moves on its own
 
 
 def working_size(height: int, width: int, flow_side: int) -> tuple[int, int]:
@@ -115,9 +116,32 @@ def backward_at_target(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return cv2.remap(backward.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def trusted(forward: np.ndarray, backward: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """Where the forward flow can be believed: outside ``hidden`` (the subject, grown) and passing the check."""
-    return consistent(forward, backward_at_target(forward, backward)) & ~hidden
+def checked(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """Where the forward flow passes the forward–backward check: the pixel is seen in both frames, and matched."""
+    return consistent(forward, backward_at_target(forward, backward))
+
+
+def moving_apart(flow: np.ndarray, keep: np.ndarray, judged: np.ndarray) -> np.ndarray:
+    """Where the ``judged`` flow disagrees with the frame's dominant motion — a homography fitted by RANSAC to
+    the ``keep`` vectors (about 8000 of them, on a grid) — by more than ``APART_ABSOLUTE`` working pixels plus
+    ``APART_RELATIVE`` of the vector: things that move on their own (another subject the matte leaves out), or
+    background far off the dominant plane. Nothing when too few vectors are kept to fit one."""
+    h, w = keep.shape
+    step = max(1, int(math.sqrt(h * w / 8000)))
+    rows, cols = np.mgrid[0:h:step, 0:w:step]
+    chosen = keep[rows, cols]
+    if chosen.sum() < 16:
+        return np.zeros_like(keep)
+    start = np.stack([cols[chosen], rows[chosen]], axis=-1).astype(np.float32)
+    end = start + flow[rows[chosen], cols[chosen]].astype(np.float32)
+    model, _ = cv2.findHomography(start, end, cv2.RANSAC, APART_ABSOLUTE)
+    if model is None:
+        return np.zeros_like(keep)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = np.stack([xs, ys], axis=-1)
+    predicted = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), model).reshape(h, w, 2) - grid
+    miss = np.hypot(flow[..., 0] - predicted[..., 0], flow[..., 1] - predicted[..., 1])
+    return judged & (miss > APART_ABSOLUTE + APART_RELATIVE * np.hypot(flow[..., 0], flow[..., 1]))
 
 
 def complete(flow: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """The clean plate of a clip: every frame with the matte's region replaced by the background behind it.
 
-Per frame, the hole (the matte's pixels, > 0) is filled from the other frames within ``reach`` of it,
-nearest first, each pixel from the nearest frame that shows it (``fill.take_from``), along the flow between
-the two frames, completed under both frames' mattes (``flow``); what no frame shows is invented by spatial
-inpainting (``fill.invent``). Outside the hole the plate *is* the source, bit for bit, and a plate's alpha
+Per frame, the hole (the matte's pixels, > 0) is filled from the other frames within ``reach`` of it: each
+point is followed frame to frame along the flow, completed under the mattes (``flow``), and taken from the
+nearest frame that shows it (``fill``); what no frame shows is invented by spatial inpainting
+(``fill.invent``). Outside the hole the plate *is* the source, bit for bit, and a plate's alpha
 channel is the source's. Every pixel is marked: ``ORIGINAL`` (outside the hole), ``SEEN`` (taken from
 another frame) or ``INVENTED``.
 
@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import MatteError
 from ..media.colour import PixelEncoding
 from .fill import Scale, Trail, hop, invent, take
-from .flow import FlowEstimator, complete, grow_mask, luma8, shrink_mask, trusted, working_size
+from .flow import FlowEstimator, checked, complete, grow_mask, luma8, moving_apart, shrink_mask, working_size
 
 ORIGINAL, SEEN, INVENTED = 0, 1, 2
 
@@ -156,6 +156,9 @@ class PlateMaker:
     def _hole(self, t: int) -> np.ndarray:
         return self.matte[t] > 0
 
+    def _hole_at(self, t: int, size: tuple[int, int]) -> np.ndarray:
+        return shrink_mask(self._hole(t), size)
+
     def _luma8(self, t: int) -> np.ndarray:
         size = (self.scale.work_height, self.scale.work_width)
         return self._luma.get(t, lambda: luma8(self.encoding.to_model(self.source[t][..., :3]), size))
@@ -164,24 +167,28 @@ class PlateMaker:
         """Where frame t shows no background: its matte grown by the margin (a whole covered frame: all)."""
         return self._blocked.get(t, lambda: grow_mask(self._hole(t), self.options.margin))
 
-    def _pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Completed flows a → b and b → a of neighbouring frames (working size, float16), computed once for
-        both directions and every target frame whose trails pass between them."""
+    def _pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Completed flows a → b and b → a of neighbouring frames (working size, float16), and where frame b's
+        own flow back to a passed the check; computed once for both directions and every target frame whose
+        trails pass between them."""
         low, high = min(a, b), max(a, b)
-        forward, backward = self._pairs.get((low, high), lambda: self._flows(low, high))
-        return (forward, backward) if a == low else (backward, forward)
+        forward, backward, checked_low, checked_high = self._pairs.get((low, high), lambda: self._flows(low, high))
+        return (forward, backward, checked_high) if a == low else (backward, forward, checked_low)
 
-    def _flows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def _flows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.stats.pairs += 1
         la, lb = self._luma8(a), self._luma8(b)
         ab, ba = self.flow(la, lb), self.flow(lb, la)
         size, grow = (self.scale.work_height, self.scale.work_width), self.options.flow_margin
         grow = self.flow.reach if grow is None else grow
-        hidden_a = shrink_mask(self._hole(a), size, grow)
-        hidden_b = shrink_mask(self._hole(b), size, grow)
-        ab_done = complete(ab, trusted(ab, ba, hidden_a))
-        ba_done = complete(ba, trusted(ba, ab, hidden_b))
-        return ab_done.astype(np.float16), ba_done.astype(np.float16)
+        out = []
+        for forward, backward, frame in ((ab, ba, a), (ba, ab, b)):
+            passed = checked(forward, backward)
+            kept = passed & ~shrink_mask(self._hole(frame), size, grow)
+            apart = grow_mask(moving_apart(forward, kept, passed & ~self._hole_at(frame, size)), grow)
+            out.append((complete(forward, kept & ~apart).astype(np.float16), passed & ~apart))
+        (ab_done, verified_a), (ba_done, verified_b) = out
+        return ab_done, ba_done, verified_a, verified_b
 
     # the plate
     def frame(self, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,9 +225,10 @@ class PlateMaker:
                 if not len(trail) or not 0 <= to < len(self.source) or to in self.covered:
                     trails[d] = trail.keep(np.zeros(len(trail), bool))  # nothing beyond: the trail ends
                     continue
-                trail = hop(trail, *self._pair(trail.frame, to), to)
+                onward, back, verified = self._pair(trail.frame, to)
+                trail = hop(trail, onward, back, to)
                 trail = trail.keep(~seen[trail.index])
-                taken, shown = take(trail, self._colour(to), self._blocked_at(to), self.scale)
+                taken, shown = take(trail, self._colour(to), self._blocked_at(to), verified, self.scale)
                 values[trail.index[shown]] = taken[shown]
                 seen[trail.index[shown]] = True
                 trails[d] = trail.keep(~shown)

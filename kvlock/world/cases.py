@@ -10,8 +10,9 @@ without the edited object, and which matte pixels the target shows as background
 Two splits come from disjoint seeds: ``calibration`` (for choosing settings) and ``test`` (never tuned on).
 
 Erase cases (:func:`make_erase_case`) take one object out of a scene: the matte is that object's region grown
-by the same few pixels, and the right answer is the scene rendered without it — the true background (and the
-other object, where there is one). Their seeds are the split's, offset so they never repeat an edit case.
+by the same few pixels, less wherever the other object (always drawn in front) covers it, as an editor would
+paint it; the right answer is the scene rendered without it — the true background, and the other object
+where there is one. Their seeds are the split's, offset so they never repeat an edit case.
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def make_erase_case(split: str, index: int, frames: int = 17) -> EraseCase:
     video, alpha, _ = render_scene(scene, frames)
     truth = render_scene(without, frames)[0]
     matte = _grow(alpha[0] > 0, GROW)
+    if len(alpha) > 1:  # the other object is drawn over the erased one: an editor's matte leaves it out
+        matte &= alpha[1] == 0
     to_hwc = lambda v: v.permute(0, 2, 3, 1).numpy()  # noqa: E731
     return EraseCase(
         name=f"{split}-erase-{index:03d}-{scene.objects[0].motion}",

@@ -41,10 +41,13 @@ def panning_clip(
     grow: int = 3,
     keep_background: bool = True,
     texture_scale: float = 1.0,
+    other: tuple[float, float, float, float, float] | None = None,
 ) -> PanningClip:
     """The camera pans by ``pan`` pixels a frame (the texture slides the other way); a flat red disc moves by
     ``subject_speed`` in the frame. ``keep_background=False`` leaves out the true background (large frames);
-    ``texture_scale`` pixels make one unit of the texture."""
+    ``texture_scale`` pixels make one unit of the texture. ``other`` (x, y, speed x, speed y, radius) adds a
+    second, textured disc in front of everything that the matte leaves out (not to be erased): the true
+    background then holds it where it is."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     out, mattes, backgrounds, subjects = [], [], [], []
     for t in range(frames):
@@ -53,8 +56,16 @@ def panning_clip(
         distance = np.hypot(x - cx, y - cy)
         disc = distance <= radius
         picture = np.where(disc[..., None], np.array([0.9, 0.1, 0.1], np.float32), background)
+        matte = distance <= radius + grow
+        if other is not None:  # its own texture, moving with it, darker than the background's
+            ox, oy = other[0] + other[2] * t, other[1] + other[3] * t
+            front = np.hypot(x - ox, y - oy) <= other[4]
+            look = 0.5 * texture(2.0 * (x - ox) + 50.0, 2.0 * (y - oy) + 50.0)
+            picture = np.where(front[..., None], look, picture)
+            background = np.where(front[..., None], look, background)
+            matte &= ~front
         out.append(np.rint(picture * 255).astype(np.uint8))
-        mattes.append((distance <= radius + grow).astype(np.float32))
+        mattes.append(matte.astype(np.float32))
         if keep_background:
             backgrounds.append(background.astype(np.float32))
         subjects.append(disc)
