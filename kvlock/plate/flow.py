@@ -121,9 +121,9 @@ def checked(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return consistent(forward, backward_at_target(forward, backward))
 
 
-def moving_apart(flow: np.ndarray, keep: np.ndarray, judged: np.ndarray) -> np.ndarray:
-    """Where the ``judged`` flow disagrees with the frame's dominant motion — a homography fitted by RANSAC to
-    the ``keep`` vectors (about 8000 of them, on a grid) — by more than ``APART_ABSOLUTE`` working pixels plus
+def moving_apart(flow: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Where the kept flow disagrees with the frame's dominant motion — a homography fitted by RANSAC to the
+    kept vectors (about 8000 of them, on a grid) — by more than ``APART_ABSOLUTE`` working pixels plus
     ``APART_RELATIVE`` of the vector: things that move on their own (another subject the matte leaves out), or
     background far off the dominant plane. Nothing when too few vectors are kept to fit one."""
     h, w = keep.shape
@@ -141,7 +141,7 @@ def moving_apart(flow: np.ndarray, keep: np.ndarray, judged: np.ndarray) -> np.n
     grid = np.stack([xs, ys], axis=-1)
     predicted = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), model).reshape(h, w, 2) - grid
     miss = np.hypot(flow[..., 0] - predicted[..., 0], flow[..., 1] - predicted[..., 1])
-    return judged & (miss > APART_ABSOLUTE + APART_RELATIVE * np.hypot(flow[..., 0], flow[..., 1]))
+    return keep & (miss > APART_ABSOLUTE + APART_RELATIVE * np.hypot(flow[..., 0], flow[..., 1]))
 
 
 def complete(flow: np.ndarray, keep: np.ndarray) -> np.ndarray:

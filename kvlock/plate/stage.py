@@ -156,9 +156,6 @@ class PlateMaker:
     def _hole(self, t: int) -> np.ndarray:
         return self.matte[t] > 0
 
-    def _hole_at(self, t: int, size: tuple[int, int]) -> np.ndarray:
-        return shrink_mask(self._hole(t), size)
-
     def _luma8(self, t: int) -> np.ndarray:
         size = (self.scale.work_height, self.scale.work_width)
         return self._luma.get(t, lambda: luma8(self.encoding.to_model(self.source[t][..., :3]), size))
@@ -185,7 +182,7 @@ class PlateMaker:
         for forward, backward, frame in ((ab, ba, a), (ba, ab, b)):
             passed = checked(forward, backward)
             kept = passed & ~shrink_mask(self._hole(frame), size, grow)
-            apart = grow_mask(moving_apart(forward, kept, passed & ~self._hole_at(frame, size)), grow)
+            apart = grow_mask(moving_apart(forward, kept), grow)
             out.append((complete(forward, kept & ~apart).astype(np.float16), passed & ~apart))
         (ab_done, verified_a), (ba_done, verified_b) = out
         return ab_done, ba_done, verified_a, verified_b
