@@ -166,8 +166,8 @@ class PlateMaker:
 
     def _pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Completed flows a → b and b → a of neighbouring frames (working size, float16), and where frame b's
-        own flow back to a passed the check; computed once for both directions and every target frame whose
-        trails pass between them."""
+        own flow back to a passed the check and does not move apart from its background (``flow``); computed
+        once for both directions and every target frame whose trails pass between them."""
         low, high = min(a, b), max(a, b)
         forward, backward, checked_low, checked_high = self._pairs.get((low, high), lambda: self._flows(low, high))
         return (forward, backward, checked_high) if a == low else (backward, forward, checked_low)
@@ -225,16 +225,14 @@ class PlateMaker:
                 onward, back, verified = self._pair(trail.frame, to)
                 trail = hop(trail, onward, back, to)
                 trail = trail.keep(~seen[trail.index])
-                taken, shown = take(trail, self._colour(to), self._blocked_at(to), verified, self.scale)
+                colour = self.source[to][..., :3]  # read at the trail's points only, as float32
+                taken, shown = take(trail, colour, self._blocked_at(to), verified, self.scale)
                 values[trail.index[shown]] = taken[shown]
                 seen[trail.index[shown]] = True
                 trails[d] = trail.keep(~shown)
             if not any(len(trail) for trail in trails.values()):
                 break
         return values, seen
-
-    def _colour(self, t: int) -> np.ndarray:
-        return np.asarray(self.source[t][..., :3], np.float32)
 
     def plate(self, start: int, end: int) -> PlateFrames:
         """Frames [start, end) of the clean plate. Frames the last window made are kept until a window starts
