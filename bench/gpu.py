@@ -6,6 +6,12 @@
     python bench/gpu.py --model smoke --device cpu   # the same code on a toy size, to check the script
     python bench/gpu.py --model cogvideox-5b --only steps,edit --variants eager   # 49×480×720
     python bench/gpu.py --model ltx --only steps,edit --variants eager            # 161×480×704
+    python bench/gpu.py --model wan22-a14b --only steps,edit --variants compiled --plain compiled --edit-steps 8
+    python bench/gpu.py --model wan22-ti2v-5b --only steps,edit --variants compiled --plain compiled  # 121×704×1280
+    python bench/gpu.py --model hunyuan15 --only steps --variants compiled --plain compiled          # 121×480×848
+    python bench/gpu.py --model 1.3b --only overheads --plain compiled --variants compiled --warm  # edit_costs.py
+    python bench/gpu.py --model 1.3b --only takes --takes-presets default --separate-runs 1 --plain none \
+        --variants compiled --warm                     # 4 takes in one job vs 4 separate edits vs one edit
 
 No checkpoint is downloaded: the transformer, VAE and text encoder (UMT5-XXL for Wan, T5-XXL for
 CogVideoX and LTX-Video) are built from the real configurations with random weights, in the dtype layout
@@ -24,6 +30,7 @@ Each family runs at its native size unless --frames/--height/--width say otherwi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -33,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import edit_costs
 import numpy as np
 import torch
 
@@ -48,10 +56,29 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ltx": {},
     "cogvideox-smoke": {},
     "ltx-smoke": {},
+    # the 2025 releases, built by bench/released.py
+    "wan22-a14b": {},
+    "wan22-ti2v-5b": {},
+    "hunyuan15": {},
+    "wan22-a14b-smoke": {},
+    "wan22-ti2v-smoke": {},
+    "hunyuan15-smoke": {},
 }
+RELEASED = {"wan22-a14b", "wan22-ti2v-5b", "hunyuan15"}
+RELEASED |= {f"{name.rsplit('-5b', 1)[0]}-smoke" for name in RELEASED}
 FAMILY = {name: name.split("-")[0] for name in CONFIGS}
 FAMILY.update({"1.3b": "wan", "14b": "wan", "smoke": "wan"})
+FAMILY.update({name: "wan" for name in FAMILY if name.startswith("wan22")})
 NATIVE = {"wan": (81, 480, 832, 512, 5.0), "cogvideox": (49, 480, 720, 226, 6.0), "ltx": (161, 480, 704, 128, 3.0)}
+NATIVE.update(  # by model where a family has several native sizes
+    {
+        "wan22-a14b": (81, 480, 832, 512, 4.0),
+        "wan22-ti2v-5b": (121, 704, 1280, 512, 5.0),
+        "wan22-ti2v-smoke": (9, 64, 64, 16, 5.0),
+        "hunyuan15": (121, 480, 848, 1000, 6.0),
+        "hunyuan15-smoke": (9, 64, 64, 1000, 6.0),
+    }
+)
 T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 TEXT = {  # UMT5-XXL as Wan2.1 uses it; the smoke size is a toy
     "full": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
@@ -259,6 +286,9 @@ def matmul_rate(device: torch.device, n: int) -> float:
     return best
 
 
+GUIDANCE = {"WanPipeline": 5.0, "CogVideoXPipeline": 6.0}
+
+
 def run_plain(
     pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int, output_type: str, **extra: Any
 ) -> float:
@@ -272,14 +302,19 @@ def run_plain(
         extra = {"prompt_attention_mask": ones, "negative_prompt_attention_mask": ones, **extra}
     if family == "CogVideoXPipeline":
         extra = {"use_dynamic_cfg": False, **extra}
+    if getattr(pipe, "transformer_2", None) is not None:
+        extra = {"guidance_scale_2": 3.0, **extra}  # Wan2.2 A14B's low-noise expert, as released
+    if family == "HunyuanVideo15Pipeline":  # two encoders and masks: the pipeline encodes the prompt itself
+        prompts = {"prompt": "a red car", "negative_prompt": ""}
+    else:
+        prompts = {"prompt_embeds": embeds[0], "negative_prompt_embeds": embeds[1]}
+        extra = {"guidance_scale": GUIDANCE.get(family, 3.0), **extra}
     pipe(
-        prompt_embeds=embeds[0],
-        negative_prompt_embeds=embeds[1],
+        **prompts,
         height=shape.height,
         width=shape.width,
         num_frames=shape.frames,
         num_inference_steps=steps,
-        guidance_scale={"WanPipeline": 5.0, "CogVideoXPipeline": 6.0}.get(family, 3.0),
         output_type=output_type,
         **extra,
     )
@@ -288,18 +323,25 @@ def run_plain(
 
 
 def plain_steps(pipe: Any, shape: Shape, embeds: tuple[torch.Tensor, torch.Tensor], steps: int) -> list[float]:
-    """Per-step seconds of the plain loop, stamped from its step-end callback."""
+    """Per-step seconds of the plain loop, stamped after each scheduler step (every pipeline takes one per
+    denoising step; not all of them have a step-end callback)."""
     device = pipe.transformer.device
     stamps = [time.perf_counter()]
+    step = pipe.scheduler.step
 
-    def stamp(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def stamped(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
         sync(device)
         stamps.append(time.perf_counter())
-        return kwargs
+        return out
 
-    sync(device)
-    stamps[0] = time.perf_counter()
-    run_plain(pipe, shape, embeds, steps, "latent", callback_on_step_end=stamp)
+    pipe.scheduler.step = stamped
+    try:
+        sync(device)
+        stamps[0] = time.perf_counter()
+        run_plain(pipe, shape, embeds, steps, "latent")
+    finally:
+        del pipe.scheduler.step  # the class's own method again
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
@@ -375,14 +417,15 @@ def engine_steps(
     from kvlock.sampling.loop import Prompts, sample_kvlock
     from kvlock.settings import EditSettings, resolve_schedule
 
-    m = editor.model
+    m, residency = editor.model, editor.runtime.residency
     masks = build_token_mask(torch.from_numpy(box_matte(shape, fraction)), m.compression)
     gen = torch.Generator("cpu").manual_seed(0)
     x0 = torch.randn(shape.latent(), generator=gen).to(m.device)
     noise = torch.randn(shape.latent(), generator=gen).to(m.device)
-    embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
+    with residency.hold("text_encoder"):  # the editor's own placement (model offload moves what runs)
+        embeds = [m.family.encode_prompt(m.pipe, p, m.defaults.text_length, m.device) for p in ("a", "b", "c")]
     settings = resolve_schedule(EditSettings(alpha_fixed=alpha, steps=steps, **overrides))
-    with torch.no_grad():
+    with torch.no_grad(), residency.hold("transformer"):
         _, records = sample_kvlock(
             m.family,
             m.pipe,
@@ -396,6 +439,7 @@ def engine_steps(
             omega0=5.0,
             pair_guidance=pair,
             interleave=interleave,
+            on_expert=residency.use_expert,
         )
     modes = "/".join(sorted({r.mode + (f"+{r.source}" if r.source else "") for r in records}))
     return [r.seconds for r in records], masks.foreground_fraction, modes
@@ -421,7 +465,19 @@ STEP_OPTIONS["bg+r2"] = {**STEP_OPTIONS["bg"], **STEP_OPTIONS["r2"]}
 STEP_OPTIONS["seq"] = {"interleave": False}  # the passes one after the other (every layer's K/V held)
 
 
-def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", fraction: float = 0.3) -> dict[str, Any]:
+def whole_edit(
+    editor: Any,
+    shape: Shape,
+    steps: int,
+    preset: str = "default",
+    fraction: float = 0.3,
+    takes: int = 1,
+    seed: int = 0,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """One edit (``takes`` > 1: one job of that many takes) of a random clip with a box matte, timed; its
+    stages are the last take's trace's (the job's, up to then). ``keep``: the results' frames and the
+    source come back too (``results``, ``source``, ``matte``)."""
     from kvlock import EditRequest, EditSettings
 
     rng = np.random.default_rng(0)
@@ -429,23 +485,23 @@ def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", f
     device = editor.model.device
     step_peaks: list[float] = []
 
-    def progress(info: dict[str, Any]) -> None:
+    def progress(info: Any) -> None:
         step_peaks.append(peak_gib(device))
 
+    matte = box_matte(shape, fraction)
+    settings = EditSettings(steps=steps, seed=seed, takes=takes, **EDIT_PRESETS[preset])
     reset_peak(device)
     sync(device)
     t = time.perf_counter()
-    result = editor.edit(
-        EditRequest(frames, box_matte(shape, fraction), "a red car", EditSettings(steps=steps, **EDIT_PRESETS[preset])),
-        progress,
-    )
+    results = editor.edit_takes(EditRequest(frames, matte, "a red car", settings), progress)
     sync(device)
     seconds = time.perf_counter() - t
+    first, last = results[0].trace, results[-1].trace
     modes: dict[str, int] = {}
-    for r in result.trace.windows[0].steps:
+    for r in first.windows[0].steps:
         modes[r.mode] = modes.get(r.mode, 0) + 1
-    step_seconds = [r.seconds for r in result.trace.windows[0].steps]
-    return {
+    step_seconds = [r.seconds for r in first.windows[0].steps]
+    out = {
         "seconds": seconds,
         "denoise_seconds": sum(step_seconds),
         "peak_gib": peak_gib(device),
@@ -453,10 +509,15 @@ def whole_edit(editor: Any, shape: Shape, steps: int, preset: str = "default", f
         "peak_after_last_step_gib": step_peaks[-1],
         "modes": modes,
         "preset": preset,
-        "sources": sorted({r.source for r in result.trace.windows[0].steps}),
-        "stage_seconds": result.trace.stage_seconds,
-        "execution": result.trace.execution,
+        "takes": takes,
+        "sources": sorted({r.source for r in first.windows[0].steps}),
+        "stage_seconds": last.stage_seconds,
+        "execution": last.execution,
     }
+    if keep:
+        out |= {"results": [r.frames for r in results], "source": frames, "matte": matte}
+        out["latents"] = results[0].latents[0] if results[0].latents else None
+    return out
 
 
 def median_tail(xs: list[float]) -> float:
@@ -504,12 +565,23 @@ def run_variant(
         seconds = time_forward(pipe, shape, embeds[0])
         out[f"forward [{label}]"] = {"ms": 1e3 * seconds, "fraction": ctx["flops"] / seconds / ctx["rate"]}
         print(out[f"forward [{label}]"], flush=True)
-    if "edit" in only and args.warm and editor.execution["compile"] != "off":
+    if "edit" in only and args.warm_up and editor.execution["compile"] != "off":
+        from kvlock.execution.warm_up import warm_up  # what `kvlock serve` runs before its first job
+
+        t = time.perf_counter()
+        out.setdefault("engine_warm_up", {})[label] = warm_up(editor)
+        out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
+        print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
+    if only & {"edit", "overheads", "takes"} and args.warm and editor.execution["compile"] != "off":
         t = time.perf_counter()
         for preset in ("alpha1", "alpha0.5", "no_lock", "alpha1+bg"):  # visit every pass kind once
             whole_edit(editor, shape, 2, preset)
         out.setdefault("warm_up_seconds", {})[label] = time.perf_counter() - t
         print({"warm_up_seconds": out["warm_up_seconds"][label]}, flush=True)
+    if "overheads" in only:
+        edit_costs.overheads(editor, label, args, shape, out)
+    if "takes" in only:
+        edit_costs.takes(editor, label, args, shape, out)
     if "edit" in only:
         presets = args.edits.split(",")
         if label == "eager" or args.cap_gb or args.model == "14b":
@@ -535,9 +607,11 @@ def plain_compiled(
     device = pipe.transformer.device
     repeated = getattr(pipe.transformer, "_repeated_blocks", None) or []
     if repeated:
-        blocks = [m for m in pipe.transformer.modules() if type(m).__name__ in repeated]
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
-        out["plain_compile_form"] = "pipe.transformer.compile_repeated_blocks(fullgraph=True)"
+        experts = [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
+        blocks = [m for e in experts for m in e.modules() if type(m).__name__ in repeated]
+        for expert in experts:
+            expert.compile_repeated_blocks(fullgraph=True)
+        out["plain_compile_form"] = "compile_repeated_blocks(fullgraph=True) on each transformer"
     else:  # CogVideoX names no repeated blocks in diffusers 0.42; the same regional compile, written by hand
         blocks = list(pipe.transformer.transformer_blocks)
         for block in blocks:
@@ -554,7 +628,7 @@ def plain_compiled(
             {"row": "plain diffusers CFG step, compiled", "ms": 1e3 * median_tail(plain), "peak_gib": peak_gib(device)}
         )
         print(rows[-1], flush=True)
-    if "edit" in only:
+    if only & {"edit", "overheads"}:
         reset_peak(device)
         seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
         out["plain_generation_compiled"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
@@ -643,10 +717,28 @@ def main() -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--steps", type=int, default=5, help="steps per per-step measurement")
     parser.add_argument("--edit-steps", type=int, default=50)
-    parser.add_argument("--only", default="steps,roofline,edit", help="comma list of steps, roofline, edit")
+    parser.add_argument(
+        "--only",
+        default="steps,roofline,edit",
+        help="comma list of steps, roofline, edit, overheads (the default edit's stages with whole-frame decode and "
+        "CPU composite against the box decode and device composite, and their difference), takes (N takes in one "
+        "job against N separate edits and one edit)",
+    )
+    parser.add_argument("--takes", type=int, default=4, help="takes per job in the takes rows")
+    parser.add_argument("--takes-presets", default="default,alpha1", help="edit presets of the takes rows")
+    parser.add_argument(
+        "--separate-runs",
+        type=int,
+        default=0,
+        help="separate edits actually run for the takes rows (0: as many as --takes); the rows give their "
+        "mean times --takes",
+    )
     parser.add_argument("--variants", default="eager,compiled", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--cases", default="0.1:1,0.3:1,0.6:1,0.3:0.5", help="fraction:alpha per step row")
     parser.add_argument("--warm", action="store_true", help="compile every pass kind before timing edits")
+    parser.add_argument(
+        "--warm-up", action="store_true", help="run the server's warm-up (one step of every pass kind) before edits"
+    )
     parser.add_argument("--cap-gb", type=float, help="simulate a smaller card: cap this process's GPU memory")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--edits", default="default,alpha1", help=f"whole edits to time: {', '.join(EDIT_PRESETS)}")
@@ -683,11 +775,11 @@ def main() -> None:
     device = torch.device(args.device)
     only = set(args.only.split(","))
     family = FAMILY[args.model]
-    frames, height, width, text_length, guidance = NATIVE[family]
+    frames, height, width, text_length, guidance = NATIVE.get(args.model) or NATIVE[family]
     if args.model.endswith("smoke"):
         text_length = 16
-    if family != "wan":
-        only.discard("roofline")  # the FLOP count below is Wan's block
+    if family != "wan" or args.model in RELEASED:
+        only.discard("roofline")  # the FLOP count below is Wan2.1's block
     shape = Shape(args.frames or frames, args.height or height, args.width or width)
     out: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -703,14 +795,18 @@ def main() -> None:
 
     out["diffusers"] = diffusers.__version__
     t = time.perf_counter()
-    if family == "wan":
+    if args.model in RELEASED:
+        import released
+
+        pipe = released.build(args.model, device, text_length)
+    elif family == "wan":
         pipe = build_pipeline(args.model, device, text_length)
     else:
         pipe = build_family_pipeline(args.model, device, text_length)
     out["build_seconds"] = time.perf_counter() - t
     adapter = family_for_pipeline(type(pipe).__name__)
     compression, _ = adapter.geometry(pipe)
-    channels = pipe.transformer.config.in_channels
+    channels = pipe.transformer.config.get("out_channels") or pipe.transformer.config.in_channels  # the latent's
     shape = Shape(
         shape.frames, shape.height, shape.width, compression.vae_t, compression.vae_s, compression.patch[1], channels
     )
@@ -754,6 +850,11 @@ def main() -> None:
         seconds = run_plain(pipe, shape, embeds, args.edit_steps, "np")
         out["plain_generation"] = {"seconds": seconds, "peak_gib": peak_gib(device), "steps": args.edit_steps}
         print(out["plain_generation"], flush=True)
+    if only & {"overheads", "takes"} and not args.cap_gb:  # the peak is the decode's: two steps show it
+        reset_peak(device)
+        run_plain(pipe, shape, embeds, 2, "np")
+        out["plain_peak_gib"] = peak_gib(device)
+        print({"plain_peak_gib": out["plain_peak_gib"]}, flush=True)
     if "compiled" in args.plain.split(",") and not args.cap_gb and not args.first_edits:
         plain_compiled(pipe, shape, embeds, args, only, rows, out)
 
@@ -765,6 +866,9 @@ def main() -> None:
         guidance=guidance,
         text_length=text_length,
     )
+    if args.model in RELEASED:  # the family's own reading of the folder: steps, both experts' guidance
+        native = adapter.defaults_for(pipe)
+        defaults = dataclasses.replace(native, height=shape.height, width=shape.width, frames=shape.frames)
     name = f"{args.model} (random weights)"
     model = LoadedModel(name, adapter, pipe, defaults, device, torch.bfloat16)
     if args.first_edits:

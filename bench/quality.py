@@ -8,8 +8,10 @@
 ``--calibrate`` first chooses the defaults on the calibration split (never on the test split), then runs
 the test split with them:
 
-  A. h under a firm lock (α = 1, b = 1), once per W → τ candidates for every (W, κ) (``kvlock.calibration``);
-  B. τ = the 0.25 / 0.5 / 0.75 quantile → the quantile rule;
+  A. h under a firm lock (α = 1, b = 1), once per W → a starting τ for every (W, κ) and quantile; then, for
+     the base (W, κ), each quantile's τ refitted with the control live at it until it settles
+     (``kvlock.calibration``'s rule), other (W, κ) moved by the same ratio;
+  B. τ = the settled 0.25 / 0.5 / 0.75 quantile → the quantile rule (the last round's edits are its rows);
   C. one knob at a time from there: W, κ, b, α_early, ω form, uncond source, and the method itself (no
      lock and fixed α = 0.5 compete with the adaptive lock: the default is whichever the rule picks).
 
@@ -47,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "server")]
 
-from kvlock.calibration import tau_from_samples, write_calibration  # noqa: E402
+from kvlock.calibration import TOLERANCE, tau_from_samples, write_calibration  # noqa: E402
 from kvlock.settings import IGNORED_BY, SCHEDULE_DEFAULTS  # noqa: E402
 from kvlock.world.benchmark import (  # noqa: E402
     ERASE_METHODS,
@@ -60,6 +62,7 @@ from kvlock.world.benchmark import (  # noqa: E402
 from kvlock.world.following import ATTRIBUTES  # noqa: E402
 
 QUANTILES = (0.25, 0.5, 0.75)
+TAU_ROUNDS = 3  # in-regime rounds of phase A (the last one is phase B)
 BASE = {
     "method": "kvlock",
     "metric_window": 10,
@@ -201,17 +204,31 @@ def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
     log["phase_a"] = {f"W={w} κ={k}": {q: tau_from_samples(v, q) for q in QUANTILES} for (w, k), v in samples.items()}
     print(f"A: τ candidates {log['phase_a']} ({time.time() - began:.0f} s)", flush=True)
 
-    def tau_for(w: int, k: int, q: float) -> float:
-        return tau_from_samples(samples[(w, k)], q)
-
     base = dict(BASE)
+    w0, k0 = base["metric_window"], base["kappa"]
+    # the firm lock's h is only the start: h under the live control reads higher (kvlock.calibration), so
+    # each quantile's τ is refitted in the control's own regime, round after round, as `kvlock calibrate` does
+    taus = {q: tau_from_samples(samples[(w0, k0)], q) for q in QUANTILES}
     tags = {q: f"q={q}" for q in QUANTILES}
-    jobs = []
-    for q, tag in tags.items():
-        jobs += _jobs(
-            tag, "calibration", cases, {**base, "tau": tau_for(base["metric_window"], base["kappa"], q)}, steps
-        )
-    rows_b = pool.run(jobs)
+    rounds: list[dict] = [dict(taus)]
+    for round_ in range(TAU_ROUNDS):
+        jobs = []
+        for q, tag in tags.items():
+            jobs += _jobs(tag, "calibration", cases, {**base, "tau": taus[q]}, steps)
+        rows_b = pool.run(jobs)
+        fitted = {q: tau_from_samples([h for r in rows_b[tag] for h in r["h_full"]], q) for q, tag in tags.items()}
+        settled = all(abs(math.log(fitted[q] / taus[q])) < TOLERANCE for q in QUANTILES)
+        if settled or round_ == TAU_ROUNDS - 1:
+            break  # rows_b are the rows of τ as it stands: phase B's candidates
+        taus = fitted
+        rounds.append(dict(taus))
+    log["phase_a_rounds"] = rounds
+    print(f"A: τ per quantile in the control's regime, by round: {rounds}", flush=True)
+
+    def tau_for(w: int, k: int, q: float) -> float:
+        """Another (W, κ)'s τ: its firm-lock τ moved by the ratio the base configuration's rounds found."""
+        return tau_from_samples(samples[(w, k)], q) * taus[q] / rounds[0][q]
+
     quantile = _choose(tags, rows_b, 0.5)
     log["phase_b"] = {tag: summarise(rows_b[tag]) for tag in tags.values()}
     print(f"B: quantile {quantile} ({time.time() - began:.0f} s)", flush=True)
@@ -301,6 +318,7 @@ DIAGNOSTIC_COLUMNS = {
     "h_failure": "h wrong",
     "h_auc": "h AUC",
     "alpha_range": "α range",
+    "alpha_inside": "α inside (0, 1)",
     "seconds": "s/edit",
 }
 
@@ -355,6 +373,19 @@ def print_erase_table(table: dict, title: str) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def report_against(path: Path, other: Path) -> None:
+    """Each method of one run against each method of another run on the same split, case by case: the same
+    cases and seeds, e.g. the 4-step model's edits against the 50-step model's."""
+    mine, theirs = (json.loads(p.read_text())["test_rows"] for p in (path, other))
+    for reference, reference_rows in theirs.items():
+        print(f"\n# {path.name} paired against {other.name}'s {reference}: mean difference [95 % interval]")
+        print("| method | cases | Δ leftover PSNR | Δ all right | Δ colour | Δ in-matte PSNR | Δ bg PSNR raw |")
+        print("|---|---|---|---|---|---|---|")
+        for name, rows in mine.items():
+            d = paired_differences(rows, reference_rows)
+            print(f"| {name} | {d['cases']} | " + " | ".join(_cell(d[k]) for k in PAIRED_KEYS) + " |")
+
+
 def report(path: Path) -> None:
     """Print the tables of an earlier run's JSON (calibration phases, test split, prompt following)."""
     log = json.loads(path.read_text())
@@ -406,6 +437,7 @@ def write_schedule(log: dict, folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's --json file and stop")
+    parser.add_argument("--against", type=Path, help="with --report: pair its methods with another run's, case by case")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--split", default="test", choices=("test", "calibration"))
     parser.add_argument("--cases", type=int, default=72)
@@ -431,6 +463,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         report(args.report)
+        if args.against:
+            report_against(args.report, args.against)
         if args.write_schedule:
             print(f"schedule written to {write_schedule(json.loads(args.report.read_text()), args.write_schedule)}")
         return

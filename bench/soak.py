@@ -14,7 +14,12 @@ one asyncio client process, for ``--seconds``:
 - a cancel of a random job every ``--cancel-every`` s; and, from a separate prober process (so the load
   generator's own event loop never delays the measurement), a health check every 20 ms and a ListJobs
   every 0.1 s, timed;
-- at ``--kill-at`` of the run, a SIGKILL of the server and an immediate restart on the same port and state.
+- at ``--kill-at`` of the run, a SIGKILL of the server and an immediate restart on the same port and state;
+- ``--givers-up`` clients that submit a 3000-frame single-GOP file by path and give up after a second.
+
+Before the load (unless ``--no-hostile``), every hostile file of ``bench/soak_hostile.py`` is sent by path,
+case by case, with the server's peak RSS over idle per case, and through ``kvlock edit`` (peak RSS of each
+child), printed against the stated bound on checking memory.
 
 Every submission interrupted by the kill is sent again with the same id until the server answers. At
 the end the queue drains (at most ``--drain`` s, then what is left is cancelled), every job the server
@@ -52,6 +57,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import soak_hostile
 
 TERMINAL = {pb.SUCCEEDED, pb.FAILED, pb.CANCELLED}
 RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -92,8 +100,8 @@ class Stats:
 class Server:
     """``kvlock serve`` as a child process on a fixed loopback port."""
 
-    def __init__(self, state: Path, port: int, args: argparse.Namespace) -> None:
-        self.state, self.port, self.args = state, port, args
+    def __init__(self, state: Path, port: int, args: argparse.Namespace, media: Path) -> None:
+        self.state, self.port, self.args, self.media = state, port, args, media
         self.proc: asyncio.subprocess.Process | None = None
         self.log = open(state.parent / "server.log", "ab")  # noqa: SIM115  (open for the run)
 
@@ -103,6 +111,7 @@ class Server:
             sys.executable, "-m", "kvlock_cli.main", "serve", "--port", str(self.port),
             "--state-dir", str(self.state), "--upload-idle-timeout", str(a.idle),
             "--max-watchers", str(a.watchers + 100), "--preview-every", "2", "--grace", "5",
+            "--media-root", str(self.media),
             *(["--preload", "tiny"] if a.preload else []),
         ]  # fmt: skip
         self.proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=self.log)
@@ -170,6 +179,8 @@ class Soak:
 
         self.frames, self.matte = demo_clip(frames=9, height=48, width=64)
         self.open_jobs: list[str] = []  # accepted and not yet seen ending
+        self.hostile: dict = {}
+        self.gave_up: dict = {"gave_up": 0, "answered_first": {}, "ids": set()}
         self.rng = random.Random(0)
         self.prober: asyncio.subprocess.Process | None = None
 
@@ -337,8 +348,21 @@ class Soak:
 
     # -- the run ------------------------------------------------------------------------------------
 
+    async def hostile_cases(self) -> None:
+        """The hostile files, before the load: by path to the server, then through ``kvlock edit``."""
+        files = soak_hostile.build(self.server.media)
+        memory = soak_hostile.Memory(self.server.pid)
+        rows = await soak_hostile.server_cases(self.stub(0), self.metadata, memory, files, self.server.media)
+        self.hostile["server"] = rows
+        self.hostile["cli"] = await asyncio.to_thread(soak_hostile.cli_cases, files, self.server.media)
+        self.hostile["bound_mb"] = soak_hostile.BOUND_MB
+        self.hostile["idle_rss_mb"] = round(memory.now() / 2**20)
+        memory.reset_peak()  # the load's high-water mark is its own
+
     async def run(self) -> dict:
         a = self.args
+        if a.hostile:
+            await self.hostile_cases()
         probe_log = self.server.state.parent / "probes.jsonl"
         self.prober = prober = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--probe", f"127.0.0.1:{self.server.port}", "--probe-log", str(probe_log),
@@ -352,6 +376,13 @@ class Soak:
         tasks += [asyncio.create_task(self.slow_uploader(k)) for k in range(a.slow)]
         tasks += [asyncio.create_task(self.abandoned(k)) for k in range(a.abandoned)]
         tasks += [asyncio.create_task(self.vanishing(k)) for k in range(a.vanishing)]
+        long_file = soak_hostile.giver_up_file(self.server.media) if a.givers_up else None
+        tasks += [
+            asyncio.create_task(
+                soak_hostile.giver_up(self.stub(500 + k), self.metadata, long_file, k, self.stop, self.gave_up)
+            )
+            for k in range(a.givers_up)
+        ]
         tasks += [
             asyncio.create_task(self.canceller()),
             asyncio.create_task(self.sampler()),
@@ -448,7 +479,8 @@ class Soak:
             )
         accepted = set(s.accepted)
         states = Counter(pb.JobState.Name(j.state) for j in listed.values())
-        ours = {j for j in listed if j.startswith(("soak-", "slow-", "abandoned-", "vanishing-"))}
+        ours = {j for j in listed if j.startswith(("soak-", "slow-", "abandoned-", "vanishing-", "hostile-"))}
+        ours |= {j for j in listed if j.startswith("gave-up-") and j not in self.gave_up["ids"]}  # answered in time
         return {
             "seconds": self.args.seconds,
             "watchers": self.args.watchers,
@@ -480,6 +512,14 @@ class Soak:
             "rss_bound_mb": self.args.rss_bound_mb,
             "rss_bound_held": max(s.hwm, default=0) <= self.args.rss_bound_mb * 2**20,
             "sigterm_exit": {"seconds": round(sigterm, 1), "code": code},
+            "hostile": {
+                **self.hostile,
+                "givers_up": {
+                    "gave_up": self.gave_up["gave_up"],
+                    "answered_first": self.gave_up["answered_first"],
+                    "jobs_left": len(self.gave_up["ids"] & set(listed)),
+                },
+            },
         }
 
 
@@ -526,11 +566,14 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
         f"{held}); SIGTERM exit: {result['sigterm_exit']}"
     )
     print(f"refusals and errors seen by clients: {result['failures']}")
+    if result.get("hostile"):
+        soak_hostile.print_hostile(result["hostile"])
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kvlock-soak-"))
-    server = Server(work / "state", free_port(), args)
+    (work / "media").mkdir()
+    server = Server(work / "state", free_port(), args, work / "media")
     await server.start()
     token = (work / "state" / "token").read_text().strip()
     soak = Soak(args, server, token)
@@ -596,6 +639,12 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=2)
     parser.add_argument("--abandoned", type=int, default=4)
     parser.add_argument("--vanishing", type=int, default=2)
+    parser.add_argument(
+        "--givers-up", type=int, default=3, help="clients that submit a long file and give up after 1 s"
+    )
+    parser.add_argument(
+        "--no-hostile", dest="hostile", action="store_false", help="skip the hostile files before the load"
+    )
     parser.add_argument("--channels", type=int, default=8, help="client connections the calls spread over")
     parser.add_argument("--steps", type=int, default=3, help="denoising steps of each small job")
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between one uploader's jobs")

@@ -11,6 +11,7 @@ the defaults were chosen on the quality benchmark's calibration split.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ UNCOND_SOURCES = ("shared", "own")
 SOURCE_PASSES = ("full", "background")
 SOURCE_PLATES = ("original", "clean")
 MAX_TEXT = 10_000  # characters of a prompt; text encoders read a few hundred tokens at most
+MAX_TAKES = 16  # versions of one edit per job: an editor compares a handful, and each costs its passes
 
 # Every number has a finite range, so no setting can make an edit's work (or memory) unbounded: a
 # million feather pixels or dilation tokens would run for hours inside one step, where no cancel reaches.
@@ -48,8 +50,75 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "feather": (0, 256, " pixels"),
     "source_refresh": (1, 1000, " steps"),
     "plate_reach": (1, 256, " frames"),
+    "takes": (1, MAX_TAKES, " takes"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
+
+# a LoRA is named as ``kvlock loras`` lists it (its file's or folder's name), never by a path
+LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+LORA_NAME_RULE = "1–128 characters of A–Z, a–z, 0–9, '.', '_', '+', '-', starting with a letter or digit"
+LORA_WEIGHT = (-10.0, 10.0)  # a LoRA's strength; negative weights push away from what it learned
+MAX_LORAS = 8  # LoRAs in one edit
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA an edit applies: its listed name and its weight (diffusers' ``set_adapters`` weight; 1 is the
+    LoRA as trained, 0 leaves it out). Checked when made, like every setting."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or LORA_NAME.fullmatch(self.name) is None:
+            shown = str(self.name)[:80]
+            raise SettingsError(f"LoRA name {shown!r} must be {LORA_NAME_RULE} (the name `kvlock loras` lists)")
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise SettingsError(f"LoRA {self.name}: weight must be a finite number, got {weight!r:.40}")
+        low, high = LORA_WEIGHT
+        if not low <= weight <= high:
+            raise SettingsError(f"LoRA {self.name}: weight must be in [{low:g}, {high:g}], got {weight:g}")
+        object.__setattr__(self, "weight", float(weight))
+
+    @classmethod
+    def parse(cls, text: str) -> LoraChoice:
+        """``NAME`` or ``NAME:WEIGHT`` (the command line's form)."""
+        name, colon, weight = text.strip().rpartition(":")
+        if not colon:
+            return cls(text.strip())
+        try:
+            return cls(name, float(weight))
+        except ValueError:
+            raise SettingsError(f"LoRA {text!r:.80}: write NAME or NAME:WEIGHT with a number as the weight") from None
+
+    @classmethod
+    def of(cls, value: Any) -> LoraChoice:
+        """A choice from what the API, JSON or a host hands over: a ``LoraChoice``, ``{"name", "weight"}`` or text."""
+        if isinstance(value, LoraChoice):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, dict) and set(value) <= {"name", "weight"} and "name" in value:
+            return cls(**value)
+        raise SettingsError(f"a LoRA is NAME, NAME:WEIGHT or {{name, weight}}, got {value!r:.80}")
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.weight:g}"
+
+
+def _lora_choices(value: Any) -> tuple[LoraChoice, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise SettingsError(f"loras must be a list of LoRAs (NAME or NAME:WEIGHT), got {value!r:.80}")
+    choices = tuple(LoraChoice.of(v) for v in value)
+    if len(choices) > MAX_LORAS:
+        raise SettingsError(f"{len(choices)} LoRAs asked; at most {MAX_LORAS} can be applied to one edit")
+    names = [c.name for c in choices]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(f"LoRA {', '.join(twice)} is asked more than once; give each LoRA once, with its weight")
+    return choices
+
 
 # τ for a model that was never calibrated: the embedded model's calibrated value (h is relative, so it is a
 # reasonable start; docs/benchmarks.md), with a notice to calibrate
@@ -74,6 +143,26 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     # plate (the old subject taken out, kvlock.plate); the quality benchmark chooses per model
     "source_plate": "original",
 }
+
+
+def control_windows(steps: int) -> tuple[int, int]:
+    """W and κ for a sampler of ``steps`` steps, in the proportions of the defaults at 50 (W = 10, κ = 20: the
+    control acts in the last two fifths, its metric spans a fifth), with room for the metric to fill at
+    least twice inside the control window (κ ≥ W + 1) and κ within the steps. 4 steps → W = 2, κ = 3 (the
+    quality benchmark's calibration split chose among this and its neighbours: docs/benchmarks.md)."""
+    kappa = min(steps, max(3, round(0.4 * steps)))
+    window = max(2, min(kappa - 1, round(0.2 * steps)))
+    return window, kappa
+
+
+def schedule_defaults(steps: int | None = None) -> dict[str, Any]:
+    """The engine's schedule for a sampler of ``steps`` steps (unknown: the defaults as written, at 50)."""
+    if steps is None:
+        return SCHEDULE_DEFAULTS
+    window, kappa = control_windows(steps)
+    return {**SCHEDULE_DEFAULTS, "metric_window": window, "kappa": kappa}
+
+
 # what each method leaves without effect: a request that sets these under such a method is told so
 IGNORED_BY = {
     "no_lock": ("metric_window", "kappa", "tau", "b", "alpha_early", "guidance_form", "alpha_fixed", "uncond_source")
@@ -133,12 +222,20 @@ class EditSettings:
     erase: bool = False
     erase_keep_seen: bool = True
     plate_reach: int = 16
+    # LoRAs applied to the model for this edit, by the names `kvlock loras` lists (a list of LoraChoice, dicts
+    # or "NAME:WEIGHT" texts is accepted and held as a tuple of LoraChoice)
+    loras: tuple[LoraChoice, ...] = ()
+    # versions one job makes: they differ in their noise inside the matte (seed, seed + 1, …) and share the
+    # background's, so each is the source outside the matte and they share each step's source pass
+    takes: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", _lora_choices(self.loras))
         _check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data: LoRAs as a list of ``{"name", "weight"}``."""
+        return asdict(self) | {"loras": [asdict(choice) for choice in self.loras]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EditSettings:
@@ -149,11 +246,16 @@ class EditSettings:
         return cls(**data)
 
 
-def with_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
-    """Fill the schedule fields the request left unset: from the model's ``schedule``, else the defaults."""
+def with_schedule(
+    settings: EditSettings, schedule: dict[str, Any] | None = None, steps: int | None = None
+) -> EditSettings:
+    """Fill the schedule fields the request left unset: from the model's ``schedule``, else the defaults
+    (W and κ in proportion to ``steps`` where it is known: :func:`control_windows`)."""
     given = {k: v for k, v in (schedule or {}).items() if k in SCHEDULE_DEFAULTS}
     filled = {
-        name: given.get(name, default) for name, default in SCHEDULE_DEFAULTS.items() if getattr(settings, name) is None
+        name: given.get(name, default)
+        for name, default in schedule_defaults(steps).items()
+        if getattr(settings, name) is None
     }
     if settings.erase and "source_plate" in filled:
         filled["source_plate"] = "clean"  # an erase is the clean plate, whatever the model's default
@@ -174,10 +276,12 @@ def apply_method(settings: EditSettings) -> EditSettings:
     return replace(settings, **method_knobs(settings.method))
 
 
-def resolve_schedule(settings: EditSettings, schedule: dict[str, Any] | None = None) -> EditSettings:
+def resolve_schedule(
+    settings: EditSettings, schedule: dict[str, Any] | None = None, steps: int | None = None
+) -> EditSettings:
     """The settings the sampler runs with: every schedule field set (the request's, else the model's
-    ``schedule``, else the defaults) and the method expanded into the knobs it changes."""
-    return apply_method(with_schedule(settings, schedule))
+    ``schedule``, else the defaults for ``steps``) and the method expanded into the knobs it changes."""
+    return apply_method(with_schedule(settings, schedule, steps))
 
 
 def method_knobs(method: str) -> dict[str, Any]:
@@ -230,6 +334,8 @@ KINDS = {"str": str, "int": int, "float": float, "bool": bool}
 
 def _check_type(name: str, annotation: str, value: Any) -> None:
     """Each field holds its declared kind (an int where a float is asked is fine; a bool is no number)."""
+    if annotation.startswith("tuple["):
+        return  # a collection, normalised and checked item by item when the settings were made
     kind = KINDS[annotation.replace(" | None", "").strip()]
     if value is None and "None" in annotation:
         return

@@ -56,6 +56,13 @@ class Trace:
     schedule_source: dict[str, str] = field(default_factory=dict)
     # the clean plate's figures (kvlock.plate.PlateStats): hole pixels, the fraction seen in other frames, seconds
     plate: dict[str, Any] = field(default_factory=dict)
+    # the control regime in one line: how α is set and over which steps, and the guidance (CFG-free or not)
+    control: str = ""
+    # every LoRA applied: name, weight, where its files are, rank, experts, its kvlock.json (if it has one)
+    loras: list[dict[str, Any]] = field(default_factory=list)
+    # which take of an edit's takes (1-based) this trace is; stage_seconds are the edit's up to its delivery
+    take: int = 1
+    takes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +95,10 @@ class Trace:
             axes[0].axhline(tau, color="grey", linestyle="--", linewidth=1, label="τ")
         axes[0].legend(fontsize=7)
         axes[-1].set_xlabel("denoising step")
-        fig.suptitle(f"KV-Lock trace — {self.model}" + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
+        applied = ", ".join(f"{lora['name']} ×{lora['weight']:g}" for lora in self.loras)
+        which = f" — take {self.take} of {self.takes}" if self.takes > 1 else ""
+        title = f"KV-Lock trace — {self.model}{which}" + (f" + LoRA {applied}" if applied else "")
+        fig.suptitle(title + (f"\nτ: {self.tau_source}" if self.tau_source else ""))
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)

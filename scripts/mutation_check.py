@@ -44,6 +44,46 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "cfg-free-runs-unconditional",
+        "kvlock/sampling/loop.py",
+        "uncond=w0 > 1.0,",
+        "uncond=True,",
+        "a CFG-free model (guidance 1) given an unconditional pass it was not distilled for",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "cfg-free-omega-raised",
+        "kvlock/lock/schedules.py",
+        'if guidance_form == "static" or not measured or omega0 <= 1.0:',
+        'if guidance_form == "static" or not measured:',
+        "the guidance control raising ω above 1 on a CFG-free model",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "euler-step-from-the-wrong-level",
+        "kvlock/families/steppers.py",
+        "return z + (self.levels[i + 1] - self.levels[i]) * prediction.to(z.dtype)",
+        "return z + (self.levels[i + 1] - self.levels[i - 1]) * prediction.to(z.dtype)",
+        "a distilled model's Euler step measured from the previous level",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "control-windows-not-scaled",
+        "kvlock/settings.py",
+        "kappa = min(steps, max(3, round(0.4 * steps)))",
+        "kappa = min(steps, 20)",
+        "κ no longer in proportion to the step count",
+        ("tests/engine/test_few_step.py",),
+    ),
+    Mutant(
+        "calibration-never-leaves-the-firm-lock",
+        "kvlock/calibration.py",
+        "samples = collect_h(editor, clips, regime_settings(base, history[-1]), cancel, progress)",
+        "samples = collect_h(editor, clips, calibration_settings(base), cancel, progress)",
+        "τ fitted under the firm lock only, not in the regime the control runs in",
+        ("tests/engine/test_calibration.py",),
+    ),
+    Mutant(
         "cfg-zero-star-difference",
         "kvlock/lock/guidance.py",
         "return scaled + omega * (v_cond - scaled)",
@@ -53,8 +93,8 @@ MUTANTS = [
     Mutant(
         "latent-lock-only-last-step",
         "kvlock/sampling/loop.py",
-        "            z = lock(z, i + 1)",
-        "            z = lock(z, i + 1) if i == steps - 1 else z",
+        "    walk.z = lock(walk, z, i + 1)",
+        "    walk.z = lock(walk, z, i + 1) if stepper.levels[i + 1] == 0 else z",
         "the background reset to the noised source only after the last step",
     ),
     Mutant(
@@ -67,15 +107,15 @@ MUTANTS = [
     Mutant(
         "metric-on-latents",
         "kvlock/sampling/loop.py",
-        "meter.update(stepper.clean_estimate(z, v_cond, i))",
-        "meter.update(z)",
+        "meter.update(stepper.clean_estimate(z, v_cond, i), sigma)",
+        "meter.update(z, sigma)",
         "the metric fed the latents instead of the clean estimate",
     ),
     Mutant(
         "metric-on-guided-estimate",
         "kvlock/sampling/loop.py",
-        "meter.update(stepper.clean_estimate(z, v_cond, i))",
-        "meter.update(stepper.clean_estimate(z, v, i))",
+        "meter.update(stepper.clean_estimate(z, v_cond, i), sigma)",
+        "meter.update(stepper.clean_estimate(z, v, i), sigma)",
         "the metric fed the guided (ω-extrapolated) clean estimate",
     ),
     Mutant(
@@ -123,9 +163,16 @@ MUTANTS = [
     Mutant(
         "metric-unscaled",
         "kvlock/lock/metric.py",
-        "variance / self.scale",
-        "variance",
+        "variance / (self.scale * max(spread, MIN_LEVEL_VARIANCE))",
+        "variance / max(spread, MIN_LEVEL_VARIANCE)",
         "h no longer relative to the source latents' variance",
+    ),
+    Mutant(
+        "metric-not-per-noise-level",
+        "kvlock/lock/metric.py",
+        "variance / (self.scale * max(spread, MIN_LEVEL_VARIANCE))",
+        "variance / self.scale",
+        "h a distance per window again, not a rate per unit of noise: τ no longer carries across step counts",
     ),
     Mutant(
         "metric-window-from-first-step",
@@ -137,8 +184,8 @@ MUTANTS = [
     Mutant(
         "latent-lock-mask-inverted",
         "kvlock/sampling/loop.py",
-        "return soft * z + (1.0 - soft) * stepper.noised(x0_source, noise, i)",
-        "return (1.0 - soft) * z + soft * stepper.noised(x0_source, noise, i)",
+        "return soft * z + (1.0 - soft) * walk.stepper.noised(x0_source, walk.noise, i)",
+        "return (1.0 - soft) * z + soft * walk.stepper.noised(x0_source, walk.noise, i)",
         "the latent lock resetting the foreground instead of the background",
     ),
     Mutant(
@@ -279,7 +326,7 @@ MUTANTS = [
     Mutant(
         "erase-repaints-what-was-seen",
         "kvlock/editing/composer.py",
-        "plate_layer = keep * plate.astype(np.float32) + (1.0 - keep) * plate_layer",
+        "plate_layer = keep * plate.float() + (1.0 - keep) * plate_layer",
         "plate_layer = plate_layer",
         "an erase lets the model repaint the background other frames showed",
         ("tests/engine/test_erase_and_clean_plate.py",),
@@ -291,6 +338,106 @@ MUTANTS = [
         "frames = request.frames[plan.start : plan.end]",
         "source_plate clean computed but the model still starts from the source as filmed",
         ("tests/engine/test_erase_and_clean_plate.py",),
+    ),
+    Mutant(
+        "lora-weight-ignored",
+        "kvlock/execution/loras.py",
+        "self.pipe.set_adapters([n for n, _ in active], [w for _, w in active])",
+        "self.pipe.set_adapters([n for n, _ in active], [1.0 for _ in active])",
+        "every LoRA applied at weight 1 whatever the request's weight",
+        ("tests/engine/test_loras.py", "-k", "exactly_as_diffusers"),
+    ),
+    Mutant(
+        "lora-left-active-without-loras",
+        "kvlock/execution/loras.py",
+        "                self.pipe.disable_lora()",
+        "                pass",
+        "an edit without LoRAs still running the last edit's LoRAs",
+        ("tests/engine/test_loras.py", "-k", "keeps_the_base_model"),
+    ),
+    Mutant(
+        "lora-hotswap-weight-ignored",
+        "kvlock/execution/loras.py",
+        "                tensor.fill_(base * factor)",
+        "                tensor.fill_(base if factor else 0.0)",
+        "a hotswapped LoRA applied at weight 1 whatever the request's weight",
+        ("tests/engine/test_loras.py", "-k", "never_recompile"),
+    ),
+    Mutant(
+        "lora-rank-mismatch-unchecked",
+        "kvlock/loading/lora_fit.py",
+        "        elif down[0] != up[1]:",
+        "        elif False:",
+        "a LoRA whose A and B disagree on the rank accepted, to fail inside diffusers mid-load",
+        ("tests/engine/test_loras.py", "-k", "badrank"),
+    ),
+    Mutant(
+        "lora-size-unchecked",
+        "kvlock/loading/lora_fit.py",
+        "elif len(weight) != 2 or weight != (target.features_out, target.features_in):",
+        "elif len(weight) != 2:",
+        "a LoRA made for a model of another width accepted",
+        ("tests/engine/test_loras.py", "-k", "wide"),
+    ),
+    Mutant(
+        "take-noise-own-everywhere",
+        "kvlock/lock/noise.py",
+        "    return torch.where(inside, own, shared)",
+        "    return own",
+        "a take's own noise outside the matte too: the takes' backgrounds no longer locked to one noised source",
+        ("tests/engine/test_takes.py", "-k", "agree_outside"),
+    ),
+    Mutant(
+        "source-pass-on-the-last-take-s-noise",
+        "kvlock/sampling/loop.py",
+        "shared = source_noise if source_noise is not None else walks[0].noise",
+        "shared = walks[-1].noise",
+        "the shared source pass run on another take's noise: take 1 is no longer the one-take edit",
+        ("tests/engine/test_takes.py", "-k", "take_one"),
+    ),
+    Mutant(
+        "source-pass-once-per-take",
+        "kvlock/sampling/passes.py",
+        "            fused = (\n"
+        "                self._lockstep(runs, t, noised(), prompts)\n"
+        "                if lead.lockstep\n"
+        "                else self._with_bank(lead, runs, t, noised, prompts)\n"
+        "            )",
+        "            fused = [\n"
+        "                p\n"
+        "                for run in runs\n"
+        "                for p in (\n"
+        "                    self._lockstep([run], t, noised(), prompts)\n"
+        "                    if lead.lockstep\n"
+        "                    else self._with_bank(lead, [run], t, noised, prompts)\n"
+        "                )\n"
+        "            ]",
+        "every take running its own source pass: the same takes, none of the sharing they exist for",
+        ("tests/engine/test_takes.py", "-k", "one_source_pass"),
+    ),
+    Mutant(
+        "decode-box-without-the-decoder-s-reach",
+        "kvlock/editing/decode_box.py",
+        "    return slice(max(0, first // scale - margin), min(cells, -(-last // scale) + margin))",
+        "    return slice(max(0, first // scale), min(cells, -(-last // scale)))",
+        "the decoded box not grown by the convolutions' reach: its edge shows in the composite",
+        ("tests/engine/test_decode_box.py",),
+    ),
+    Mutant(
+        "decode-box-cropped-before-the-attention",
+        "kvlock/editing/decode_box.py",
+        'if kind == "stage" and i > last), None)',
+        'if kind == "stage"), None)',
+        "the decoder cropped after its first block: its attention sees only the box",
+        ("tests/engine/test_decode_box.py",),
+    ),
+    Mutant(
+        "resize-reach-without-the-filter",
+        "kvlock/editing/decode_box.py",
+        "    return int(used[0]), int(used[-1]) + 1",
+        "    return start * source // target, -(-stop * source // target)",
+        "the model pixels a region reads taken proportionally, without the resize filter's width",
+        ("tests/engine/test_decode_box.py", "-k", "reach"),
     ),
 ]
 

@@ -28,64 +28,91 @@ def _pool_separable(m: torch.Tensor, k: int, pad: int, op: str) -> torch.Tensor:
     return F.avg_pool2d(m, (1, k), stride=1, padding=(0, pad), count_include_pad=False)
 
 
-def feather_matte(matte: np.ndarray, feather: int) -> np.ndarray:
-    """(H, W) matte in [0, 1] → float32 feathered matte: 1 on the matte, 0 beyond 2·feather pixels.
+def _bounds(support: torch.Tensor, margin: int) -> tuple[slice, slice] | None:
+    """The rows and columns of ``support`` (..., H, W) holding anything in any frame, grown by ``margin``,
+    inside the frame."""
+    height, width = support.shape[-2:]
+    plane = support.reshape(-1, height, width).any(0)
+    rows, cols = plane.any(1).nonzero()[:, 0], plane.any(0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        return None
+    r0, r1 = max(0, int(rows[0]) - margin), min(height, int(rows[-1]) + margin + 1)
+    c0, c1 = max(0, int(cols[0]) - margin), min(width, int(cols[-1]) + margin + 1)
+    return slice(r0, r1), slice(c0, c1)
 
-    Only the matte's bounding box plus 3·feather is filtered (nothing outside it can become non-zero,
-    and every window that can is inside it), so the cost follows the subject's size, not the frame's.
+
+def feather_weights(matte: torch.Tensor, feather: int) -> torch.Tensor:
+    """(T, H, W) float matte in [0, 1], on any device → the feathered matte: 1 on the matte, 0 beyond
+    2·feather pixels.
+
+    Only the matte's bounding box over all frames plus 3·feather is filtered (nothing outside it can become
+    non-zero, and every window that can is inside it), so the cost follows the subject's size, not the
+    frame's. Each frame comes out exactly as filtered on its own: the windows that a larger box adds to a
+    frame hold only zeros of it.
     """
-    m = np.ascontiguousarray(matte, dtype=np.float32)
-    out = np.zeros_like(m)
-    rows, cols = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
-    if rows.size == 0:
+    out = torch.zeros_like(matte, dtype=torch.float32)
+    box = _bounds(matte != 0, 3 * feather + 1)
+    if box is None:
         return out
-    margin = 3 * feather + 1
-    r0, r1 = max(0, rows[0] - margin), min(m.shape[0], rows[-1] + margin + 1)
-    c0, c1 = max(0, cols[0] - margin), min(m.shape[1], cols[-1] + margin + 1)
-    crop = torch.from_numpy(m[r0:r1, c0:c1].copy())[None, None]
+    crop = matte[:, box[0], box[1]].float()[:, None]
     if feather > 0:
         k = 2 * feather + 1
         grown = _pool_separable(crop, k, feather, "max")
         crop = torch.maximum(_pool_separable(grown, k, feather, "mean"), crop)
-    out[r0:r1, c0:c1] = crop[0, 0].numpy()
+    out[:, box[0], box[1]] = crop[:, 0]
     return out
 
 
-def inner_ramp(matte: np.ndarray, feather: int) -> np.ndarray:
-    """(H, W) float32: 0 outside the matte and at its edge, rising to 1 at ``feather`` pixels inside it.
+def inner_weights(matte: torch.Tensor, feather: int) -> torch.Tensor:
+    """(T, H, W) float32 on the matte's device: 0 outside the matte and at its edge, rising to 1 at
+    ``feather`` pixels inside it.
 
     Twice the matte's local coverage minus one ((2·feather + 1)² box, the frame's edge not counted as an
     edge of the matte), so the ramp is linear across a straight edge and zero outside the matte.
     """
-    inside = np.ascontiguousarray(matte > 0)
-    out = np.zeros(inside.shape, np.float32)
-    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
-    if rows.size == 0:
+    inside = matte > 0
+    out = torch.zeros(matte.shape, dtype=torch.float32, device=matte.device)
+    box = _bounds(inside, feather + 1)
+    if box is None:
         return out
     if feather <= 0:
-        out[inside] = 1.0
-        return out
-    margin = feather + 1
-    r0, r1 = max(0, rows[0] - margin), min(inside.shape[0], rows[-1] + margin + 1)
-    c0, c1 = max(0, cols[0] - margin), min(inside.shape[1], cols[-1] + margin + 1)
-    crop = torch.from_numpy(inside[r0:r1, c0:c1].astype(np.float32))[None, None]
-    cover = _pool_separable(crop, 2 * feather + 1, feather, "mean")[0, 0].numpy()
-    out[r0:r1, c0:c1] = np.where(inside[r0:r1, c0:c1], np.clip(2.0 * cover - 1.0, 0.0, 1.0), 0.0)
+        return inside.float()
+    crop = inside[:, box[0], box[1]]
+    cover = _pool_separable(crop.float()[:, None], 2 * feather + 1, feather, "mean")[:, 0]
+    out[:, box[0], box[1]] = torch.where(crop, torch.clamp(2.0 * cover - 1.0, 0.0, 1.0), 0.0)
     return out
 
 
-def with_source_detail(
-    edited: np.ndarray, reconstruction: np.ndarray, source: np.ndarray, inner: np.ndarray, scale: float
-) -> np.ndarray:
+def feather_matte(matte: np.ndarray, feather: int) -> np.ndarray:
+    """(H, W) matte in [0, 1] → float32 feathered matte (:func:`feather_weights` of one frame, on the CPU)."""
+    return feather_weights(torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32))[None], feather)[0].numpy()
+
+
+def inner_ramp(matte: np.ndarray, feather: int) -> np.ndarray:
+    """(H, W) float32 :func:`inner_weights` of one frame, on the CPU."""
+    return inner_weights(torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32))[None], feather)[0].numpy()
+
+
+def source_detail(
+    edited: torch.Tensor, reconstruction: torch.Tensor, source: torch.Tensor, inner: torch.Tensor, scale: float
+) -> torch.Tensor:
     """E + (1 − inner)·(S − R), clipped to [0, scale]: the edit with the source's own detail wherever the
-    VAE's reconstruction would otherwise show (everywhere but deep inside the matte). All in source scale.
+    VAE's reconstruction would otherwise show (everywhere but deep inside the matte). All in source scale,
+    channels last.
 
     Blended over S with the feathered matte w this gives S + w·(E − R) in the ring — the source where the
     edit changed nothing — and E deep inside the matte.
     """
     keep = (1.0 - inner)[..., None]
-    restored = edited + keep * (source.astype(np.float32) - reconstruction)
-    return np.clip(restored, 0.0, scale)
+    return torch.clamp(edited + keep * (source.float() - reconstruction), 0.0, scale)
+
+
+def with_source_detail(
+    edited: np.ndarray, reconstruction: np.ndarray, source: np.ndarray, inner: np.ndarray, scale: float
+) -> np.ndarray:
+    """:func:`source_detail` of numpy arrays."""
+    parts = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (edited, reconstruction, source, inner))
+    return source_detail(*parts, scale).numpy()
 
 
 def handover_weight(k: int, context: int) -> float:
@@ -108,34 +135,58 @@ def support_box(weight: np.ndarray) -> tuple[slice, slice] | None:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def full_scale(dtype: np.dtype) -> float:
+def full_scale(dtype: np.dtype | torch.dtype) -> float:
     """The value of white for an integer pixel type, 1.0 for floats."""
+    if isinstance(dtype, torch.dtype):
+        return 1.0 if dtype.is_floating_point else float(torch.iinfo(dtype).max)
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
-def composite_frame(source: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Blend one frame: ``edited`` (float, source's scale) over ``source`` where ``weight`` > 0.
+def blend(
+    source: torch.Tensor, edited: torch.Tensor, weight: torch.Tensor, limits: tuple[int, int] | None
+) -> torch.Tensor:
+    """Blend one or more frames, channels last: ``edited`` (float, source's scale) over ``source`` where
+    ``weight`` > 0; ``limits`` are the plate's integer range (None: a float plate).
 
     Pixels with weight 0 are copied from ``source`` untouched (whatever they hold, NaN included); the rest
-    are rounded back to its dtype. A non-finite source value under the feather is replaced by the edit
-    rather than blended, so nothing the edit touches comes out NaN or infinite.
+    are rounded back to its integer range. A non-finite source value under the feather is replaced by the
+    edit rather than blended, so nothing the edit touches comes out NaN or infinite.
     """
-    w = weight[..., None].astype(np.float32)
-    edit = edited.astype(np.float32)
-    base = source.astype(np.float32)
-    if np.issubdtype(source.dtype, np.floating):
-        base = np.where(np.isfinite(base), base, edit)
+    w = weight[..., None].float()
+    edit = edited.float()
+    base = source.float()
+    if limits is None:
+        base = torch.where(torch.isfinite(base), base, edit)
     blended = base * (1.0 - w) + edit * w
-    if np.issubdtype(source.dtype, np.integer):
-        info = np.iinfo(source.dtype)
-        blended = np.clip(np.rint(blended), info.min, info.max)
-    return np.where(w > 0, blended.astype(source.dtype), source)
+    if limits is not None:
+        blended = torch.clamp(torch.round(blended), *limits)
+    return torch.where(w > 0, blended.to(source.dtype), source)
+
+
+def composite_frame(source: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """:func:`blend` of numpy frames, in ``source``'s dtype."""
+    limits = _limits(source.dtype)
+    plate = torch.from_numpy(np.ascontiguousarray(source))
+    out = blend(plate, torch.from_numpy(np.asarray(edited, np.float32)), torch.from_numpy(np.asarray(weight)), limits)
+    return out.numpy()
+
+
+def _limits(dtype: np.dtype) -> tuple[int, int] | None:
+    if not np.issubdtype(dtype, np.integer):
+        return None
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def region_rgba(edited: torch.Tensor, weight: torch.Tensor, scale: float, integer: bool) -> torch.Tensor:
+    """The edit as straight (unpremultiplied) RGBA in the plate's scale, alpha = feathered matte, for
+    compositing; rounded for integer plates."""
+    rgba = torch.cat([edited.float(), weight[..., None] * scale], dim=-1)
+    return torch.clamp(torch.round(rgba), 0, scale) if integer else rgba
 
 
 def edited_region_rgba(edited: np.ndarray, weight: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The edit as straight (unpremultiplied) RGBA in ``dtype``, alpha = feathered matte, for compositing."""
-    scale = full_scale(dtype)
-    rgba = np.concatenate([edited, weight[..., None] * scale], axis=-1)
-    if np.issubdtype(dtype, np.integer):
-        rgba = np.clip(np.rint(rgba), 0, scale)
-    return rgba.astype(dtype)
+    """:func:`region_rgba` of numpy arrays, in ``dtype``."""
+    rgba = region_rgba(torch.from_numpy(np.asarray(edited)), torch.from_numpy(np.asarray(weight)), full_scale(dtype),
+                       np.issubdtype(dtype, np.integer))  # fmt: skip
+    return rgba.numpy().astype(dtype)

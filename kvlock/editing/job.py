@@ -16,7 +16,10 @@ import numpy as np
 from ..errors import InvalidRequest, SettingsError
 from ..families.base import ModelDefaults
 from ..loading.load import LoadedModel
+from ..loading.lora_check import ResolvedLora
+from ..loading.lora_schedule import with_lora_schedules
 from ..media.colour import PixelEncoding
+from ..sampling.loop import start_index
 from ..settings import DEFAULT_TAU, IGNORED_BY, SCHEDULE_DEFAULTS, EditSettings, resolve_schedule
 from .geometry import Window, plan_windows
 from .request import EditRequest
@@ -38,6 +41,9 @@ class EditJob:
     warnings: tuple[str, ...]
     tau_source: str
     schedule_source: dict[str, str]
+    sigmas: tuple[float, ...] | None = None  # a step-distilled model's noise levels (Euler steps over them)
+    control: str = ""  # the control regime in one line, for the trace: guidance, W and κ, measured steps
+    loras: tuple[ResolvedLora, ...] = ()
 
 
 def largest_valid(n: int, valid: Callable[[int], int]) -> int:
@@ -48,21 +54,24 @@ def largest_valid(n: int, valid: Callable[[int], int]) -> int:
 
 
 def resolve_schedule_for(
-    requested: EditSettings, defaults: ModelDefaults, model_name: str
+    requested: EditSettings, defaults: ModelDefaults, model_name: str, steps: int | None = None
 ) -> tuple[EditSettings, dict[str, str], list[str]]:
     """The lock's schedule field by field, with where each came from, and a notice where the model's method
-    ignores what the request set."""
+    ignores what the request set. W and κ left to the engine follow the step count (``control_windows``)."""
     model_schedule = defaults.schedule or {}
     origin = "the model's schedule" + (f" ({defaults.schedule_source})" if defaults.schedule_source else "")
+    engine = {name: "the engine's default" for name in SCHEDULE_DEFAULTS}
+    if steps is not None:
+        engine.update({n: f"the engine's default for {steps} steps" for n in ("metric_window", "kappa")})
     sources = {
         name: "set for this edit"
         if getattr(requested, name) is not None
         else origin
         if name in model_schedule
-        else "the engine's default"
+        else engine[name]
         for name in SCHEDULE_DEFAULTS
     }
-    settings = resolve_schedule(requested, model_schedule)
+    settings = resolve_schedule(requested, model_schedule, steps)
     if settings.erase and requested.source_plate is None:
         sources["source_plate"] = "erase (always the clean plate)"
     warnings = []
@@ -107,10 +116,51 @@ def guidance_per_expert(settings: EditSettings, defaults: ModelDefaults, experts
     return first, defaults.guidance_2
 
 
-def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
-    """Judge the request and resolve it for ``model``; raise the engine's typed error naming what to fix."""
-    d, family, c = model.defaults, model.family, model.compression
-    settings, schedule_source, schedule_warnings = resolve_schedule_for(request.settings, d, model.name)
+def steps_for(
+    settings: EditSettings, defaults: ModelDefaults, flow_matching: bool, model_name: str
+) -> tuple[int, tuple[float, ...] | None]:
+    """The step count, and the noise levels of a step-distilled model (None: the scheduler's own). Such a model
+    runs the steps it was distilled for and no others: another count is refused, never silently changed."""
+    if defaults.sigmas is None:
+        return settings.steps or defaults.steps, None
+    count = len(defaults.sigmas)
+    if not flow_matching:
+        raise SettingsError(f"{model_name}: listed noise levels (sigmas) need a flow-matching model")
+    if settings.steps is not None and settings.steps != count:
+        raise SettingsError(
+            f"{model_name} is step-distilled for {count} steps at the noise levels its kvlock.json lists; "
+            f"leave steps unset or set {count} (asked: {settings.steps})"
+        )
+    return count, tuple(float(v) for v in defaults.sigmas)
+
+
+def describe_control(settings: EditSettings, steps: int, omega0: tuple[float, ...]) -> str:
+    """The control regime of an edit in one line (the trace's ``control``)."""
+    if settings.alpha_fixed is not None:
+        lock = f"α fixed at {settings.alpha_fixed:g}"
+    else:
+        run = steps - start_index(steps, settings.strength)
+        measured = max(0, min(settings.kappa, run) - settings.metric_window + 1)
+        lock = (
+            f"α from h on the last {measured} of {run} steps "
+            f"(W = {settings.metric_window}, κ = {settings.kappa}), α_early = {settings.alpha_early:g} before"
+        )
+    if max(omega0) <= 1.0:
+        guidance = f"CFG-free (guidance {max(omega0):g}): no unconditional pass, ω stays {max(omega0):g}"
+    elif settings.guidance_form == "static":
+        guidance = "classic CFG at ω0"
+    else:
+        guidance = f"ω from ω0 up to {settings.b:g}·ω0 ({settings.guidance_form} form)"
+    return f"{lock}; {guidance}"
+
+
+def resolve_job(model: LoadedModel, request: EditRequest, loras: tuple[ResolvedLora, ...] = ()) -> EditJob:
+    """Judge the request and resolve it for ``model`` with ``loras`` (found and checked already); raise the
+    engine's typed error naming what to fix. What the LoRAs' own kvlock.json set lies over the model's defaults."""
+    family, c = model.family, model.compression
+    d = with_lora_schedules(model.defaults, {r.choice.name: r.schedule for r in loras if r.schedule is not None})
+    steps, sigmas = steps_for(request.settings, d, family.flow_matching, model.name)
+    settings, schedule_source, schedule_warnings = resolve_schedule_for(request.settings, d, model.name, steps)
     encoding = request.pixel_encoding()
     frame_warnings = check_frames(request.frames, encoding.name)
     matte, matte_warnings = normalise_matte(request.matte, request.frames)
@@ -134,14 +184,18 @@ def resolve_job(model: LoadedModel, request: EditRequest) -> EditJob:
     )
     settings, tau_source, tau_notice = resolve_tau(settings, d, model.name)
     warnings = frame_warnings + matte_warnings + schedule_warnings + ([tau_notice] if tau_notice else [])
+    omega0 = guidance_per_expert(settings, d, len(family.transformers(model.pipe)))
     return EditJob(
         settings=settings,
-        steps=settings.steps or d.steps,
-        omega0=guidance_per_expert(settings, d, len(family.transformers(model.pipe))),
+        steps=steps,
+        sigmas=sigmas,
+        control=describe_control(settings, steps, omega0),
+        omega0=omega0,
         encoding=encoding,
         matte=matte,
         windows=tuple(windows),
         warnings=tuple(warnings),
         tau_source=tau_source,
         schedule_source=schedule_source,
+        loras=loras,
     )

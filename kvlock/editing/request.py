@@ -51,3 +51,8 @@ class EditResult:
     @property
     def warnings(self) -> list[str]:
         return self.trace.warnings
+
+    @property
+    def take(self) -> int:
+        """Which take (1-based) of the edit's takes this is."""
+        return self.trace.take

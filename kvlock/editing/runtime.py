@@ -12,6 +12,8 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from ..execution.acceleration import (
     memory_budget,
     use_compile_cache,
 )
+from ..execution.loras import LoraState, resolve_mode
 from ..execution.residency import Residency
 from ..execution.sequence_parallel import SequenceGroup, join_sequence_parallel
 from ..loading.load import LoadedModel
@@ -33,6 +36,7 @@ from ..lock.kv_bank import KVBank
 from ..lock.token_mask import Compression
 from ..sampling.passes import Prompts
 from ..settings import EditSettings
+from .decode_box import DecodeBox, DecoderReach, cropped_after, probe_decoder
 from .geometry import Window, resize_video
 
 
@@ -63,11 +67,16 @@ def memory_mode(model: LoadedModel, acc: Acceleration) -> tuple[str, str]:
 class Runtime:
     """``model`` with KV-Lock's processors, on its device as ``acceleration`` asks."""
 
-    def __init__(self, model: LoadedModel, acceleration: Acceleration | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel, acceleration: Acceleration | None = None, loras_offered: bool = False
+    ) -> None:
+        """``loras_offered``: whether any LoRA could be asked for (``auto`` then makes hotswap slots when compiled)."""
         self.model = model
         self.acceleration = acc = (acceleration or Acceleration()).validated()
         self.bank = KVBank()
         self.stage_seconds: dict[str, float] = {}
+        self._reach: DecoderReach | None = None
+        self._reach_known = False
         family, pipe, device = model.family, model.pipe, model.device
         family.install(pipe, self.bank)
         backend = attention_backend_for(acc.attention, device)
@@ -81,6 +90,16 @@ class Runtime:
             join_sequence_parallel(pipe, family, acc.parallel, device) if acc.parallel else None
         )
         compiled = acc.compile if acc.compile and mode != "sequential_offload" else None
+        # LoRAs switch between edits without touching the base weights; hotswap slots exist before compilation
+        self.loras = LoraState(
+            pipe,
+            [module for _, module in family.transformers(pipe)],
+            resolve_mode(acc.lora_mode, compiled is not None, loras_offered),
+            acc.lora_rank,
+            acc.lora_slots,
+        )
+        if self.loras.mode == "hotswap":
+            self.loras.prepare_hotswap()
         cache = "off"
         if compiled:
             import torch._dynamo
@@ -101,6 +120,8 @@ class Runtime:
             "memory_reason": reason,
             "experts": len(experts),
             "parallel": self.group.describe() if self.group is not None else "off",
+            "loras": self.loras.mode,
+            "composite": str(self.composite_device),
         }
 
     @contextmanager
@@ -135,10 +156,78 @@ class Runtime:
                 else None,
             )
 
-    def decode(self, latents: torch.Tensor, plan: Window) -> torch.Tensor:
-        """(T, 3, h, w) in [0, 1] on the CPU: the window's frames, its lead-in included (the padding dropped)."""
-        pixels = self.model.family.decode_latents(self.model.pipe, latents)[0].permute(1, 0, 2, 3)
-        return ((pixels[: plan.length].clamp(-1, 1) + 1.0) / 2.0).cpu()
+    def set_output(self, decode: str, composite: str) -> None:
+        """Switch how windows are decoded and composited (``Acceleration.decode`` and ``composite``), so one
+        loaded model can measure one way against the other (bench/gpu.py)."""
+        self.acceleration = replace(self.acceleration, decode=decode, composite=composite).validated()
+        self._reach_known = False
+        self.execution["composite"] = str(self.composite_device)
+
+    @property
+    def composite_device(self) -> torch.device:
+        """Where decodes land and composites run: the model's device, unless the CPU was asked for."""
+        return torch.device("cpu") if self.acceleration.composite == "cpu" else self.model.device
+
+    def decoder_reach(self) -> DecoderReach | None:
+        """How the VAE's decoder runs on a box (``decode_box.probe_decoder``, measured once); None decodes
+        whole frames (asked for, or a decoder that cannot be probed or cropped). The execution says which."""
+        if self._reach_known:
+            return self._reach
+        acc, m = self.acceleration, self.model
+        reach: DecoderReach | None = None
+        if acc.decode == "frame":
+            how = "whole frame: asked for"
+        else:
+            channels = m.pipe.transformer.config.out_channels
+            probe = torch.zeros(1, channels, 1, 8, 8, device=m.device)
+            try:
+                with self.residency.hold("vae"):
+                    reach = probe_decoder(m.pipe.vae, partial(m.family.decode_latents, m.pipe), probe)
+                how = "whole frame: the decoder's last whole-frame layer is in no block it can be cropped after"
+            except Exception as error:  # a decoder this probe cannot run: whole frames are always right
+                how = f"whole frame: the decoder could not be probed ({type(error).__name__}: {error})"
+            if reach is not None:
+                after = f"after its {reach.point_name}" if reach.point is not None else "the latents"
+                how = (
+                    f"box: decoded {after}, {reach.after} latent cells of convolutions around the matte "
+                    f"({reach.whole} where the VAE tiles)"
+                )
+        self._reach, self._reach_known = reach, True
+        self.execution["decode"] = how
+        return reach
+
+    def crops_latents(self, height: int, width: int) -> bool:
+        """Whether a box of a window at this model size is decoded from cropped latents (a decoder with no
+        whole-frame layer, or one that tiles at this size) rather than cropped inside the decoder."""
+        reach = self.decoder_reach()
+        return reach is not None and (reach.point is None or self.vae_tiling(height, width))
+
+    def decode_margin(self, height: int, width: int) -> int | None:
+        """How many latent cells around the composite's box a window of this model size decodes: the reach of
+        the convolutions the box runs through (the execution options' margin, where set); None: whole frames."""
+        reach = self.decoder_reach()
+        if reach is None:
+            return None
+        if self.acceleration.decode_margin is not None:
+            return self.acceleration.decode_margin
+        return reach.whole if self.crops_latents(height, width) else reach.after
+
+    def decode(self, latents: torch.Tensor, plan: Window, box: DecodeBox) -> torch.Tensor:
+        """(T, 3, h, w) in [0, 1] on the compositing device: the window's frames over the model pixels of
+        ``box``, its lead-in included (the padding dropped)."""
+        family, pipe, reach = self.model.family, self.model.pipe, self.decoder_reach()
+        rows, cols = box.latent_rows, box.latent_cols
+        whole = (rows.stop - rows.start, cols.stop - cols.start) == tuple(latents.shape[-2:])
+        if whole or reach is None:
+            pixels = family.decode_latents(pipe, latents)
+        elif self.crops_latents(plan.model_height, plan.model_width):
+            pixels = family.decode_latents(pipe, latents[..., rows, cols])
+        else:
+            k = reach.point_scale
+            with cropped_after(reach.point, slice(rows.start * k, rows.stop * k), slice(cols.start * k, cols.stop * k)):
+                pixels = family.decode_latents(pipe, latents)
+        pixels = pixels[0].permute(1, 0, 2, 3)
+        return ((pixels[: plan.length].clamp(-1, 1) + 1.0) / 2.0).to(self.composite_device)
 
     def preview(self, latents: torch.Tensor, max_side: int = 160) -> np.ndarray:
         """A small uint8 RGB picture of the first latent frame (e.g. the clean estimate x̂0 mid-edit).

@@ -1,5 +1,6 @@
-"""One temporal window of an edit: crop and resize to the model grid, encode, build the token mask, denoise
-with KV-Lock, decode the edit (and the source's reconstruction, for the feather ring).
+"""One temporal window of an edit: crop and resize to the model grid, encode, build the token mask
+(``prepare_window``); denoise it with KV-Lock for one take or several at once (``denoise_window``); decode the
+box its composite reads (``decode_window``, ``decode_box``).
 
 Everything an edit's windows share is resolved once into an :class:`EditRun`; a window adds only its plan
 and the frames it sees (its lead-in already edited by the window before).
@@ -9,20 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..lock.noise import NoiseField
-from ..lock.token_mask import build_token_mask
+from ..lock.noise import NoiseField, take_noise
+from ..lock.token_mask import TokenMask, build_token_mask
 from ..media.colour import PixelEncoding
 from ..progress import StepProgress
-from ..sampling.loop import StepCallback, StepDone, sample_kvlock
+from ..sampling.loop import StepCallback, StepDone, sample_takes
 from ..sampling.passes import Prompts
-from ..trace import WindowTrace
-from .composer import Decoded
+from ..trace import StepRecord, WindowTrace
+from .decode_box import DecodeBox, decode_box
 from .geometry import Window, crop_frames, first_slot, pad_frames, resize_video
 from .job import EditJob
 from .runtime import Runtime
@@ -33,21 +34,33 @@ PreviewWanted = Callable[[int, int], bool]  # (step, total) → render a preview
 
 @dataclass(frozen=True)
 class EditRun:
-    """What every window of one edit shares: the resolved job, its prompts and noise, and its lines out."""
+    """What every window of one edit shares: the resolved job, its prompts and each take's noise (take k's
+    drawn from seed + k), its lines out, and whether its takes denoise together or one after another."""
 
     job: EditJob
     prompts: Prompts
-    noise: NoiseField
+    noise: tuple[NoiseField, ...]
     progress: ProgressCallback | None = None
     previews: PreviewWanted | None = None
     cancel: threading.Event | None = None
+    together: bool = True
+
+    @property
+    def takes(self) -> int:
+        return len(self.noise)
 
 
 @dataclass(frozen=True)
-class WindowOutcome:
+class PreparedWindow:
+    """A window ready to denoise: its plan, token masks, encoded source, the box its composite decodes, and
+    its trace row (steps filled per take)."""
+
+    index: int
+    plan: Window
+    masks: TokenMask
+    x0: torch.Tensor
+    box: DecodeBox
     trace: WindowTrace
-    decoded: Decoded | None = None  # None: nothing to edit in this window
-    latents: torch.Tensor | None = None
 
 
 def window_source(plan: Window, source: np.ndarray, made: np.ndarray) -> np.ndarray:
@@ -63,18 +76,21 @@ def to_model(frames: np.ndarray, encoding: PixelEncoding) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(encoding.to_model(frames[..., :3]))).permute(0, 3, 1, 2)
 
 
-def step_reporter(rt: Runtime, run: EditRun, index: int) -> StepCallback | None:
-    """The loop's callback for window ``index``: a :class:`StepProgress` per step, with an ETA over the
-    remaining windows and a preview where the caller asked for one."""
+def step_reporter(rt: Runtime, run: EditRun, index: int, takes: Sequence[int]) -> StepCallback | None:
+    """The loop's callback for window ``index`` run for ``takes``: a :class:`StepProgress` per step and
+    take, with an ETA over what remains (the other windows, and the takes still to run one after another)
+    and a preview where the caller asked for one."""
     if run.progress is None:
         return None
     progress, previews, count = run.progress, run.previews, len(run.job.windows)
     started = time.perf_counter()
 
     def report(done: StepDone) -> None:
-        r, total = done.record, done.total
+        r, total, take = done.record, done.total, takes[done.take]
         elapsed = time.perf_counter() - started
         remaining = (total - r.step - 1) + (count - index - 1) * total
+        if not run.together:
+            remaining += (run.takes - take - 1) * count * total
         png = rt.preview_png(done.x0) if previews is not None and previews(r.step, total) else b""
         progress(
             StepProgress(
@@ -91,14 +107,21 @@ def step_reporter(rt: Runtime, run: EditRun, index: int) -> StepCallback | None:
                 seconds=r.seconds,
                 eta_seconds=elapsed / (r.step + 1) * remaining,
                 preview_png=png,
+                take=take,
+                takes=run.takes,
+                in_turn=not run.together,
             )
         )
 
     return report
 
 
-def edit_window(rt: Runtime, run: EditRun, index: int, source: np.ndarray) -> WindowOutcome:
-    """Edit window ``index``; ``source`` is its frames as it sees them (the lead-in already edited)."""
+def prepare_window(
+    rt: Runtime, run: EditRun, index: int, source: np.ndarray, whole: bool
+) -> PreparedWindow | WindowTrace:
+    """Window ``index`` encoded and masked, ``source`` being its frames as it sees them (the lead-in already
+    edited); its skipped trace row where the matte leaves it nothing to edit. ``whole``: its composite
+    covers the whole box (outputs of whole frames are wanted)."""
     m, job = rt.model, run.job
     plan = job.windows[index]
     box = (plan.box.top, plan.box.left, plan.box.height, plan.box.width)
@@ -106,12 +129,21 @@ def edit_window(rt: Runtime, run: EditRun, index: int, source: np.ndarray) -> Wi
     # the lead-in is locked: matte 0 there (a copy, so the caller's matte is never written to)
     lock_matte = crop_frames(job.matte[plan.start : plan.end], plan.box, pad="zero").astype(np.float32)
     lock_matte[: plan.context] = 0.0
-    if not (lock_matte > 0).any():
+    c, settings = m.compression, job.settings
+    region = decode_box(
+        job.matte[plan.start : plan.end],
+        settings.feather,
+        plan.box,
+        (plan.model_height, plan.model_width),
+        c.vae_s,
+        rt.decode_margin(plan.model_height, plan.model_width),
+        whole,
+    )
+    if not (lock_matte > 0).any() or region is None:
         skipped = "matte empty in this window" + (" after its lead-in" if plan.context else "")
-        return WindowOutcome(WindowTrace(plan.start, plan.end, box, size, 0.0, context=plan.context, skipped=skipped))
+        return WindowTrace(plan.start, plan.end, box, size, 0.0, context=plan.context, skipped=skipped)
     video = to_model(crop_frames(source, plan.box, pad="edge"), job.encoding)
     video = pad_frames(resize_video(video, plan.model_height, plan.model_width), plan.model_frames)
-    c, settings = m.compression, job.settings
     masks = build_token_mask(
         pad_frames(torch.from_numpy(lock_matte), plan.model_frames),
         c,
@@ -122,33 +154,49 @@ def edit_window(rt: Runtime, run: EditRun, index: int, source: np.ndarray) -> Wi
     vae = m.pipe.vae
     if hasattr(vae, "enable_tiling"):
         vae.enable_tiling() if rt.vae_tiling(plan.model_height, plan.model_width) else vae.disable_tiling()
-    with torch.no_grad():
-        with rt.stage("encode"), rt.residency.hold("vae"):
-            x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
-        window_noise = run.noise.window(x0.shape, first_slot(plan.start, c.vae_t)).to(m.device)
-        step_noise = torch.Generator("cpu").manual_seed(settings.seed + 1)  # stochastic schedulers only
-        with rt.stage("denoise"), rt.residency.hold("transformer"):
-            z, records = sample_kvlock(
-                m.family,
-                m.pipe,
-                rt.bank,
-                x0,
-                window_noise,
-                masks,
-                run.prompts,
-                settings,
-                steps=job.steps,
-                omega0=job.omega0,
-                callback=step_reporter(rt, run, index),
-                on_expert=rt.residency.use_expert,
-                cancel=run.cancel,
-                pair_guidance=rt.acceleration.pair_guidance,
-                generator=step_noise,
-                layout=rt.group,
-            )
-        wtrace.steps = records
-        with rt.stage("decode"), rt.residency.hold("vae"):
-            edit = rt.decode(z, plan)
-            # the source's reconstruction: what the edit shows where it changed nothing (compositing)
-            reconstruction = rt.decode(x0, plan) if settings.feather > 0 else None
-    return WindowOutcome(wtrace, Decoded(edit, reconstruction), z.cpu())
+    with torch.no_grad(), rt.stage("encode"), rt.residency.hold("vae"):
+        x0 = m.family.encode_video(m.pipe, (video.permute(1, 0, 2, 3)[None] * 2.0 - 1.0).to(m.device))
+    return PreparedWindow(index, plan, masks, x0, region, wtrace)
+
+
+def denoise_window(
+    rt: Runtime, run: EditRun, win: PreparedWindow, takes: Sequence[int]
+) -> list[tuple[torch.Tensor, list[StepRecord]]]:
+    """Denoise ``win`` for ``takes`` (indices into the run's takes) at once: each take's noise is its own
+    inside the foreground tokens and take 1's outside (``take_noise``), so every step's source pass is
+    shared. The final latents and the step records of each."""
+    m, job, c = rt.model, run.job, rt.model.compression
+    slot = first_slot(win.plan.start, c.vae_t)
+    shared = run.noise[0].window(win.x0.shape, slot).to(m.device)
+    inside = win.masks.latent[None, None].to(m.device)
+    noises = [shared if k == 0 else take_noise(shared, run.noise[k].window(win.x0.shape, slot).to(m.device), inside)
+              for k in takes]  # fmt: skip
+    # stochastic schedulers only: take k's steps draw from seed + 1 + k
+    generators = [torch.Generator("cpu").manual_seed(job.settings.seed + 1 + k) for k in takes]
+    with torch.no_grad(), rt.stage("denoise"), rt.residency.hold("transformer"):
+        return sample_takes(
+            m.family,
+            m.pipe,
+            rt.bank,
+            win.x0,
+            noises,
+            win.masks,
+            run.prompts,
+            job.settings,
+            steps=job.steps,
+            omega0=job.omega0,
+            callback=step_reporter(rt, run, win.index, takes),
+            on_expert=rt.residency.use_expert,
+            cancel=run.cancel,
+            pair_guidance=rt.acceleration.pair_guidance,
+            generators=generators,
+            layout=rt.group,
+            source_noise=shared,
+            sigmas=job.sigmas,
+        )
+
+
+def decode_window(rt: Runtime, win: PreparedWindow, latents: torch.Tensor) -> torch.Tensor:
+    """The decode of ``latents`` (a take's, or the source's for its reconstruction) over the window's box."""
+    with torch.no_grad(), rt.stage("decode"), rt.residency.hold("vae"):
+        return rt.decode(latents, win.plan, win.box)

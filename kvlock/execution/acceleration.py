@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import SettingsError
+from ..settings import MAX_LORAS
 
 MEMORY_MODES = ("auto", "resident", "model_offload", "sequential_offload")
 ATTENTION_CHOICES = {
@@ -28,6 +29,9 @@ ATTENTION_CHOICES = {
     "math": "_native_math",
 }
 VAE_TILING = ("auto", "on", "off")
+LORA_MODES = ("auto", "unfused", "fused", "hotswap")  # kvlock.execution.loras
+DECODES = ("box", "frame")  # the latent box the composite reads (kvlock.editing.decode_box), or whole frames
+COMPOSITES = ("device", "cpu")  # composite where the decode is, or on the CPU
 # sequence parallelism over a process group (kvlock.execution.sequence_parallel), and the attention choices each layout
 # runs with: diffusers' native backend has no log-sum-exp, which the ring needs
 PARALLEL_LAYOUTS = {"ulysses": ("auto", "native", "cudnn", "flash"), "ring": ("cudnn", "flash")}
@@ -53,6 +57,12 @@ class Acceleration:
     ``torch.distributed`` process group, one device per rank (``kvlock.execution.sequence_parallel``).
     ``compile_cache`` is a folder that keeps compiled kernels, graphs and the shapes seen to be dynamic
     across processes (``use_compile_cache``), so a restarted server does not compile again.
+    ``lora_mode`` is how LoRAs are applied and switched between edits (``kvlock.execution.loras``: auto, unfused,
+    fused, hotswap); under hotswap ``lora_rank`` is the highest rank a LoRA may have and ``lora_slots`` how
+    many LoRAs one edit may apply.
+    ``decode`` "box" decodes only the latents a window's composite reads, grown by the VAE's reach
+    (``decode_margin`` latent cells instead, where set); "frame" decodes whole frames. ``composite``
+    "device" composites where the decode is (the GPU), "cpu" on the CPU.
     """
 
     attention: str = "auto"
@@ -63,14 +73,27 @@ class Acceleration:
     vae_tiling: str = "auto"
     parallel: str | None = None
     compile_cache: str | None = None
+    lora_mode: str = "auto"
+    lora_rank: int = 64
+    lora_slots: int = 1
+    decode: str = "box"
+    decode_margin: int | None = None
+    composite: str = "device"
 
     def validated(self) -> Acceleration:
+        self._check_loras()
         if self.attention not in ATTENTION_CHOICES:
             raise SettingsError(f"attention must be one of {sorted(ATTENTION_CHOICES)}, got {self.attention!r}")
         if self.memory not in MEMORY_MODES:
             raise SettingsError(f"memory must be one of {MEMORY_MODES}, got {self.memory!r}")
         if self.vae_tiling not in VAE_TILING:
             raise SettingsError(f"vae_tiling must be one of {VAE_TILING}, got {self.vae_tiling!r}")
+        if self.decode not in DECODES:
+            raise SettingsError(f"decode must be one of {DECODES}, got {self.decode!r}")
+        if self.decode_margin is not None and not 0 <= self.decode_margin <= 1024:
+            raise SettingsError(f"decode_margin must be in [0, 1024] latent cells, got {self.decode_margin}")
+        if self.composite not in COMPOSITES:
+            raise SettingsError(f"composite must be one of {COMPOSITES}, got {self.composite!r}")
         if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
             raise SettingsError(f"memory_limit_gb must be > 0, got {self.memory_limit_gb}")
         if self.parallel is not None:
@@ -84,6 +107,14 @@ class Acceleration:
                     f"not {self.attention!r}"
                 )
         return self
+
+    def _check_loras(self) -> None:
+        if self.lora_mode not in LORA_MODES:
+            raise SettingsError(f"lora_mode must be one of {LORA_MODES}, got {self.lora_mode!r}")
+        if not (isinstance(self.lora_rank, int) and 1 <= self.lora_rank <= 1024):
+            raise SettingsError(f"lora_rank must be a whole number in [1, 1024], got {self.lora_rank!r}")
+        if not (isinstance(self.lora_slots, int) and 1 <= self.lora_slots <= MAX_LORAS):
+            raise SettingsError(f"lora_slots must be a whole number in [1, {MAX_LORAS}], got {self.lora_slots!r}")
 
 
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"

@@ -60,6 +60,8 @@ class ModelDefaults:
     text_length: int = 512
     # ω0 of the low-noise expert of a two-expert model (Wan2.2 A14B); None: ``guidance`` for both
     guidance_2: float | None = None
+    # a step-distilled model's noise levels, one per step (its steps are then exactly these): Euler steps
+    sigmas: tuple[float, ...] | None = None
     fps: float | None = None  # the frame rate the model was trained at (told, never imposed on a source)
     tau: float | None = None
     tau_source: str = ""
@@ -73,6 +75,7 @@ class ModelFamily(Protocol):
 
     name: ClassVar[str]
     pipeline_class_names: ClassVar[tuple[str, ...]]
+    flow_matching: ClassVar[bool]  # the model predicts a velocity over σ (Euler steps over listed σ apply)
     defaults: ClassVar[ModelDefaults]
 
     def geometry(self, pipe: Any) -> tuple[Compression, int]:

@@ -40,6 +40,7 @@ class CogVideoXFamily(OneTransformer):
 
     name: ClassVar[str] = "cogvideox"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("CogVideoXPipeline",)
+    flow_matching: ClassVar[bool] = False
     defaults: ClassVar[ModelDefaults] = ModelDefaults(
         height=480, width=720, frames=49, steps=50, guidance=6.0, text_length=226
     )

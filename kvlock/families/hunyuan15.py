@@ -52,6 +52,7 @@ class HunyuanVideo15Family(OneTransformer):
 
     name: ClassVar[str] = "hunyuan15"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("HunyuanVideo15Pipeline",)
+    flow_matching: ClassVar[bool] = True
     defaults: ClassVar[ModelDefaults] = ModelDefaults(
         height=480, width=848, frames=121, steps=50, guidance=6.0, text_length=1000, fps=24.0
     )

@@ -42,6 +42,7 @@ class LTXFamily(OneTransformer):
 
     name: ClassVar[str] = "ltx"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("LTXPipeline",)
+    flow_matching: ClassVar[bool] = True
     defaults: ClassVar[ModelDefaults] = ModelDefaults(
         height=480, width=704, frames=161, steps=50, guidance=3.0, text_length=128
     )

@@ -69,6 +69,29 @@ class FlowMatchStepper:
         return self.scheduler.step(prediction, self.timesteps[i], z, return_dict=False)[0]
 
 
+class FlowEulerStepper:
+    """Rectified flow walked by plain Euler steps over listed noise levels, as step-distilled models are
+    sampled: they were trained to land on exactly these levels (their ``kvlock.json`` lists them), so the
+    pipeline's own multistep scheduler, whose corrector assumes a smooth trajectory, does not apply."""
+
+    def __init__(self, sigmas: tuple[float, ...], train_timesteps: int, device: torch.device) -> None:
+        self.levels = [float(s) for s in sigmas] + [0.0]
+        self.timesteps = torch.tensor([s * train_timesteps for s in sigmas], device=device, dtype=torch.float32)
+
+    def begin(self, first: int) -> None:
+        pass  # every step is independent of the ones before it
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, i: int) -> torch.Tensor:
+        sigma = self.levels[i]
+        return (1.0 - sigma) * x0 + sigma * noise
+
+    def clean_estimate(self, z: torch.Tensor, prediction: torch.Tensor, i: int) -> torch.Tensor:
+        return z - self.levels[i] * prediction
+
+    def step(self, prediction: torch.Tensor, i: int, z: torch.Tensor) -> torch.Tensor:
+        return z + (self.levels[i + 1] - self.levels[i]) * prediction.to(z.dtype)
+
+
 class VPredictionStepper:
     """Variance-preserving diffusion with v-prediction (CogVideoX's DDIM and DPM schedulers).
 

@@ -65,6 +65,7 @@ class WanFamily:
 
     name: ClassVar[str] = "wan"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("WanPipeline",)
+    flow_matching: ClassVar[bool] = True
     defaults: ClassVar[ModelDefaults] = WAN21
     sequence_parallel: ClassVar[bool] = True  # predict_tokens follows the model's context-parallel plan
 

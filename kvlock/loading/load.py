@@ -7,6 +7,7 @@ expected. A folder may carry ``kvlock.json`` with its native working size and sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -86,6 +87,7 @@ class LoadedModel:
     defaults: ModelDefaults
     device: torch.device
     dtype: torch.dtype
+    folder: Path | None = None  # the diffusers folder it was read from (None: made in memory)
 
     @property
     def compression(self) -> Compression:
@@ -132,12 +134,47 @@ def _folder_defaults(path: Path, defaults: ModelDefaults) -> ModelDefaults:
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{extra} is not valid JSON: {exc}") from exc
         known = {f.name for f in fields(ModelDefaults)}
+        check_folder_values(extra, data)
         defaults = replace(defaults, **{k: v for k, v in data.items() if k in known})
-        tau = defaults.tau
-        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
-            raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
-        _check_schedule(extra, defaults.schedule)
-    return defaults
+    return _with_sigmas(defaults)
+
+
+def check_folder_values(extra: Path, data: dict[str, Any]) -> None:
+    """A ``kvlock.json``'s values (a model folder's or a LoRA's) held to the ranges a request's are, so a bad file
+    fails when it is read, not mid-job."""
+    tau = data.get("tau")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0):
+        raise ModelLoadError(f"{extra}: tau must be a positive number, got {tau!r}; run kvlock calibrate again")
+    sampling = {k: data[k] for k in ("steps", "guidance", "guidance_2") if data.get(k) is not None}
+    try:
+        EditSettings(**sampling)
+    except SettingsError as exc:
+        raise ModelLoadError(f"{extra}: {exc}") from exc
+    _check_schedule(extra, data.get("schedule"))
+    _check_sigmas(extra, data)
+
+
+def _check_sigmas(extra: Path, data: dict[str, Any]) -> None:
+    """A step-distilled model's noise levels: a list falling from at most 1 to above 0, one per step; its
+    steps are then exactly these (a ``steps`` that disagrees is refused)."""
+    sigmas = data.get("sigmas")
+    if sigmas is None:
+        return
+    ok = isinstance(sigmas, list) and 0 < len(sigmas) <= 1000
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sigmas)
+    ok = ok and all(0.0 < v <= 1.0 for v in sigmas) and all(a > b for a, b in itertools.pairwise(sigmas))
+    if not ok:
+        raise ModelLoadError(f"{extra}: sigmas must be a list of 1–1000 noise levels falling within (0, 1]")
+    if data.get("steps") is not None and data["steps"] != len(sigmas):
+        raise ModelLoadError(f"{extra}: steps is {data['steps']} but sigmas lists {len(sigmas)} noise levels")
+
+
+def _with_sigmas(defaults: ModelDefaults) -> ModelDefaults:
+    """Listed noise levels as a tuple, and the steps they make."""
+    if defaults.sigmas is None:
+        return defaults
+    sigmas = tuple(float(v) for v in defaults.sigmas)
+    return replace(defaults, sigmas=sigmas, steps=len(sigmas))
 
 
 def _check_schedule(extra: Path, schedule: Any) -> None:
@@ -210,4 +247,5 @@ def load_model(
     path = Path(source).expanduser()
     family, _ = inspect_folder(path)
     pipe = family.load(path, dt)
-    return LoadedModel(str(path), family, pipe, _folder_defaults(path, family.defaults_for(pipe)), dev, dt)
+    defaults = _folder_defaults(path, family.defaults_for(pipe))
+    return LoadedModel(str(path), family, pipe, defaults, dev, dt, path)

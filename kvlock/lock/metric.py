@@ -1,11 +1,15 @@
 """The hallucination metric: how much the foreground's clean estimate still wanders between steps.
 
 h_k = mean over foreground elements of the variance, across the last W steps, of x̂0 (paper §3.2, where it
-is written σ²), divided by the variance of the source's own clean latents. The division makes h a
-relative figure: a model whose VAE scales its latents by c scales both by c², so one τ rule serves every
-model. x̂0 comes from the conditional prediction alone: the guided one carries ω's extrapolation, which
-inflates the variance by orders of magnitude and would feed the guidance back into the metric that sets
-it. A sampler that keeps changing its mind about the foreground is at risk of artefacts.
+is written σ²), divided by the variance of the source's own clean latents and by the variance of the
+noise levels σ of those W steps. The first division makes h a relative figure: a model whose VAE scales its
+latents by c scales both by c², so one τ rule serves every model. The second makes it a rate — how far the
+clean estimate moves per unit of noise removed, squared — instead of a distance: x̂0 moves in proportion to
+the noise a step removes, so without it the same sampler reads 25× calmer at 50 steps than at 10 (each step
+removes a fifth of the noise) and a τ fitted at one step count means nothing at another, or for a 4-step
+distilled model. x̂0 comes from the conditional prediction alone: the guided one carries ω's
+extrapolation, which inflates the variance by orders of magnitude and would feed the guidance back into the
+metric that sets it. A sampler that keeps changing its mind about the foreground is at risk of artefacts.
 """
 
 from __future__ import annotations
@@ -23,10 +27,22 @@ def window_variance(samples: list[torch.Tensor]) -> float | None:
     return float(stack.var(dim=0, unbiased=False).mean())
 
 
+def level_variance(levels: list[float]) -> float | None:
+    """The (population) variance of the noise levels of a window; None with fewer than two."""
+    if len(levels) < 2:
+        return None
+    mean = sum(levels) / len(levels)
+    return sum((s - mean) ** 2 for s in levels) / len(levels)
+
+
 def latent_scale(x0_source: torch.Tensor) -> float:
     """The variance of the source's clean latents: the unit h is measured in (1 for a constant clip)."""
     scale = float(x0_source.double().var(unbiased=False))
     return scale if scale > 1e-12 else 1.0
+
+
+# a floor under the noise levels' variance: a window of (nearly) equal levels would otherwise divide by ~0
+MIN_LEVEL_VARIANCE = 1e-8
 
 
 class HallucinationMeter:
@@ -47,19 +63,25 @@ class HallucinationMeter:
         self.scale = scale
         self.foreground = foreground.bool()
         self._history: deque[torch.Tensor] = deque(maxlen=window)
+        self._levels: deque[float] = deque(maxlen=window)
         self._value: float | None = None
 
     def reset(self) -> None:
         """Forget every sample (the window starts again, e.g. when control begins)."""
         self._history.clear()
+        self._levels.clear()
         self._value = None
 
-    def update(self, x0_estimate: torch.Tensor) -> float | None:
-        """Record this step's x̂0 (full latent) and return h over the window ending here."""
+    def update(self, x0_estimate: torch.Tensor, sigma: float) -> float | None:
+        """Record this step's x̂0 (full latent) at noise level ``sigma``; return h over the window ending here."""
         foreground = self.foreground.to(x0_estimate.device)
         self._history.append(x0_estimate[foreground.expand_as(x0_estimate)].detach().float())
-        variance = window_variance(list(self._history))
-        self._value = None if variance is None else variance / self.scale
+        self._levels.append(float(sigma))
+        variance, spread = window_variance(list(self._history)), level_variance(list(self._levels))
+        if variance is None or spread is None:
+            self._value = None
+        else:
+            self._value = variance / (self.scale * max(spread, MIN_LEVEL_VARIANCE))
         return self._value
 
     @property

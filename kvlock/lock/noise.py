@@ -12,6 +12,9 @@ The field is drawn on the CPU for the latent grid of the window that asks; a win
 not cover the same pixels anyway. One field is kept at a time; it is latent-sized (16 channels per 4 × 8 × 8
 pixels: a twelfth of the window's source pixels in uint8), the only per-edit state that grows with the
 clip's length besides the output frames themselves.
+
+Takes (``EditSettings.takes``): take k (from 0) draws its field from seed + k and keeps it only inside the
+matte (``take_noise``); outside it every take has take 1's noise.
 """
 
 from __future__ import annotations
@@ -38,3 +41,15 @@ class NoiseField:
             self._field = torch.randn((batch, channels, self.slots, height, width), generator=generator)
             self._grid = grid
         return self._field[:, :, slot : slot + frames]
+
+
+def take_noise(shared: torch.Tensor, own: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """The noise of one take of several: its own on the latent cells of the foreground tokens (``inside``),
+    the first take's (``shared``) everywhere else.
+
+    So every take's background is locked to the same noised source at every step — the output outside the
+    matte is the source in every take, and one source pass per step serves them all (``sampling.loop``) —
+    while the subject starts from other noise in each. Take 1 is ``shared`` itself: exactly the edit one
+    take would make.
+    """
+    return torch.where(inside, own, shared)

@@ -67,7 +67,9 @@ def control_at(
 
     ``ready`` says whether ``h`` was measured over a full window; ``alpha_fixed`` overrides the α schedule
     (the fixed-α and no-lock baselines); ``guidance_form`` is ``"kvlock"`` (default form), ``"paper"``
-    (Eq. 8) or ``"static"`` (ω0 throughout, classic CFG).
+    (Eq. 8) or ``"static"`` (ω0 throughout, classic CFG). At ω0 ≤ 1 the model runs without guidance
+    (a CFG-free distilled model): ω stays ω0 whatever the metric says, since raising it would need an
+    unconditional pass the model was not made for; α is controlled as ever.
     """
     active = step >= total_steps - kappa
     measured = active and ready and h is not None
@@ -77,7 +79,7 @@ def control_at(
         alpha = fusion_ratio(h, tau, alpha_min)
     else:
         alpha = alpha_early
-    if guidance_form == "static" or not measured:
+    if guidance_form == "static" or not measured or omega0 <= 1.0:
         omega = omega0
     elif guidance_form == "paper":
         omega = guidance_scale_paper(h, tau, omega0, b)

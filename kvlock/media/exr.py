@@ -3,7 +3,10 @@
 Reading: a frame is its display window (the format), as float16 when the colour channels are all half and
 float32 otherwise, with R, G, B (and A when present) as stored — scene-linear values above 1.0, negative
 values, NaN and infinities included. Pixels of the display window outside the data window are 0, which is
-what OpenEXR defines them to be.
+what OpenEXR defines them to be. Before OpenEXR decodes anything, the header is read by hand
+(:mod:`.exr_header`) and the file refused if decoding it would pass the reader's limits: every channel over
+the data window (OpenEXR decodes them all) and the colour over the display window (the frame), each within
+``max_frame_bytes`` (:mod:`.limits`). A file whose pixel data OpenEXR cannot decode is refused as damaged.
 
 Writing: each output frame starts from its source file — every channel (AOVs, depth, …) at its own pixel
 type, the data window, the display window and every header attribute (timeCode, framesPerSecond,
@@ -28,9 +31,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnreadableMediaError
+from .exr_header import COMPRESSIONS, PIXEL_BYTES, PIXEL_NAMES, ExrHeader, Window, read_header
+from .limits import DEFAULT_LIMITS, MediaLimits
 
 COLOUR = ("R", "G", "B")
 ALPHA = "A"
+__all__ = ["ExrInfo", "Window", "probe_exr", "read_exr", "write_exr_region", "write_exr_sequence"]
 
 
 def _openexr() -> Any:
@@ -41,46 +47,6 @@ def _openexr() -> Any:
             "OpenEXR plates need the openexr package: `pip install openexr` (or `pip install kvlock[exr]`)"
         ) from None
     return OpenEXR
-
-
-@dataclass(frozen=True)
-class Window:
-    """An EXR box (inclusive corners, absolute pixel coordinates)."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @classmethod
-    def of(cls, box: Any) -> Window:
-        (x0, y0), (x1, y1) = box
-        return cls(int(x0), int(y0), int(x1), int(y1))
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0 + 1
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0 + 1
-
-    def box(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        return (self.x0, self.y0), (self.x1, self.y1)
-
-    def union(self, other: Window) -> Window:
-        return Window(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
-
-    def intersection(self, other: Window) -> Window | None:
-        w = Window(max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1), min(self.y1, other.y1))
-        return w if w.x0 <= w.x1 and w.y0 <= w.y1 else None
-
-    def slices_in(self, outer: Window) -> tuple[slice, slice]:
-        """Rows and columns of this window inside an array that covers ``outer``."""
-        return (
-            slice(self.y0 - outer.y0, self.y1 - outer.y0 + 1),
-            slice(self.x0 - outer.x0, self.x1 - outer.x0 + 1),
-        )
 
 
 @dataclass(frozen=True)
@@ -96,13 +62,15 @@ class ExrInfo:
     compression: str
 
 
-def _check_layout(path: Path, f: Any) -> dict[str, Any]:
-    if len(f.parts) != 1:
-        raise UnreadableMediaError(f"{path} is a multi-part EXR ({len(f.parts)} parts); write the plate single-part")
-    header = f.header()
-    if "deep" in str(header.get("type", "")):
+def _check_layout(path: Path, header: ExrHeader) -> tuple[Window, Window]:
+    """Refuse what the plate reader does not handle, from the header alone; the data and display windows."""
+    if header.multipart:
+        raise UnreadableMediaError(f"{path} is a multi-part EXR; write the plate single-part")
+    if header.deep:
         raise UnreadableMediaError(f"{path} is a deep EXR; only flat (scanline or tiled) images can be edited")
-    channels = f.channels()
+    if header.data is None or header.display is None or not header.channels:
+        raise UnreadableMediaError(f"{path}: its EXR header has no channels or windows; the file is damaged")
+    channels = header.channels
     missing = [c for c in COLOUR if c not in channels]
     if missing:
         raise UnreadableMediaError(
@@ -110,33 +78,47 @@ def _check_layout(path: Path, f: Any) -> dict[str, Any]:
             "KV-Lock edits the R, G, B channels of the plate"
         )
     for name, channel in channels.items():
-        if channel.xSampling != 1 or channel.ySampling != 1:
+        if channel.x_sampling != 1 or channel.y_sampling != 1:
             raise UnreadableMediaError(f"{path}: channel {name} is subsampled; only full-resolution channels work")
+        if channel.pixel_type not in PIXEL_BYTES:
+            raise UnreadableMediaError(f"{path}: channel {name} has an unknown pixel type; the file is damaged")
     for name in (*COLOUR, ALPHA):
-        if name in channels and not np.issubdtype(channels[name].pixels.dtype, np.floating):
+        if name in channels and PIXEL_NAMES[channels[name].pixel_type] == "UINT":
             raise UnreadableMediaError(f"{path}: channel {name} holds integers; colour must be half or float")
+    return header.data, header.display
+
+
+def _colour_names(header: ExrHeader) -> list[str]:
+    return [n for n in (*COLOUR, ALPHA) if n in header.channels]
+
+
+def _header_dtype(header: ExrHeader) -> np.dtype:
+    half = all(PIXEL_NAMES[header.channels[n].pixel_type] == "HALF" for n in _colour_names(header))
+    return np.dtype(np.float16 if half else np.float32)
+
+
+def checked_header(path: Path, limits: MediaLimits = DEFAULT_LIMITS) -> ExrHeader:
+    """The file's header, refused unless the reader handles it and reading it stays within ``limits``: every
+    channel over the data window (what OpenEXR decodes) and the colour over the display window (the frame)."""
+    header = read_header(path)
+    data, display = _check_layout(path, header)
+    stored = sum(PIXEL_BYTES[c.pixel_type] for c in header.channels.values())
+    limits.check_frame(path, data.width, data.height, stored, "the data window")
+    colour = len(_colour_names(header)) * _header_dtype(header).itemsize
+    limits.check_frame(path, display.width, display.height, colour, "the display window")
     return header
 
 
-def _timecode(value: Any) -> str | None:
-    """SMPTE text from an EXR ``timeCode`` attribute (OpenEXR's TimeCode: hours, minutes, seconds, frame)."""
-    try:
-        parts = (value.hours, value.minutes, value.seconds, value.frame)
-        drop = bool(value.dropFrame)
-    except AttributeError:
-        return None
-    hours, minutes, seconds, frame = (int(v) for v in parts)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{';' if drop else ':'}{frame:02d}"
-
-
-def _read(path: Path) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+def _read(path: Path, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+    checked_header(path, limits)  # nothing is decoded past the limits
     exr = _openexr()
     try:
         f = exr.File(str(path), separate_channels=True)
     except RuntimeError as exc:
         raise UnreadableMediaError(f"cannot read EXR {path}: {exc}") from exc
-    header = _check_layout(path, f)
-    return exr, dict(header), {name: channel.pixels for name, channel in f.channels().items()}
+    if len(f.parts) != 1:  # OpenEXR keeps no part of a file whose pixel data it could not decode
+        raise UnreadableMediaError(f"cannot read EXR {path}: its pixel data is damaged or cut short")
+    return exr, dict(f.header()), {name: channel.pixels for name, channel in f.channels().items()}
 
 
 def _colour_dtype(pixels: dict[str, np.ndarray]) -> np.dtype:
@@ -144,19 +126,25 @@ def _colour_dtype(pixels: dict[str, np.ndarray]) -> np.dtype:
     return np.dtype(np.float16 if all(pixels[n].dtype == np.float16 for n in names) else np.float32)
 
 
-def probe_exr(path: Path) -> ExrInfo:
-    """The first file of a plate, read whole (the pixel types are only known from the pixels)."""
-    _, header, pixels = _read(path)
-    rate = header.get("framesPerSecond")
+def probe_exr(path: Path, limits: MediaLimits = DEFAULT_LIMITS) -> ExrInfo:
+    """The first file of a plate, from its header alone (checked against ``limits``)."""
+    header = checked_header(path, limits)
+    assert header.data is not None and header.display is not None  # checked_header refuses a file without
     return ExrInfo(
-        display=Window.of(header["displayWindow"]),
-        data=Window.of(header["dataWindow"]),
-        has_alpha=ALPHA in pixels,
-        dtype=_colour_dtype(pixels),
-        timecode=_timecode(header["timeCode"]) if "timeCode" in header else None,
-        rate=Fraction(rate) if isinstance(rate, Fraction) and rate > 0 else None,
-        compression=str(header.get("compression", "")).rsplit(".", 1)[-1],
+        display=header.display,
+        data=header.data,
+        has_alpha=ALPHA in header.channels,
+        dtype=_header_dtype(header),
+        timecode=header.timecode,
+        rate=header.rate,
+        compression=_compression_name(header.compression),
     )
+
+
+def _compression_name(code: int | None) -> str:
+    if code is None:
+        return ""
+    return f"{COMPRESSIONS[code]}_COMPRESSION" if code < len(COMPRESSIONS) else f"compression {code}"
 
 
 def _canvas(header: dict[str, Any], pixels: dict[str, np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -172,9 +160,9 @@ def _canvas(header: dict[str, Any], pixels: dict[str, np.ndarray], dtype: np.dty
     return out
 
 
-def read_exr(path: Path) -> np.ndarray:
+def read_exr(path: Path, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
     """(H, W, 3|4) float16/float32: the display window's R, G, B (, A) exactly as stored; 0 outside the data."""
-    _, header, pixels = _read(path)
+    _, header, pixels = _read(path, limits)
     return _canvas(header, pixels, _colour_dtype(pixels))
 
 
@@ -209,9 +197,9 @@ def _lossless_compression(exr: Any, header: dict[str, Any], pixels: dict[str, np
     return f"{name} is lossy and would change the untouched pixels: written with ZIP_COMPRESSION instead"
 
 
-def write_exr_frame(target: Path, template: Path, frame: np.ndarray) -> list[str]:
+def write_exr_frame(target: Path, template: Path, frame: np.ndarray, limits: MediaLimits = DEFAULT_LIMITS) -> list[str]:
     """Write ``template``'s file with its display window's colour replaced by ``frame``; return warnings."""
-    exr, header, pixels = _read(template)
+    exr, header, pixels = _read(template, limits)
     display, data = Window.of(header["displayWindow"]), Window.of(header["dataWindow"])
     names = [n for n in (*COLOUR, ALPHA) if n in pixels][: frame.shape[-1]]
     if frame.shape[:2] != (display.height, display.width):
@@ -247,14 +235,20 @@ def write_exr_frame(target: Path, template: Path, frame: np.ndarray) -> list[str
 
 
 def write_exr_sequence(
-    folder: Path, stem: str, frames: np.ndarray, templates: Sequence[Path], numbers: Sequence[int], digits: int = 4
+    folder: Path,
+    stem: str,
+    frames: np.ndarray,
+    templates: Sequence[Path],
+    numbers: Sequence[int],
+    digits: int = 4,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> list[str]:
     """One file per frame in ``folder`` (which exists), ``STEM.NNNN.exr`` numbered as the source's frames."""
     if not len(frames) == len(templates) == len(numbers):
         raise ValueError(f"{len(frames)} frames but {len(templates)} source files and {len(numbers)} numbers")
     warnings: list[str] = []
     for frame, template, number in zip(frames, templates, numbers, strict=True):
-        for w in write_exr_frame(folder / f"{stem}.{number:0{digits}d}.exr", template, frame):
+        for w in write_exr_frame(folder / f"{stem}.{number:0{digits}d}.exr", template, frame, limits):
             if w not in warnings:
                 warnings.append(w)
     return warnings

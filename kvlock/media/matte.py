@@ -7,20 +7,27 @@ as long as the range (already trimmed) is used as is. Anything else is an error 
 matte of another size is an error, unless ``resize`` is asked for and the aspect ratios agree (a
 proxy-resolution matte): then it is scaled, with a warning.
 
+Memory: a matte is turned into float values a strip of rows at a time (:func:`matte_strips`, at most
+``STRIP_BYTES`` of floats at once), scaled strip by strip too, so neither reading a matte nor checking one
+costs a float copy of every channel of the clip; a still matte stays one frame, for every frame.
+
 NumPy only (no torch): the client wheel ships this module to hosts' own Pythons.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import MatteError
 from .decode import MediaInfo, read_frames
+from .limits import MIB
 from .matte_frames import matte_frames
 
 CHANNELS = ("auto", "alpha", "luma", "red", "green", "blue")
+STRIP_BYTES = 16 * MIB  # float values made at once from a matte frame
 
 
 @dataclass(frozen=True)
@@ -63,28 +70,81 @@ def _resample_weights(size_in: int, size_out: int) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def resize(matte: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A (N, H, W) float matte resampled to (N, height, width), antialiased."""
-    rows = _resample_weights(matte.shape[1], height).astype(np.float32)
-    cols = _resample_weights(matte.shape[2], width).astype(np.float32)
-    return np.einsum("hy,nyx,wx->nhw", rows, matte.astype(np.float32), cols, optimize=True)
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in [0, 1] (integers by their full range; floats clipped, NaN → 0)."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        return pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
+    return np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
+
+
+def translucent(pixels: np.ndarray) -> bool:
+    """Whether (…, 4) pixels have an alpha below full anywhere (what makes ``auto`` read the alpha), looked
+    at a few rows at a time."""
+    if pixels.shape[-1] != 4:
+        return False
+    alpha = pixels[..., 3].reshape(-1, pixels.shape[-2])
+    full = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+    step = max(1, STRIP_BYTES // (8 * alpha.shape[1]))
+    return any(bool((np.nan_to_num(alpha[r : r + step]) < full).any()) for r in range(0, len(alpha), step))
+
+
+def auto_channel(frames: np.ndarray) -> str:
+    """The channel ``auto`` reads in these (N, H, W, C) pixels: alpha if any is below full, else luma."""
+    return "alpha" if any(translucent(frame) for frame in frames) else "luma"
 
 
 def pick_channel(pixels: np.ndarray, channel: str) -> np.ndarray:
-    """(N, H, W, C) pixels → (N, H, W) float32 in [0, 1] from the chosen channel (EXR mattes: clipped, NaN → 0)."""
-    if np.issubdtype(pixels.dtype, np.integer):
-        x = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
-    else:
-        x = np.clip(np.nan_to_num(pixels.astype(np.float32)), 0.0, 1.0)
+    """(…, C) pixels → (…) float32 in [0, 1] from the chosen channel (EXR mattes: clipped, NaN → 0). One
+    channel (an uploaded gray matte) is its own value."""
     if channel == "auto":
-        channel = "alpha" if x.shape[-1] == 4 and (x[..., 3] < 1.0).any() else "luma"
+        channel = auto_channel(pixels.reshape(1, -1, 1, pixels.shape[-1]))
+    if pixels.shape[-1] == 1:
+        return _unit(pixels[..., 0])
     if channel == "alpha":
-        if x.shape[-1] != 4:
+        if pixels.shape[-1] != 4:
             raise MatteError("matte has no alpha channel; use --matte-channel luma (or red/green/blue)")
-        return x[..., 3]
+        return _unit(pixels[..., 3])
     if channel == "luma":
+        x = _unit(pixels[..., :3])
         return x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
-    return x[..., {"red": 0, "green": 1, "blue": 2}[channel]]
+    return _unit(pixels[..., {"red": 0, "green": 1, "blue": 2}[channel]])
+
+
+def _strip_rows(width: int, channels: int, scale: float = 1.0) -> int:
+    """Output rows of one strip, so its input rows' float values stay within ``STRIP_BYTES``."""
+    return max(1, int(STRIP_BYTES // (4 * width * channels) / max(1.0, scale)) - 2)
+
+
+def matte_strips(frame: np.ndarray, channel: str, height: int, width: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """One (H, W, C) matte frame's ``channel`` (not ``auto``) as float32 in [0, 1] at ``height``×``width``
+    (resampled, antialiased, when the frame is another size), strip of rows by strip: (rows, values)."""
+    h, w, c = frame.shape
+    if (h, w) == (height, width):
+        step = _strip_rows(w, c)
+        for r0 in range(0, h, step):
+            yield slice(r0, min(h, r0 + step)), pick_channel(frame[r0 : r0 + step], channel)
+        return
+    rows = _resample_weights(h, height).astype(np.float32)
+    cols = _resample_weights(w, width).astype(np.float32)
+    step = _strip_rows(w, c, h / height)
+    for r0 in range(0, height, step):
+        weights = rows[r0 : r0 + step]
+        used = np.nonzero(weights.any(axis=0))[0]
+        y0, y1 = int(used[0]), int(used[-1]) + 1
+        values = pick_channel(frame[y0:y1], channel)
+        yield slice(r0, min(height, r0 + step)), (weights[:, y0:y1] @ values @ cols.T).astype(np.float32)
+
+
+def matte_values(frames: np.ndarray, channel: str, height: int, width: int) -> np.ndarray:
+    """(N, H, W, C) matte pixels → (N, height, width) float32 in [0, 1] of ``channel`` (``auto`` decided over
+    all of them), made strip by strip."""
+    if channel == "auto":
+        channel = auto_channel(frames)
+    out = np.empty((len(frames), height, width), np.float32)
+    for k, frame in enumerate(frames):
+        for rows, values in matte_strips(frame, channel, height, width):
+            out[k, rows] = values
+    return out
 
 
 def refine(matte: np.ndarray, options: MatteOptions) -> np.ndarray:
@@ -132,10 +192,8 @@ def read_matte(
     matte: MediaInfo, source: MediaInfo, first: int, last: int, options: MatteOptions = MatteOptions()
 ) -> np.ndarray:
     """Matte frames [first, last) as float32 (N, H, W) in [0, 1] at the source's size, refined."""
-    values = pick_channel(read_frames(matte, first, last), options.channel)
-    if (matte.width, matte.height) != (source.width, source.height):
-        values = resize(values, source.height, source.width)
-    return refine(values, options)
+    pixels = read_frames(matte, first, last)
+    return refine(matte_values(pixels, options.channel, source.height, source.width), options)
 
 
 def load_matte(
@@ -146,11 +204,10 @@ def load_matte(
     options: MatteOptions = MatteOptions(),
     own: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings.
+    """The matte for source frames [start, end) as float32 (end − start, H, W) in [0, 1], plus warnings; a
+    single still matte stays (1, H, W), standing for every frame (``normalise_matte`` broadcasts it), so a
+    range of any length costs one matte frame.
 
     ``own`` is the matte file's own [first, last) when the caller knows it (a slipped matte clip)."""
     first, last, warnings = matte_plan(matte, source, start, end, options, own)
-    values = read_matte(matte, source, first, last, options)
-    if values.shape[0] == 1 and end - start > 1:
-        values = np.repeat(values, end - start, axis=0)
-    return values, warnings
+    return read_matte(matte, source, first, last, options), warnings

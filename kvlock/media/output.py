@@ -87,5 +87,5 @@ def write_result(
             write_exr_region(temp, path.name, frames, numbers, digits)
         else:
             templates = source.files[start : start + len(frames)]
-            warnings = write_exr_sequence(temp, path.name, frames, templates, numbers, digits)
+            warnings = write_exr_sequence(temp, path.name, frames, templates, numbers, digits, source.limits)
     return path, warnings

@@ -10,6 +10,7 @@ import re
 from fractions import Fraction
 
 _TC = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})([:;.])(\d{2,3})$")
+MAX_TIMECODE_CHARS = 16  # "HH:MM:SS;FFF" with room for spaces: anything longer is not a timecode
 
 
 def nominal_fps(rate: Fraction) -> int:
@@ -56,6 +57,23 @@ def format_timecode(number: int, rate: Fraction, drop_frame: bool | None = None)
     m = number // (fps * 60) % 60
     h = number // (fps * 3600) % 24
     return f"{h:02d}:{m:02d}:{s:02d}{';' if drop else ':'}{f:02d}"
+
+
+def checked_timecode(text: str | None, rate: Fraction, where: object) -> tuple[str | None, list[str]]:
+    """A file's timecode tag as it is read: kept when it is a timecode at ``rate``, else ignored with a
+    warning naming ``where`` (the file). A tag is the file's claim, so a damaged one never stops an edit and
+    never travels further (into a job, a message, an output) than this warning, which quotes at most 20
+    characters of it."""
+    if not text:
+        return None, []
+    if len(text) <= MAX_TIMECODE_CHARS:
+        try:
+            parse_timecode(text, rate)
+            return text.strip(), []
+        except ValueError:
+            pass
+    shown = repr(text[:20]) + (f"… ({len(text)} characters)" if len(text) > 20 else "")
+    return None, [f"{where}: its timecode tag {shown} is not a timecode at {float(rate):g} fps; it is ignored"]
 
 
 def timecode_at(start: str | None, rate: Fraction, offset: int) -> str | None:

@@ -55,6 +55,10 @@ METHODS: dict[str, dict] = {
     "strength 0.9": {"strength": 0.9},
     "strength 0.8": {"strength": 0.8},
     "strength 0.7": {"strength": 0.7},
+    # the control's windows at few steps (4-step models: the derived W = 2, κ = 3 against its neighbours)
+    "W = 2, κ = 3": {"method": "kvlock", "metric_window": 2, "kappa": 3},
+    "W = 2, κ = 4": {"method": "kvlock", "metric_window": 2, "kappa": 4},
+    "W = 3, κ = 4": {"method": "kvlock", "metric_window": 3, "kappa": 4},
     # the source-pass approximations (speed options): what they cost in quality
     "background source pass": {"method": "kvlock", "source_pass": "background"},
     "source refresh 2": {"method": "kvlock", "source_refresh": 2},
@@ -119,11 +123,18 @@ def score(case: EditCase, frames: np.ndarray, raw: np.ndarray | None, trace) -> 
     row["flicker_fg"] = flicker(out, case.target_frames, region)
     steps = [s for w in trace.windows for s in w.steps]
     measured = [s for s in steps if s.h is not None]
-    row["h_full"] = measured_h(trace, trace.settings["metric_window"])  # the values α is computed from
+    row["h_full"] = measured_h(trace)  # the values α is computed from
     row["h"] = float(np.mean(row["h_full"])) if row["h_full"] else math.nan
     control = [s.alpha for s in measured]
     row["alpha_mean"] = float(np.mean(control)) if control else math.nan
     row["alpha_range"] = float(max(control) - min(control)) if control else 0.0
+    # the steps α was computed from h on (full metric windows): the share where it is strictly inside (0, 1),
+    # i.e. the control acted continuously rather than as a switch
+    window = trace.settings["metric_window"]
+    computed = [s.alpha for w in trace.windows for s in [s for s in w.steps if s.h is not None][window - 2 :]]
+    row["alpha_computed"] = computed
+    row["alpha_inside"] = float(np.mean([0.0 < a < 1.0 for a in computed])) if computed else math.nan
+    row["steps"] = len(steps)
     row["seconds"] = trace.seconds
     row["tau"] = trace.settings["tau"]
     return row
@@ -223,6 +234,7 @@ SUMMARY_KEYS = (
     "flicker_bg",
     "flicker_fg",
     "alpha_range",
+    "alpha_inside",
     "seconds",
 )
 

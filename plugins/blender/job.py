@@ -12,6 +12,7 @@ undoable operator.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ import bpy
 
 from kvlock_bridge import Client, FileClip, Params
 from kvlock_bridge.background import BackgroundRender, progress_line
+from kvlock_bridge.render import takes_of
 
 from .colour import ColourPlan
 from .media import (
@@ -308,17 +310,21 @@ class Job:
             props.step_text = progress_line(state.progress)
             step = state.progress.denoising if state.progress is not None else None
             if step is not None:
-                props.progress = min(1.0, (step.step + 1) / step.total)
+                props.progress = step.fraction
                 wm.progress_update(int(100 * props.progress))
         if not state.done:
             return POLL_SECONDS
-        if state.error is not None:
+        if state.error is not None and state.result is None:
             broken = next((clip.error for clip in self._clips if clip.error is not None), None)
             error = f"reading the media failed: {broken}" if broken is not None else state.error
             return self._finish(props, "cancelled" if state.cancelled else error, state.cancelled)
-        return self._finish(props, None, False)
+        # done, or cancelled after some takes were finished: those are placed
+        takes = [str(take.output) for take in state.result.takes] if state.result else [str(self.output)]
+        return self._finish(props, None, False, takes, state.error if state.cancelled else "")
 
-    def _finish(self, props, error: str | None, cancelled: bool) -> None:
+    def _finish(
+        self, props, error: str | None, cancelled: bool, takes: list[str] | None = None, outcome: str = ""
+    ) -> None:
         bpy.context.window_manager.progress_end()
         shutil.rmtree(self.folder, ignore_errors=True)
         if props is None:
@@ -328,9 +334,10 @@ class Job:
             props.status = "Cancelled" if cancelled else f"Error: {error}"
             return None
         p = self.placement
-        bpy.ops.sequencer.kvlock_place_result(  # sets the panel's status: where the strip went, or why not
+        takes = takes or [str(self.output)]
+        bpy.ops.sequencer.kvlock_place_result(  # sets the panel's status: where the strips went, or why not
             scene=p.scene,
-            filepath=str(self.output),
+            filepath=takes[0],
             name=p.name,
             source=p.source,
             source_channel=p.source_channel,
@@ -341,6 +348,9 @@ class Job:
             copy_look=p.copy_look,
             colour_space=p.colour_space,
             notes="; ".join(p.notes),
+            takes=json.dumps(takes[1:]) if len(takes) > 1 else "",
+            take_count=takes_of(self.params),
+            outcome=outcome,
         )
         return None
 

@@ -3,6 +3,7 @@ decoding media happens later, off it (see :mod:`.job`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
+from kvlock.settings import MAX_LORAS
 from kvlock_bridge import AuthenticationError, BridgeError, Client, Params, ServerUnavailableError
 from kvlock_bridge.background import unused_output
 from kvlock_bridge.client import read_token
@@ -20,7 +22,7 @@ from . import settings
 from .colour import colour_plan, tag_space
 from .compat import all_strips, content_start, sequencer_scene, top_strips, visible_range
 from .media import MediaStrip
-from .placement import SUFFIX, PlacementError, choose_channel, copy_look, output_folder, shift_up
+from .placement import SUFFIX, PlacementError, choose_channel, copy_look, free_channel, output_folder, shift_up
 from .settings import PLACEMENT_ITEMS
 from .snapshot import media_strip
 from .timing import retime_problem
@@ -64,6 +66,11 @@ def connect(context: Any) -> Client:
         raise UserError(str(exc)) from None
     offered = [(m.name, m.name, f"{m.family} · {m.status or m.location}") for m in models if m.loadable]
     settings.MODELS_CACHE[:] = offered or settings.MODELS_CACHE
+    try:
+        loras = [(x.name, x.name, f"{x.family} · {x.base} · rank {x.rank}") for x in client.list_loras() if x.loadable]
+    except BridgeError:  # a server without ListLoras offers none
+        loras = []
+    settings.LORAS_CACHE[:] = loras or [(settings.NO_LORA, "(none offered)", "the server lists no LoRA")]
     return client
 
 
@@ -181,6 +188,34 @@ class SEQUENCER_OT_kvlock_refresh(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEQUENCER_OT_kvlock_lora_add(bpy.types.Operator):
+    bl_idname = "sequencer.kvlock_lora_add"
+    bl_label = "Add LoRA"
+    bl_description = "Apply one more LoRA the server offers (Check Server lists them)"
+
+    def execute(self, context: Any) -> set[str]:
+        props = sequencer_scene(context).kvlock
+        if len(props.loras) >= MAX_LORAS:
+            self.report({"ERROR"}, f"at most {MAX_LORAS} LoRAs apply to one edit")
+            return {"CANCELLED"}
+        props.loras.add()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_kvlock_lora_remove(bpy.types.Operator):
+    bl_idname = "sequencer.kvlock_lora_remove"
+    bl_label = "Remove LoRA"
+    bl_description = "Stop applying this LoRA"
+
+    index: IntProperty(default=0, min=0)
+
+    def execute(self, context: Any) -> set[str]:
+        props = sequencer_scene(context).kvlock
+        if self.index < len(props.loras):
+            props.loras.remove(self.index)
+        return {"FINISHED"}
+
+
 class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
     bl_idname = "sequencer.kvlock_render"
     bl_label = "Render with KV-Lock"
@@ -250,7 +285,14 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
         choose_channel(editor, strip.channel, start, end, props.placement, props.placement_channel)
         colour = colour_plan(scene, strip, source.files[0] if isinstance(source, MediaStrip) else None, props.codec)
         folder = output_folder(bpy.data.filepath, bpy.path.abspath(props.output_dir) if props.output_dir else "")
-        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[colour.codec])
+        params = Params(
+            prompt=props.prompt,
+            model=props.model or "tiny",
+            settings=props.edit_settings(),
+            codec=colour.codec,
+            rate=frame_rate(scene),
+        )
+        output = unused_output(folder, _safe_stem(strip.name), SUFFIX[colour.codec], params)
         render = scene.render
         plan = jobs.Plan(
             scene=scene.name,
@@ -276,20 +318,15 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
             notes=_notes(editor, strip) + ((colour.note,) if colour.linear and colour.codec != "exr" else ()),
         )
         client = connect(context)
-        params = Params(
-            prompt=props.prompt,
-            model=props.model or "tiny",
-            settings=props.edit_settings(),
-            codec=colour.codec,
-            rate=plan.scene_rate,
-        )
         return jobs.Job(client, plan, params, output, placement)
 
 
 class SEQUENCER_OT_kvlock_cancel(bpy.types.Operator):
     bl_idname = "sequencer.kvlock_cancel"
     bl_label = "Cancel"
-    bl_description = "Stop the running KV-Lock render (between frames or denoising steps); nothing is placed"
+    bl_description = (
+        "Stop the running KV-Lock render (between frames or denoising steps); only takes already finished are placed"
+    )
 
     def execute(self, context: Any) -> set[str]:
         if jobs.ACTIVE is None:
@@ -332,6 +369,9 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
     copy_look: BoolProperty(default=True, description="the source has media: take its transform too")
     colour_space: StringProperty(description="the result's colour space (its pixels are in the source's)")
     notes: StringProperty()
+    takes: StringProperty(description="the other takes' files, a JSON list: muted on the channels above the first")
+    take_count: IntProperty(default=1, min=1, description="how many takes the job was asked for (names by take)")
+    outcome: StringProperty(description="what the render said, when it stopped early (a cancel after some takes)")
 
     def execute(self, context: Any) -> set[str]:
         scene = bpy.data.scenes.get(self.scene)
@@ -350,7 +390,9 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
             props.status = f"Error: {exc}; the result is saved at {self.filepath}"
             self.report({"ERROR"}, props.status)
             return {"CANCELLED"}
-        strip = add_result(editor, self.name, self.filepath, number, self.frame_start)
+        others = json.loads(self.takes) if self.takes else []
+        name = f"{self.name} take 1" if self.take_count > 1 else self.name
+        strip = add_result(editor, name, self.filepath, number, self.frame_start)
         if source is not None:
             copy_look(source, strip, media=self.copy_look)
         tagged = not self.colour_space or tag_space(strip, self.colour_space)
@@ -358,6 +400,10 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
         props.placed_channel = number
         placed = visible_range(strip)
         props.status = f"Done: {bpy.path.basename(self.filepath)} on channel {number}"
+        if others:
+            said, takes_tagged = self._place_takes(editor, source, number, others)
+            props.status += f"; {said}"
+            tagged = tagged and takes_tagged
         if placed != (self.frame_start, self.frame_end):
             props.status += (
                 f"; Blender placed it over frames {placed[0]}–{placed[1] - 1}, not {self.frame_start}–"
@@ -369,11 +415,34 @@ class SEQUENCER_OT_kvlock_place_result(bpy.types.Operator):
             )
         if self.notes:
             props.status += f"; note: {self.notes}"
+        if self.outcome:
+            props.status = f"Cancelled: {self.outcome}; " + props.status.removeprefix("Done: ")
         return {"FINISHED"}
+
+    def _place_takes(self, editor: Any, source: Any, first: int, paths: list[str]) -> tuple[str, bool]:
+        """Takes 2… muted on the free channels above take 1, named by take, in this one undo step; what to
+        say, and whether every take took the colour space."""
+        channels, tagged, lowest, last = [], True, first + 1, len(paths) + 1
+        for take, path in enumerate(paths, 2):
+            number = free_channel(editor, lowest, self.frame_start, self.frame_end)
+            if number is None:
+                rest = ", ".join(paths[take - 2 :])
+                return f"takes {take}–{last} found no free channel above and are saved at {rest}", tagged
+            strip = add_result(editor, f"{self.name} take {take}", path, number, self.frame_start)
+            if source is not None:
+                copy_look(source, strip, media=self.copy_look)
+            tagged = tagged and (not self.colour_space or tag_space(strip, self.colour_space))
+            strip.mute = True
+            channels.append(number)
+            lowest = number + 1
+        where = ", ".join(str(c) for c in channels)
+        return f"takes 2–{last} muted on channel{'s' * (len(channels) > 1)} {where} (unmute one to compare)", tagged
 
 
 CLASSES = (
     SEQUENCER_OT_kvlock_refresh,
+    SEQUENCER_OT_kvlock_lora_add,
+    SEQUENCER_OT_kvlock_lora_remove,
     SEQUENCER_OT_kvlock_render,
     SEQUENCER_OT_kvlock_cancel,
     SEQUENCER_OT_kvlock_place_result,

@@ -36,7 +36,7 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
             every = "strips_all" if hasattr(editor, "strips_all") else "sequences_all"  # 4.4+ / older
             layout.prop_search(props, "matte_strip", editor, every)
         col = layout.column(align=True)
-        for name in ("strength", "steps", "seed", "guidance"):
+        for name in ("strength", "steps", "seed", "takes", "guidance"):
             col.prop(props, name)
         box = layout.box()
         box.label(text="Lock")
@@ -45,6 +45,15 @@ class SEQUENCER_PT_kvlock(bpy.types.Panel):
             for name in ("method", "kappa", "tau", "b", "alpha_early", "metric_window"):
                 box.prop(props, name)
         box.prop(props, "feather")
+        loras = layout.box()
+        header = loras.row()
+        header.label(text="LoRAs")
+        header.operator("sequencer.kvlock_lora_add", text="", icon="ADD")
+        for index, row in enumerate(props.loras):
+            line = loras.row(align=True)
+            line.prop(row, "lora", text="")
+            line.prop(row, "weight", text="")
+            line.operator("sequencer.kvlock_lora_remove", text="", icon="X").index = index
         layout.prop(props, "placement")
         if props.placement == "CHANNEL":
             layout.prop(props, "placement_channel")

@@ -94,6 +94,14 @@ def choose_channel(editor: Any, source: int, start: int, end: int, mode: str, pi
     )
 
 
+def free_channel(editor: Any, lowest: int, start: int, end: int) -> int | None:
+    """The lowest channel from ``lowest`` up with no strip over [start, end) and not locked; None if none is."""
+    for number in range(lowest, MAX_CHANNEL + 1):
+        if not occupants(editor, number, start, end) and not channel(editor, number).lock:
+            return number
+    return None
+
+
 def check_shift(editor: Any, source: int) -> None:
     """Refuse a shift that would push a strip past the last channel or move a locked strip or channel."""
     for strip in top_strips(editor):

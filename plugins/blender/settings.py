@@ -10,9 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
-from kvlock.settings import SCHEDULE_DEFAULTS, EditSettings
+from kvlock.settings import LORA_WEIGHT, MAX_TAKES, SCHEDULE_DEFAULTS, EditSettings, LoraChoice
 from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 ENGINE = EditSettings()  # the engine's defaults
@@ -25,8 +33,26 @@ PLACEMENT_ITEMS = [
 MODELS_CACHE: list[tuple[str, str, str]] = [("tiny", "tiny", "the embedded model")]
 
 
+NO_LORA = "NONE"
+# the LoRAs the server offers (Check Server fills it); a module-level list for the same reason as MODELS_CACHE
+LORAS_CACHE: list[tuple[str, str, str]] = [(NO_LORA, "(check the server)", "no LoRAs listed yet")]
+
+
 def _model_items(_self: Any, _context: Any) -> list[tuple[str, str, str]]:
     return MODELS_CACHE  # a module-level list: Blender keeps pointers into it while the menu is open
+
+
+def _lora_items(_self: Any, _context: Any) -> list[tuple[str, str, str]]:
+    return LORAS_CACHE
+
+
+class KVLockLora(bpy.types.PropertyGroup):
+    """One LoRA row of the panel: a name the server lists and its weight."""
+
+    lora: EnumProperty(name="LoRA", items=_lora_items, description="a LoRA the server offers")
+    weight: FloatProperty(
+        name="Weight", default=1.0, soft_min=-2.0, soft_max=2.0, min=LORA_WEIGHT[0], max=LORA_WEIGHT[1]
+    )
 
 
 class KVLockPreferences(bpy.types.AddonPreferences):
@@ -94,6 +120,14 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(name="Steps", default=0, min=0, max=500, description="0: the model's default")
     seed: IntProperty(name="Seed", default=ENGINE.seed, min=0)
+    takes: IntProperty(
+        name="Takes",
+        default=ENGINE.takes,
+        min=1,
+        max=MAX_TAKES,
+        description="versions of the edit (seed, seed + 1, …): the first above the source, the others muted on "
+        "the channels above it",
+    )
     guidance: FloatProperty(name="Guidance", default=0.0, min=0.0, max=30.0, description="0: the model's default")
     # the lock: the model's own schedule (its kvlock.json, else the engine's defaults), or the knobs below
     lock: EnumProperty(
@@ -137,6 +171,7 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
     )
     metric_window: IntProperty(name="Metric window", default=SCHEDULE_DEFAULTS["metric_window"], min=2)
     feather: IntProperty(name="Feather", default=ENGINE.feather, min=0, max=64, description="pixels of soft edge")
+    loras: CollectionProperty(type=KVLockLora, name="LoRAs")
     # where the result goes
     placement: EnumProperty(name="Placement", items=PLACEMENT_ITEMS, default="ABOVE")
     placement_channel: IntProperty(name="Channel", default=2, min=1, max=128, description="for Pick a channel")
@@ -173,10 +208,15 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
         settings.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
         if self.task == "ERASE":
             settings["erase"] = True
+        chosen = [LoraChoice(row.lora, row.weight) for row in self.loras if row.lora != NO_LORA]
+        if chosen:
+            settings["loras"] = [{"name": c.name, "weight": c.weight} for c in chosen]
+        if self.takes > 1:
+            settings["takes"] = self.takes
         return settings
 
 
-CLASSES = (KVLockPreferences, KVLockSceneSettings)
+CLASSES = (KVLockPreferences, KVLockLora, KVLockSceneSettings)
 
 
 def register() -> None:

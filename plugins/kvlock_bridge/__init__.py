@@ -8,7 +8,7 @@ torch or diffusers.
 from .client import Client, Progress, SubmitResult
 from .clips import ArrayClip, Clip, FileClip, Params, frames_needed
 from .errors import AuthenticationError, BridgeError, JobFailedError, RequestRejectedError, ServerUnavailableError
-from .render import RenderResult, render
+from .render import RenderResult, TakeOutput, render
 
 __all__ = [
     "ArrayClip",
@@ -24,6 +24,7 @@ __all__ = [
     "RequestRejectedError",
     "ServerUnavailableError",
     "SubmitResult",
+    "TakeOutput",
     "frames_needed",
     "render",
 ]

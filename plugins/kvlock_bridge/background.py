@@ -15,7 +15,7 @@ from pathlib import Path
 from .client import Client, Progress
 from .clips import Clip, FileClip, Params
 from .errors import BridgeError, JobFailedError, RequestRejectedError
-from .render import render
+from .render import RenderResult, planned, render
 
 PATH_REFUSED = {"PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"}
 Fallback = Callable[[], tuple[Clip, Clip]]
@@ -23,11 +23,15 @@ Fallback = Callable[[], tuple[Clip, Clip]]
 
 @dataclass(frozen=True)
 class Snapshot:
+    """What the host's loop reads: ``result`` holds the takes on disk once done — every take, or those a
+    cancel kept (then ``cancelled`` is true and ``error`` says so)."""
+
     progress: Progress | None
     done: bool
     error: str | None
     cancelled: bool
     uploaded: bool
+    result: RenderResult | None = None
 
 
 @dataclass
@@ -45,20 +49,25 @@ class BackgroundRender:
     _cancelled: bool = False
     _uploaded: bool = False
     _done: bool = False
+    _result: RenderResult | None = None
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="kvlock-render", daemon=True).start()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._progress, self._done, self._error, self._cancelled, self._uploaded)
+            return Snapshot(self._progress, self._done, self._error, self._cancelled, self._uploaded, self._result)
 
     def _on_progress(self, update: Progress) -> None:
         with self._lock:
             self._progress = update
 
     def _render(self, source: Clip | FileClip, matte: Clip | FileClip) -> None:
-        render(self.client, source, matte, self.params, self.output, self._on_progress, self.cancel)
+        result = render(self.client, source, matte, self.params, self.output, self._on_progress, self.cancel)
+        with self._lock:
+            self._result = result
+            if result.cancelled:
+                self._cancelled, self._error = True, result.cancelled
 
     def _run(self) -> None:
         try:
@@ -87,7 +96,7 @@ class BackgroundRender:
 
 
 def progress_line(update: Progress | None) -> str:
-    """One line for a host's UI: queue position, or step, σ² (the metric h) and ETA."""
+    """One line for a host's UI: queue position, or step (and take), σ² (the metric h) and ETA."""
     if update is None:
         return "uploading…"
     if update.state == "queued":
@@ -97,14 +106,19 @@ def progress_line(update: Progress | None) -> str:
         return update.state
     eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds else ""
     metric = "—" if p.h is None else f"{p.h:.4g}"
-    return f"step {p.step + 1}/{p.total}, σ² {metric}{eta}"
+    take = f"take {p.take + 1}/{p.takes}, " if p.takes > 1 else ""
+    return f"{take}step {p.step + 1}/{p.total}, σ² {metric}{eta}"
 
 
-def unused_output(folder: Path, stem: str, suffix: str) -> Path:
-    """``stem.kvlock.mkv``, else ``stem.kvlock.2.mkv`` …: the first name not taken, with its companions."""
+def unused_output(folder: Path, stem: str, suffix: str, params: Params | None = None) -> Path:
+    """``stem.kvlock.mkv``, else ``stem.kvlock.2.mkv`` …: the first name not taken, with its companions (and,
+    for ``params`` of several takes, every take's: ``stem.kvlock.take1.mkv`` …)."""
     for n in range(1, 10_000):
         name = f"{stem}.kvlock{'' if n == 1 else f'.{n}'}"
-        candidates = [folder / f"{name}{suffix}", folder / f"{name}.trace.json", folder / f"{name}.trace.png"]
+        output = folder / f"{name}{suffix}"
+        plans = planned(output, params) if params is not None else []
+        candidates = [output, folder / f"{name}.trace.json", folder / f"{name}.trace.png"]
+        candidates += [path for p in plans for path in (p.output, p.trace, p.plot, p.region) if path is not None]
         if not any(c.exists() for c in candidates):
-            return candidates[0]
+            return output
     raise FileExistsError(f"no free output name for {stem} in {folder}")

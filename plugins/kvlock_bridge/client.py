@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from kvlock.progress import StepProgress
-from kvlock.settings import EditSettings
+from kvlock.settings import EditSettings, LoraChoice
 from kvlock_wire import CHUNK_BYTES, DEFAULT_ADDRESS, MAX_MESSAGE_BYTES, default_token_file
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -77,6 +77,9 @@ def step_progress(u: pb.JobUpdate) -> StepProgress | None:
         seconds=0.0,
         eta_seconds=u.eta_seconds,
         preview_png=u.preview_png,
+        take=u.take,
+        takes=max(1, u.takes),
+        in_turn=u.takes_in_turn,
     )
 
 
@@ -90,9 +93,18 @@ def read_token(token: str | None = None, token_file: str | os.PathLike | None = 
     return path.read_text().strip() if path.is_file() else None
 
 
+def settings_message(chosen: EditSettings | dict[str, Any]) -> pb.Settings:
+    """The wire's Settings for an ``EditSettings`` or a host's dict of the fields it sets; LoRAs as
+    ``LoraChoice``, ``{"name", "weight"}`` or ``"NAME:WEIGHT"`` (checked here, so a typo fails before the upload)."""
+    values = dict(chosen.to_dict() if isinstance(chosen, EditSettings) else chosen)
+    loras = [LoraChoice.of(item) for item in values.pop("loras", None) or ()]
+    settings = pb.Settings(**{k: v for k, v in values.items() if v is not None})
+    settings.loras.extend(pb.LoraChoice(name=c.name, weight=c.weight) for c in loras)
+    return settings
+
+
 def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params: Params) -> pb.EditHeader:
-    chosen = params.settings.to_dict() if isinstance(params.settings, EditSettings) else params.settings
-    settings = pb.Settings(**{k: v for k, v in chosen.items() if v is not None})
+    settings = settings_message(params.settings)
     options = pb.MatteOptions(**{k: v for k, v in params.matte_options.items() if v is not None})
     header = pb.EditHeader(
         job_id=job_id,
@@ -181,6 +193,10 @@ class Client:
     def list_models(self) -> list[pb.Model]:
         return list(self._call(self.stub.ListModels, pb.ListModelsRequest()).models)
 
+    def list_loras(self, model: str = "") -> list[pb.Lora]:
+        """The LoRAs the server offers; with ``model``, each one's ``loadable`` says whether it fits that model."""
+        return list(self._call(self.stub.ListLoras, pb.ListLorasRequest(model=model)).loras)
+
     def submit(
         self,
         source: Clip | FileClip,
@@ -223,20 +239,27 @@ class Client:
         return list(self._call(self.stub.ListJobs, pb.ListJobsRequest(states=wanted, limit=limit)).jobs)
 
     def fetch(self, job_id: str, folder: Path, delivery: str = "stream") -> dict[str, Path]:
-        """Receive every result file into ``folder`` (created), verifying sizes and checksums.
+        """Receive every result file into ``folder`` (created), verifying sizes and checksums; {kind: path}
+        of a job of one take (of several: the first take's — :meth:`fetch_takes` has every take's).
 
-        Returns {kind: path}. With ``delivery="path"`` the server only names its files, which are copied.
+        With ``delivery="path"`` the server only names its files, which are copied.
         """
+        takes = self.fetch_takes(job_id, folder, delivery)
+        return takes[min(takes)] if takes else {}
+
+    def fetch_takes(self, job_id: str, folder: Path, delivery: str = "stream") -> dict[int, dict[str, Path]]:
+        """Every result file into ``folder``, as {take: {kind: path}} (take 0: a job of one take; 1…N of
+        several). A cancelled job of several takes delivers the takes it finished before the cancel."""
         folder.mkdir(parents=True, exist_ok=True)
         request = pb.FetchResultRequest(job_id=job_id, delivery=pb.PATH if delivery == "path" else pb.STREAM)
-        written: dict[str, Path] = {}
+        written: dict[int, dict[str, Path]] = {}
         handle, digest, current = None, None, None
         try:
             for chunk in self.stub.FetchResult(request, metadata=self.metadata):
                 target = folder / chunk.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 top = folder / Path(chunk.name).parts[0]
-                written.setdefault(chunk.kind, top)
+                written.setdefault(chunk.take, {}).setdefault(chunk.kind, top)
                 if chunk.path:
                     shutil.copyfile(chunk.path, target)
                     continue

@@ -111,6 +111,7 @@ class Controller:
         self.address, self.token, self.token_file = address, token, token_file
         self.product = guarded("reading the product", lambda: host.product(resolve))
         self.models: list[str] = []
+        self.loras: list[str] = []  # the LoRAs the server offers, shown after a check
         self.job: Job | None = None
 
     def connect(self) -> tuple[Client, list[str]]:
@@ -129,6 +130,10 @@ class Controller:
             client.close()
             raise host.HostError(str(exc)) from None
         self.models = models
+        try:
+            self.loras = [lora.name for lora in client.list_loras() if lora.loadable]
+        except BridgeError:  # an older server without ListLoras: no LoRAs offered
+            self.loras = []
         return client, models
 
     def server_status(self) -> str:
@@ -137,7 +142,8 @@ class Controller:
         except host.HostError as exc:
             return str(exc)
         client.close()
-        return f"connected to {self.address}: {', '.join(models) or 'no models'}"
+        loras = f"; LoRAs: {', '.join(self.loras)}" if self.loras else ""
+        return f"connected to {self.address}: {', '.join(models) or 'no models'}{loras}"
 
     def _matte(self, form: Form, project: Any, timeline: Any, shot: host.Shot) -> FileClip:
         if form.matte == "above":
@@ -168,10 +174,10 @@ class Controller:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise host.HostError(f"cannot create the output folder {folder} ({exc.strerror})") from None
-        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec])
         client, models = self.connect()
         model = form.model or (models[0] if models else "tiny")
         params = Params(prompt=form.prompt, model=model, settings=form.settings(), rate=shot.rate, codec=plan.codec)
+        output = unused_output(folder, _stem(shot.path), SUFFIXES[plan.codec], params)
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
 
         def upload() -> tuple[ArrayClip, ArrayClip]:  # when the server cannot read this disk
@@ -207,24 +213,28 @@ class Controller:
         state = job.render.snapshot()
         update = state.progress
         if update is not None and update.denoising is not None:
-            report(progress_line(update), (update.denoising.step + 1) / update.denoising.total)
+            report(progress_line(update), update.denoising.fraction)
         if not state.done:
             return True
         self.job = None
-        if state.error is not None:
+        if state.error is not None and state.result is None:
             report("Cancelled" if state.cancelled else f"Error: {state.error}", 0.0)
             return False
+        outputs = [take.output for take in state.result.takes] if state.result else [job.render.output]
 
         def place() -> host.Placement:
             project, timeline = host.current_timeline(self.resolve)
             tag = lambda clip: colour.tag_result(clip, job.colour)  # noqa: E731
-            return host.place_result(project, timeline, job.shot, job.render.output, tag)
+            return host.place_takes(project, timeline, job.shot, outputs, tag)
 
         try:
             placed = guarded("placing the result", place)
         except host.HostError as exc:
-            report(f"Error: {exc} (the result is at {job.render.output})", 1.0)
+            report(f"Error: {exc} (the result is at {', '.join(map(str, outputs))})", 1.0)
             return False
         notes = "".join(f"; {note}" for note in job.shot.notes)  # a fallback stays visible after the end
+        if state.cancelled:  # cancelled after some takes were finished: those are placed
+            report(f"Cancelled: {state.error}; {placed.message}{notes}", 1.0)
+            return False
         report(("Done: " if placed.confirmed else "Warning: ") + placed.message + notes, 1.0)
         return False

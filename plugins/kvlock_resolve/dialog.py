@@ -15,7 +15,7 @@ from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 from . import host
 from .controller import FINAL, Controller, explain, guarded
-from .form import LOCKS, MATTES, NUMBERS, SEED, TASKS, TEXTS, Form, FormError
+from .form import LOCKS, LORAS_HINT, MATTES, NUMBERS, SEED, TASKS, TEXTS, Form, FormError
 
 
 def _row(ui: Any, label: str, widget: Any) -> Any:
@@ -48,6 +48,7 @@ def build_window(ui: Any, disp: Any) -> Any:
                 _buttons(ui, ("Check", "Check server")),
                 _row(ui, "Model", ui.ComboBox({"ID": "Model"})),
                 _row(ui, "Task", ui.ComboBox({"ID": "Task"})),
+                _row(ui, "LoRAs", ui.LineEdit({"ID": "Loras", "PlaceholderText": LORAS_HINT})),
                 _row(ui, "Prompt", ui.LineEdit({"ID": "Prompt", "PlaceholderText": "what the subject should become"})),
                 _row(ui, "Negative", ui.LineEdit({"ID": "Negative"})),
                 _row(ui, "Source", ui.LineEdit({"ID": "SourcePrompt", "PlaceholderText": "what the clip shows now"})),

@@ -12,6 +12,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kvlock.errors import SettingsError
+from kvlock.settings import MAX_TAKES, EditSettings
+
 MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip matte of the source clip"),
           ("file", "Matte file"))  # fmt: skip
 LOCKS = (("model", "The model's schedule (its calibration)"),
@@ -65,6 +68,7 @@ class Number:
 NUMBERS = (
     Number("strength", "Strength", "Strength (0: the model's)", float, 0.0, 0.0, 1.0, 3),
     Number("steps", "Steps", "Steps (0: model default)", int, 0, 0, INT_MAX),
+    Number("takes", "Takes", "Takes (versions, in the Take Selector)", int, 1, 1, MAX_TAKES),
     Number("guidance", "Guidance", "Guidance (0: model default)", float, 0.0, 0.0, 1e6, 3),
     Number("kappa", "Kappa", "Control steps κ", int, 20, 0, INT_MAX),
     Number("tau", "Tau", "Threshold τ (0: the model's calibrated τ)", float, 0.0, 0.0, 1e6, 6),
@@ -75,7 +79,18 @@ SEED = Number("seed", "Seed", "Seed", int, 0, 0, SEED_MAX)
 SETTINGS = ("negative_prompt", "source_prompt", "seed")
 LOCK_SETTINGS = ("kappa", "b", "alpha_early")  # sent only with the custom lock
 TEXTS = (("prompt", "Prompt"), ("negative_prompt", "Negative"), ("source_prompt", "SourcePrompt"),
-         ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"))  # fmt: skip
+         ("matte_file", "MatteFile"), ("output_dir", "Output"), ("model", "Model"), ("loras", "Loras"))  # fmt: skip
+LORAS_HINT = "NAME or NAME:WEIGHT, comma-separated (Check server lists them)"
+
+
+def parse_loras(text: str) -> tuple[str, ...]:
+    """The LoRAs field (``style:0.8, product``) as the engine's ``NAME:WEIGHT`` texts, checked as settings are."""
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    try:
+        EditSettings(loras=items)
+    except SettingsError as exc:
+        raise FormError(f"LoRAs: {exc}") from None
+    return items
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ class Form:
     source_prompt: str = ""
     strength: float = 0.0  # 0: the model's (its schedule's, else 1: from pure noise)
     steps: int = 0
+    takes: int = 1  # versions: the first placed, the others in its Take Selector
     seed: int = 0
     guidance: float = 0.0
     kappa: int = 20
@@ -99,6 +115,7 @@ class Form:
     matte_file: str = ""
     output_dir: str = ""
     model: str = ""  # empty: the server's first loadable model
+    loras: str = ""  # "NAME[:WEIGHT], …" as the server lists them
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Form:
@@ -116,11 +133,9 @@ class Form:
                 if not isinstance(values[attr], str) or len(values[attr]) > 4096:
                     raise FormError(f"{attr.replace('_', ' ')} must be text of at most 4096 characters")
                 out[attr] = values[attr].strip() if attr != "prompt" else values[attr]
-        if "matte" in values:
-            if values["matte"] not in {key for key, _ in MATTES}:
-                raise FormError(f"matte must be one of {', '.join(key for key, _ in MATTES)}")
-            out["matte"] = values["matte"]
-        for attr, choices in (("lock", LOCKS), ("task", TASKS)):
+        if "loras" in out:
+            parse_loras(out["loras"])
+        for attr, choices in (("matte", MATTES), ("lock", LOCKS), ("task", TASKS)):
             if attr in values:
                 if values[attr] not in {key for key, _ in choices}:
                     raise FormError(f"{attr} must be one of {', '.join(key for key, _ in choices)}")
@@ -131,7 +146,9 @@ class Form:
         """The engine's EditSettings fields this form sets; 0 strength, steps, guidance or τ leaves the model's
         own, and the model's lock sends no lock setting at all, so the schedule calibrated for the model applies.
         The Erase task sets ``erase``."""
-        out = {name: getattr(self, name) for name in SETTINGS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS}
+        if self.loras:
+            out["loras"] = list(parse_loras(self.loras))
         zero_means_model = ("strength", "steps", "guidance")
         if self.lock == "custom":
             out.update({name: getattr(self, name) for name in LOCK_SETTINGS})
@@ -140,4 +157,6 @@ class Form:
         out.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
         if self.task == "erase":
             out["erase"] = True
+        if self.takes > 1:
+            out["takes"] = self.takes
         return out

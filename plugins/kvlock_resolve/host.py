@@ -13,7 +13,10 @@ Documented, and relied on:
   items; there is no call that moves an item;
 - Studio-only calls on Free "return with a False status" — none is used here;
 - ``ImportMedia([{"FilePath": "file_%03d.dpx", "StartIndex": 1, "EndIndex": 100}])`` imports an image
-  sequence as one clip, which Resolve names "file_[001-100].dpx".
+  sequence as one clip, which Resolve names "file_[001-100].dpx";
+- takes (18.5 and later): ``TimelineItem.AddTake(mediaPoolItem)`` "Initializes a take selector for the timeline
+  item if needed" and adds "the full clip extents" by default; ``GetTakesCount``, ``GetTakeByIndex`` (keys
+  "startFrame", "endFrame", "mediaPoolItem"), ``SelectTakeByIndex``, ``GetSelectedTakeIndex`` (1-based).
 
 Not documented, so handled both ways or checked at run time:
 
@@ -31,7 +34,10 @@ Not documented, so handled both ways or checked at run time:
 - an image sequence's "File Path" may come in the bracketed form of its name: it is turned into the
   sequence's first file (``media_file``);
 - Resolve answers *any* attribute (``hasattr`` is always true; an unknown name is ``None``), so members
-  are tested with ``dir(obj)`` and every exception a call raises becomes a message in the caller.
+  are tested with ``dir(obj)`` and every exception a call raises becomes a message in the caller;
+- which index a take gets and which is selected after ``AddTake``: the takes are found by their media pool
+  items (``GetTakeByIndex``) and take 1 is selected by its index; a refused or missing call leaves the
+  other takes in the KV-Lock bin, said so.
 
 Which clip is the source: the frame is the In mark (with both marks set) or the playhead; of the items on
 enabled video tracks under it that have a media file, the one the editor selected (when Resolve reports
@@ -110,6 +116,7 @@ class Placement:
     record_start: int
     confirmed: bool
     message: str
+    item: Any = None  # the timeline item placed, once the track shows it where it belongs
 
 
 def has(obj: Any, name: str) -> bool:
@@ -432,12 +439,62 @@ def place_result(
     """Import into the KV-Lock bin, give the clip its colour interpretation (``tag``: the notes of what Resolve
     refused), and append on a free track at the shot's record frame, checked by re-reading the track under
     each reading of ``endFrame``; a wrong placement is deleted, and the clip waits in the bin."""
+    return place_takes(project, timeline, shot, [result], tag)
+
+
+def place_takes(
+    project: Any, timeline: Any, shot: Shot, results: list[Path], tag: Callable[[Any], list[str]] | None = None
+) -> Placement:
+    """:func:`place_result` for the first of ``results``, the others added to the placed clip's Take Selector
+    (``add_takes``); every one imported into the KV-Lock bin and tagged."""
     media_pool = project.GetMediaPool()
     media_pool.SetCurrentFolder(_kvlock_bin(media_pool))
-    clip = _import(media_pool, result)
-    notes = tuple(tag(clip)) if tag is not None else ()
-    placed = _append(media_pool, timeline, shot, clip)
+    clips = [_import(media_pool, result) for result in results]
+    notes = tuple(dict.fromkeys(note for clip in clips for note in (tag(clip) if tag is not None else ())))
+    placed = _append(media_pool, timeline, shot, clips[0])
+    if len(clips) > 1:
+        placed = add_takes(placed, clips)
     return replace(placed, message=placed.message + "".join(f"; {n}" for n in notes)) if notes else placed
+
+
+TAKE_CALLS = ("AddTake", "GetTakesCount", "GetTakeByIndex", "SelectTakeByIndex")
+
+
+def add_takes(placed: Placement, clips: list[Any]) -> Placement:
+    """Add ``clips[1:]`` as takes of the placed clip ``clips[0]`` and show take 1; the takes are found by their
+    media pool items, whatever index Resolve gave them. Where a call is missing or refused, or the selector
+    does not hold them all, the takes not in it wait in the KV-Lock bin and the message says so."""
+    count = len(clips)
+
+    def waiting(first: int, why: str) -> Placement:
+        names = ", ".join(clip.GetName() for clip in clips[first - 1 :])
+        takes = f"take {first}" if first == count else f"takes {first}–{count}"
+        return replace(placed, confirmed=False, message=f"{placed.message}; {why}: {takes} wait in the "
+                       f"{KVLOCK_BIN} bin ({names})")  # fmt: skip
+
+    item = placed.item
+    if not placed.confirmed or item is None:
+        return waiting(2, "the first take is not on the timeline")
+    missing = [call for call in TAKE_CALLS if not has(item, call)]
+    if missing:
+        return waiting(2, f"this Resolve gives scripts no {missing[0]} (the Take Selector)")
+    for number, clip in enumerate(clips[1:], 2):
+        if not item.AddTake(clip):
+            return waiting(number, f"Resolve refused take {number} (AddTake)")
+    found = {}  # our take → Resolve's index
+    ids = {_uid(clip): number for number, clip in enumerate(clips, 1)}
+    for index in range(1, _int(item.GetTakesCount(), "the number of takes") + 1):
+        info = item.GetTakeByIndex(index)
+        media = info.get("mediaPoolItem") if isinstance(info, dict) else None
+        if media is not None and _uid(media) in ids:
+            found[ids[_uid(media)]] = index
+    if sorted(found) != list(range(1, count + 1)):
+        return waiting(2, f"the Take Selector on V{placed.track} does not hold all {count} takes")
+    if not item.SelectTakeByIndex(found[1]):
+        return replace(placed, message=f"{placed.message}; takes 1–{count} in its Take Selector (Resolve would not "
+                       "show take 1: pick it in the Take Selector)")  # fmt: skip
+    return replace(placed, message=f"{placed.message}; takes 1–{count} in its Take Selector, take 1 shown "
+                   "(Clip › Take Selector to compare, Finalize Take to keep one)")  # fmt: skip
 
 
 def _append(media_pool: Any, timeline: Any, shot: Shot, clip: Any) -> Placement:
@@ -455,7 +512,7 @@ def _append(media_pool: Any, timeline: Any, shot: Shot, clip: Any) -> Placement:
             continue
         spans = [(*_span(i), _int(i.GetLeftOffset(), "the placed clip's left offset")) for i in landed]
         if spans == [(at, at + frames, 0)]:
-            return Placement(track, at, True, f"placed on {where} at {when}, {frames} frames")
+            return Placement(track, at, True, f"placed on {where} at {when}, {frames} frames", landed[0])
         got = ", ".join(f"{shot.timecode(s)}–{shot.timecode(e - 1)}" for s, e, _ in spans)
         if not _delete(timeline, track, landed):
             return Placement(track, at, False, f"Resolve placed the result on {where} at {got} instead of {when}, "

@@ -6,6 +6,9 @@ import argparse
 
 from kvlock.execution.acceleration import (
     ATTENTION_CHOICES,
+    COMPOSITES,
+    DECODES,
+    LORA_MODES,
     MEMORY_MODES,
     VAE_TILING,
     Acceleration,
@@ -37,6 +40,25 @@ def add_acceleration_arguments(parser: argparse.ArgumentParser, compile_default:
     )
     group.add_argument("--memory-limit-gb", type=float, help="plan to use at most this much GPU memory")
     group.add_argument("--vae-tiling", choices=VAE_TILING, default="auto", help="auto: on at 720p and up")
+    group.add_argument(
+        "--lora-mode",
+        choices=LORA_MODES,
+        default="auto",
+        help="how LoRAs are applied and switched between edits: unfused adapters, fused into the weights, or "
+        "hotswapped into slots of a compiled model (auto: hotswap when compiled, else unfused)",
+    )
+    group.add_argument("--lora-rank", type=int, default=64, help="hotswap: the highest LoRA rank accepted [64]")
+    group.add_argument("--lora-slots", type=int, default=1, help="hotswap: LoRAs one edit may apply [1]")
+    group.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="box",
+        help="box: decode only the latents the composite reads, grown by the VAE's reach (the whole-frame decode "
+        "there, to rounding); frame: whole frames [box]",
+    )
+    group.add_argument(
+        "--composite", choices=COMPOSITES, default="device", help="composite where the decode is, or on the CPU"
+    )
 
 
 def acceleration_from_args(args: argparse.Namespace, parallel: str | None = None) -> Acceleration:
@@ -50,6 +72,11 @@ def acceleration_from_args(args: argparse.Namespace, parallel: str | None = None
         memory=args.memory,
         memory_limit_gb=args.memory_limit_gb,
         vae_tiling=args.vae_tiling,
+        decode=args.decode,
+        composite=args.composite,
         parallel=parallel,
         compile_cache=None if args.compile_cache.lower() == "none" else args.compile_cache,
+        lora_mode=args.lora_mode,
+        lora_rank=args.lora_rank,
+        lora_slots=args.lora_slots,
     ).validated()

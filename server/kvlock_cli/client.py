@@ -18,6 +18,7 @@ from kvlock_bridge import ArrayClip, Client, FileClip, Params, Progress, render
 from kvlock_bridge.client import read_token
 from kvlock_wire import DEFAULT_ADDRESS
 
+from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
 from .settings_flags import add_setting_arguments, prompt_for, settings_from_args
 
@@ -58,16 +59,20 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="with --wait: where the result goes")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--json", action="store_true")
+    add_media_limit_arguments(parser)
     add_setting_arguments(parser)
 
 
-def _clips(args: argparse.Namespace) -> tuple[object, object, Fraction, str]:
-    source = probe(args.input)
+def _clips(args: argparse.Namespace, reporter: Reporter) -> tuple[object, object, Fraction, str]:
+    limits = media_limits_from_args(args)
+    source = probe(args.input, limits=limits)  # headers only: a file larger than the limits is refused here
     start, end = (
         parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
     )
     timecode = timecode_at(source.timecode, source.rate, start) or ""
-    matte_info = probe(args.matte) if args.matte_frames or not args.path else None
+    matte_info = probe(args.matte, limits=limits) if args.matte_frames or not args.path else None
+    for warning in [*source.warnings, *(matte_info.warnings if matte_info else ())]:
+        reporter.message(f"warning: {warning}")
     own = (
         parse_range(args.matte_frames, matte_info.frames, matte_info.rate, matte_info.timecode)
         if matte_info is not None and args.matte_frames
@@ -90,7 +95,7 @@ def _clips(args: argparse.Namespace) -> tuple[object, object, Fraction, str]:
 def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
     settings = settings_from_args(args)
     prompt = prompt_for(args.prompt, settings)
-    source, matte, rate, timecode = _clips(args)
+    source, matte, rate, timecode = _clips(args, reporter)
     params = Params(
         prompt=prompt,
         model=args.model,
@@ -135,10 +140,15 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
         except KeyboardInterrupt:
             cancel.set()
             raise
+        outputs = [str(take.output) for take in done.takes] or [str(done.output)]
+        if done.cancelled:
+            reporter.message(f"job {done.job_id}: {done.cancelled}")
         reporter.result(
-            f"wrote {done.output} (job {done.job_id})",
+            f"wrote {', '.join(outputs)} (job {done.job_id})",
             job_id=done.job_id,
             output=str(done.output),
+            outputs=outputs,
+            cancelled=done.cancelled,
             plate=str(done.plate) if done.plate else None,
         )
     return 0
@@ -169,10 +179,12 @@ def run_jobs(args: argparse.Namespace, reporter: Reporter) -> int:
         for j in jobs
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        reporter.out.write(json.dumps(rows, indent=2) + "\n")
     else:
         for r in rows:
-            print(f"{r['job_id']:<34} {r['state']:<10} p{r['priority']:<3} {r['frames']:>5}f  {r['message']}")
+            reporter.out.write(
+                f"{r['job_id']:<34} {r['state']:<10} p{r['priority']:<3} {r['frames']:>5}f  {r['message']}\n"
+            )
     return 0
 
 
@@ -191,8 +203,13 @@ def run_cancel(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def run_fetch(args: argparse.Namespace, reporter: Reporter) -> int:
     with connect(args) as client:
-        files = client.fetch(args.job_id, Path(args.out), "path" if args.shared_disk else "stream")
+        takes = client.fetch_takes(args.job_id, Path(args.out), "path" if args.shared_disk else "stream")
+    lines = [f"{f'take {take} ' if take else ''}{kind}: {path}" for take, files in takes.items()
+             for kind, path in files.items()]  # fmt: skip
+    first = takes[min(takes)] if takes else {}
     reporter.result(
-        "\n".join(f"{kind}: {path}" for kind, path in files.items()), files={k: str(v) for k, v in files.items()}
+        "\n".join(lines),
+        files={k: str(v) for k, v in first.items()},
+        takes={str(take): {k: str(v) for k, v in files.items()} for take, files in takes.items()},
     )
     return 0

@@ -11,7 +11,7 @@ import argparse
 import json
 import signal
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ import numpy as np
 
 from kvlock import Editor, EditRequest, EditResult, InvalidRequest, OutputExistsError
 from kvlock.loading.catalog import find_model
+from kvlock.loading.lora_catalog import LoraCatalog
+from kvlock.loading.lora_check import check_loras_for_model
 from kvlock.media.atomic import atomic_path, check_writable
 from kvlock.media.colour import DEFAULT_CEILING, encoding_for
 from kvlock.media.decode import MediaInfo, probe, read_frames
@@ -29,6 +31,7 @@ from kvlock.media.timecode import parse_range, timecode_at
 from kvlock.plate import check_erasable
 
 from .acceleration import acceleration_from_args, add_acceleration_arguments
+from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
 from .settings_flags import add_setting_arguments, prompt_for, settings_from_args
 
@@ -40,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("media")
     io.add_argument("--model", default="tiny", help="'tiny', a diffusers folder, or a configured model's name")
     io.add_argument("--model-dir", action="append", default=[], help="extra folder of models (repeatable)")
+    io.add_argument("--lora-dir", action="append", default=[], help="extra folder of LoRAs (repeatable)")
     io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
     io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
     io.add_argument(
@@ -82,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     matte.add_argument("--matte-invert", action="store_true")
     matte.add_argument("--matte-dilate", type=int, default=0, help="grow the matte by N pixels")
     matte.add_argument("--matte-resize", action="store_true", help="scale a matte of the same aspect ratio")
+    add_media_limit_arguments(parser)
     add_setting_arguments(parser)
     add_acceleration_arguments(parser, compile_default="off")
 
@@ -175,23 +180,39 @@ def _alpha_codec(path: Path, flag: str, source: MediaInfo) -> str:
     return codec
 
 
-def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo) -> Outputs:
-    codec, out = _codec_and_out(args, source)
-    trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
-    region = Path(args.region_out).expanduser() if args.region_out else None
+def take_path(path: Path, take: int, takes: int) -> Path:
+    """Take ``take`` of ``takes``'s file for ``path``: ``shot.take2.mkv`` (a folder: ``shot.take2``)."""
+    if takes <= 1:
+        return path
+    suffix = path.suffix if path.suffix.lower() in SUFFIX_CODEC else ""
+    stem = path.name[: -len(suffix)] if suffix else path.name
+    return path.with_name(f"{stem}.take{take}{suffix}")
+
+
+def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo, takes: int = 1) -> list[Outputs]:
+    """Every take's files (``NAME.take1.mkv`` … beside each other, each with its trace), checked. The clean
+    plate (``--plate-out``) is the source's, the same for every take: written once, with the first."""
+    codec, first = _codec_and_out(args, source)
+    region_base = Path(args.region_out).expanduser() if args.region_out else None
     plate = Path(args.plate_out).expanduser() if args.plate_out else None
-    outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, None, plate, None)
-    named = [out, outputs.trace_json, outputs.trace_png, *(p for p in (region, plate) if p)]
+    region_codec = _alpha_codec(region_base, "--region-out", source) if region_base else None
+    plate_codec = _alpha_codec(plate, "--plate-out", source) if plate else None
+    plans = []
+    for take in range(1, takes + 1):
+        out = take_path(first, take, takes)
+        trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
+        region = take_path(region_base, take, takes) if region_base else None
+        own_plate, own_codec = (plate, plate_codec) if take == 1 else (None, None)
+        plans.append(
+            Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, region_codec, own_plate, own_codec)
+        )
+    named = [p for o in plans for p in (o.video, o.trace_json, o.trace_png, o.region, o.plate) if p is not None]
     if len({p.resolve() for p in named}) < len(named):
         raise InvalidRequest("two outputs of this edit have the same name: give --out, --region-out, --plate-out apart")
     for target in named:
         _refuse_source(target, source, matte)
         check_writable(target, args.overwrite)
-    return replace(
-        outputs,
-        region_codec=_alpha_codec(region, "--region-out", source) if region else None,
-        plate_codec=_alpha_codec(plate, "--plate-out", source) if plate else None,
-    )
+    return plans
 
 
 def write_outputs(
@@ -237,19 +258,20 @@ def write_outputs(
 
 def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     rate = Fraction(args.fps) if args.fps else None
-    source = probe(args.input, rate) if rate else probe(args.input)
-    matte_info = probe(args.matte, rate) if rate else probe(args.matte)
+    limits = media_limits_from_args(args)
+    source = probe(args.input, rate, limits)  # headers only: a file larger than the limits is refused here
+    matte_info = probe(args.matte, rate, limits)
     try:
         start, end = (
             parse_range(args.frames, source.frames, source.rate, source.timecode) if args.frames else (0, source.frames)
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    outputs = plan_outputs(args, source, matte_info)
-    transfer = INPUT_COLOUR[args.input_colour] or source.transfer
-    output_warnings = check_output(source, outputs.codec, source.has_alpha)
     settings = settings_from_args(args)  # a bad setting fails before any media is decoded or the model loads
     prompt = prompt_for(args.prompt, settings)
+    plans = plan_outputs(args, source, matte_info, settings.takes)
+    transfer = INPUT_COLOUR[args.input_colour] or source.transfer
+    output_warnings = check_output(source, plans[0].codec, source.has_alpha)
     acceleration = acceleration_from_args(args)
     options = MatteOptions(
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
@@ -262,44 +284,66 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         encoding = encoding_for(frames.dtype, transfer, args.highlight_ceiling)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    for warning in [*matte_warnings, *output_warnings]:
+    for warning in [*source.warnings, *matte_info.warnings, *matte_warnings, *output_warnings]:
         reporter.message(f"warning: {warning}")
 
     model = find_model(args.model, args.model_dir, allow_paths=True)
-    editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration)
-    out = outputs.video
+    catalog = LoraCatalog(tuple(args.lora_dir), tuple(args.model_dir), model if Path(model).is_dir() else None)
+    check_loras_for_model(model, settings.loras, catalog)  # a LoRA that cannot apply is refused before loading
+    editor = Editor.from_pretrained(model, args.device, args.dtype, acceleration, catalog)
+    out = plans[0].video
     reporter.event("started", model=editor.name, frames=[start, end], output=str(out), execution=editor.execution)
     if editor.execution["device"] != "cpu":
         x = editor.execution
         reporter.message(f"engine: {x['memory_reason']}; compile {x['compile']}; attention {x['attention']}")
+    written: list[dict[str, Any]] = []
+
+    def finished(result: EditResult) -> None:
+        """Each take is written as soon as it is done, so an interrupt keeps the takes finished before it."""
+        outputs = plans[result.take - 1]
+        for warning in result.warnings if result.take == 1 else []:
+            reporter.message(f"warning: {warning}")
+        for warning in write_outputs(outputs, result, source, (start, end), encoding, args.overwrite):
+            reporter.message(f"warning: {warning}")
+        written.append(
+            {
+                "take": result.take,
+                "output": str(outputs.video),
+                "trace": str(outputs.trace_json),
+                "plot": str(outputs.trace_png),
+                "region": str(outputs.region) if outputs.region else None,
+                "seconds": result.trace.seconds,
+                "edited_pixels": _changed_values(result.frames, frames),
+            }
+        )
+        if len(plans) > 1:
+            reporter.message(f"take {result.take} of {len(plans)}: wrote {outputs.video}")
+
     with _Interrupt(reporter) as cancel:
         request = EditRequest(
             frames,
             matte,
             prompt,
             settings,
-            return_region=outputs.region is not None,
+            return_region=plans[0].region is not None,
             encoding=encoding,
-            return_plate=outputs.plate is not None,
+            return_plate=plans[0].plate is not None,
         )
-        result = editor.edit(request, progress=reporter.step, cancel=cancel)
-        for warning in result.warnings:
-            reporter.message(f"warning: {warning}")
-        for warning in write_outputs(outputs, result, source, (start, end), encoding, args.overwrite):
-            reporter.message(f"warning: {warning}")
-    codec, trace_json, trace_png, region_out = outputs.codec, outputs.trace_json, outputs.trace_png, outputs.region
-    plate_out = outputs.plate
+        results = editor.edit_takes(request, progress=reporter.step, cancel=cancel, finished=finished)
+    first, seconds = written[0], results[-1].trace.seconds
+    names = ", ".join(w["output"] for w in written)
     reporter.result(
-        f"wrote {out} ({end - start} frames, {codec}, {result.trace.seconds:.1f} s); trace {trace_json}",
-        output=str(out),
-        trace=str(trace_json),
-        plot=str(trace_png),
+        f"wrote {names} ({end - start} frames, {plans[0].codec}, {seconds:.1f} s); trace {first['trace']}",
+        output=first["output"],
+        trace=first["trace"],
+        plot=first["plot"],
         frames=[start, end],
-        seconds=result.trace.seconds,
-        region=str(region_out) if region_out else None,
-        plate=str(plate_out) if plate_out else None,
-        seen_fraction=result.trace.plate.get("seen_fraction"),
-        warnings=result.warnings,
-        edited_pixels=_changed_values(result.frames, frames),
+        seconds=seconds,
+        region=first["region"],
+        plate=str(plans[0].plate) if plans[0].plate else None,
+        seen_fraction=results[0].trace.plate.get("seen_fraction"),
+        warnings=results[0].warnings,
+        edited_pixels=first["edited_pixels"],
+        takes=written,
     )
     return 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from kvlock.progress import StepProgress
@@ -32,8 +35,9 @@ class Reporter:
             total, done = p.total, p.step + 1
             filled = round(BAR * done / total)
             h = "—" if p.h is None else f"{p.h:.4f}"  # None until the metric window has samples
+            take = f"take {p.take + 1}/{p.takes} " if p.takes > 1 else ""
             line = (
-                f"\r[{'#' * filled}{'-' * (BAR - filled)}] window {p.window + 1}/{p.windows} "
+                f"\r[{'#' * filled}{'-' * (BAR - filled)}] {take}window {p.window + 1}/{p.windows} "
                 f"step {done}/{total} h={h} α={p.alpha:.2f} ω={p.omega:.2f} "
                 f"ETA {p.eta_seconds:.0f}s "
             )
@@ -65,3 +69,23 @@ class Reporter:
         if self._bar_open:
             self.err.write("\n")
             self._bar_open = False
+
+
+@contextlib.contextmanager
+def stdout_for_json_only() -> Iterator[TextIO]:
+    """The process's standard output kept for the JSON lines alone, for as long as the command runs.
+
+    Native libraries print to file descriptor 1 behind Python's back (OpenEXR's "Warning: Exception raised
+    reading pixel data …", FFmpeg's default logger), which would break a reader of ``--json``. So descriptor 1
+    points at stderr meanwhile, and the JSON lines go to a private copy of the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    stream = os.fdopen(saved, "w", buffering=1, encoding="utf-8", closefd=False)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

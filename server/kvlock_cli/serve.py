@@ -14,9 +14,11 @@ from kvlock_server.executors.ray_options import RayOptions
 from kvlock_server.jobs.retention import Retention
 from kvlock_server.rpc.admission import CallLimits
 from kvlock_server.rpc.security import token_file_private
+from kvlock_server.rpc.wire import Limits
 from kvlock_wire import DEFAULT_PORT, default_state_dir
 
 from .acceleration import acceleration_from_args, add_acceleration_arguments
+from .media_flags import add_media_limit_arguments, media_limits_from_args
 
 GB = 1024**3
 BOUND_FLAGS = (  # one flag per field of CallLimits
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unix", help="listen on this Unix socket instead of TCP")
     parser.add_argument("--state-dir", type=Path, default=None, help=f"store and token (default {default_state_dir()})")
     parser.add_argument("--model-dir", action="append", default=[], help="folder of models (repeatable)")
+    parser.add_argument("--lora-dir", action="append", default=[], help="folder of LoRAs (repeatable)")
     parser.add_argument("--media-root", action="append", default=[], help="folder clients may name files in")
     parser.add_argument("--preload", action="append", default=[], help="load this model at start (repeatable)")
     parser.add_argument("--device", default="cpu")
@@ -60,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind, text in BOUND_FLAGS:
         flag = "--" + name.replace("_", "-")
         bounds.add_argument(flag, type=kind, default=getattr(defaults, name), help=f"{text} [%(default)s]")
+    add_media_limit_arguments(parser)  # with --max-validations, what checking clients' files may cost at once
     add_acceleration_arguments(parser, compile_default="auto")
     farm = parser.add_argument_group("Ray cluster (--executor ray)")
     farm.add_argument(
@@ -99,6 +103,11 @@ def gpu_list(text: str) -> list[int]:
     return indices
 
 
+def _limits(args: argparse.Namespace) -> Limits:
+    media = media_limits_from_args(args)
+    return Limits(media=media, max_upload_bytes=media.max_clip_bytes)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = ServerConfig(
@@ -107,6 +116,7 @@ def run_serve(args: argparse.Namespace) -> int:
         unix_socket=args.unix,
         state_dir=args.state_dir or default_state_dir(),
         model_dirs=args.model_dir,
+        lora_dirs=args.lora_dir,
         media_roots=args.media_root,
         device=args.device,
         dtype=args.dtype,
@@ -116,6 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         retention=Retention(int(args.max_store_gb * GB), args.keep_hours * 3600, args.max_age_hours * 3600),
         calls=CallLimits(**{f.name: getattr(args, f.name) for f in fields(CallLimits)}),  # flags of the same names
+        limits=_limits(args),
         max_attempts=args.max_attempts,
         preview_every=args.preview_every,
         preload=args.preload,

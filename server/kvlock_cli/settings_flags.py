@@ -33,7 +33,13 @@ SETTING_HELP = {
     "erase_keep_seen": "with --erase, keep the background other frames show as filmed (--no-erase-keep-seen: the "
     "model repaints the whole matte)",
     "plate_reach": "frames on either side the clean plate looks for the background in (default 16)",
+    "loras": "apply a LoRA `kvlock loras` lists, as NAME or NAME:WEIGHT (weight 1 by default; repeatable)",
+    "takes": "versions to make in one job (1–16): NAME.take1 … NAME.takeN, differing inside the matte only "
+    "(seed, seed + 1, …)",
 }
+# settings that hold several items take one flag per item, named for one item; the text is judged with the
+# rest of the settings (EditSettings reads "NAME:WEIGHT"), so a bad one fails like any bad setting
+REPEATED = {"loras": "--lora"}
 
 
 def _setting_type(annotation: str) -> Any:
@@ -44,6 +50,9 @@ def _setting_type(annotation: str) -> Any:
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("KV-Lock settings")
     for f in fields(EditSettings):
+        if f.name in REPEATED:
+            group.add_argument(REPEATED[f.name], dest=f.name, action="append", default=None, help=SETTING_HELP[f.name])
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = _setting_type(str(f.type))
         if kind is bool:

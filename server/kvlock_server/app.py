@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvlock.execution.acceleration import Acceleration
+from kvlock.loading.lora_catalog import LoraCatalog
 from kvlock_wire import MAX_MESSAGE_BYTES, default_state_dir
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -38,6 +39,7 @@ from .jobs.runner import JobRunner
 from .jobs.store import JobStore
 from .rpc.admission import Admission, CallLimits
 from .rpc.event_loop import LoopThread
+from .rpc.malformed import MalformedMessages
 from .rpc.security import BearerTokenInterceptor, TokenFileError, is_loopback, load_or_create_token
 from .rpc.servicer import EditorServicer
 from .rpc.watch_feed import ChangeFeed
@@ -54,6 +56,7 @@ class ServerConfig:
     unix_socket: str | None = None
     state_dir: Path = field(default_factory=default_state_dir)
     model_dirs: list[str] = field(default_factory=list)
+    lora_dirs: list[str] = field(default_factory=list)
     media_roots: list[str] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "float32"
@@ -170,16 +173,31 @@ def make_executor(config: ServerConfig, store_root: Path, roots: MediaRoots) -> 
             raise ConfigError(f"--gpus needs at least two GPUs, got {config.group}")
         from .executors.group import GroupExecutor
 
-        return GroupExecutor(config.group, config.dtype, config.model_dirs, config.acceleration, roots)
+        return GroupExecutor(
+            config.group, config.dtype, config.model_dirs, config.acceleration, roots, config.lora_dirs
+        )
     if config.executor == "inprocess":
         return InProcessExecutor(
-            config.device, config.dtype, config.model_dirs, config.acceleration, config.concurrency, roots
+            config.device,
+            config.dtype,
+            config.model_dirs,
+            config.acceleration,
+            config.concurrency,
+            roots,
+            config.lora_dirs,
         )
     if config.executor == "ray":
         from .executors.ray import RayExecutor  # Ray is needed only by servers that use it
 
         return RayExecutor(
-            config.ray, store_root, config.device, config.dtype, config.model_dirs, config.acceleration, roots
+            config.ray,
+            store_root,
+            config.device,
+            config.dtype,
+            config.model_dirs,
+            config.acceleration,
+            roots,
+            config.lora_dirs,
         )
     raise ConfigError(f"unknown executor {config.executor!r}; choose inprocess or ray")
 
@@ -206,7 +224,7 @@ def _create(config: ServerConfig) -> App:
     requeued = store.recover()
     if requeued:
         log.info("re-queued after restart: %s", ", ".join(requeued))
-    roots = MediaRoots(config.media_roots)
+    roots = MediaRoots(config.media_roots, config.limits.media)  # every file read for a client: these limits
     executor = make_executor(config, store.root, roots)
     for model in config.preload:
         executor.preload(model)
@@ -215,7 +233,8 @@ def _create(config: ServerConfig) -> App:
     admission = Admission(config.calls)
     feed = ChangeFeed(loop)
     runner.subscribe(feed.notify)
-    servicer = EditorServicer(store, runner, executor, roots, config.limits, config.model_dirs, admission, feed)
+    loras = LoraCatalog(tuple(config.lora_dirs), tuple(config.model_dirs))
+    servicer = EditorServicer(store, runner, executor, roots, config.limits, config.model_dirs, admission, feed, loras)
     try:
         server, address, health_servicer = loop.run(_start_grpc(config, servicer, token), timeout=60)
     except BaseException:
@@ -241,7 +260,8 @@ async def _start_grpc(
 ) -> tuple[grpc.aio.Server, str, health.aio.HealthServicer]:
     calls = config.calls
     server = grpc.aio.server(
-        interceptors=[BearerTokenInterceptor(token)] if token else [],
+        # bytes that do not parse: one status and a rate-limited line, for every service (health included)
+        interceptors=[MalformedMessages(), *([BearerTokenInterceptor(token)] if token else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -62,6 +62,28 @@ def base_args(folder: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def test_edit_takes_writes_each_take_beside_the_others_with_its_trace(media, tmp_path):
+    folder, frames, matte = media
+    done = kvlock(*base_args(folder, tmp_path / "shot.mkv", "--frames", "4:13", "--takes", "2", "--json"))
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    takes = events[-1]["takes"]
+    assert [(t["take"], Path(t["output"]).name, Path(t["trace"]).name) for t in takes] == [
+        (1, "shot.take1.mkv", "shot.take1.trace.json"),
+        (2, "shot.take2.mkv", "shot.take2.trace.json"),
+    ]
+    assert {(e["take"], e["takes"]) for e in events if e["event"] == "progress"} == {(0, 2), (1, 2)}
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[4:13]]) == 0
+    edited = [read_frames(probe(tmp_path / f"shot.take{k}.mkv"), 0, 9) for k in (1, 2)]
+    for version in edited:
+        assert np.array_equal(version[outside], frames[4:13][outside])
+    assert not np.array_equal(edited[0], edited[1])
+    trace = json.loads((tmp_path / "shot.take2.trace.json").read_text())
+    assert (trace["take"], trace["takes"]) == (2, 2) and (tmp_path / "shot.take2.trace.png").is_file()
+    again = kvlock(*base_args(folder, tmp_path / "shot.mkv", "--frames", "4:13", "--takes", "2"))
+    assert again.returncode == 6 and "shot.take1.mkv already exists" in again.stderr  # checked before any work
+
+
 def test_edit_writes_result_trace_and_plot_with_timecode_and_rate(media, tmp_path):
     folder, frames, matte = media
     out = tmp_path / "edit.mkv"

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from kvlock import Editor, EditRequest, EditSettings, InvalidRequest, ModelLoadError
-from kvlock.calibration import calibration_settings, measured_h, tau_from_samples, write_calibration
+from kvlock.calibration import (
+    CalibrationClip,
+    calibration_settings,
+    collect_h,
+    fit_tau,
+    measured_h,
+    regime_settings,
+    tau_from_samples,
+    write_calibration,
+)
 from kvlock.media.encode import write_video
 from kvlock.settings import DEFAULT_TAU, resolve_schedule
 from kvlock.world.demo_clip import demo_clip
@@ -36,9 +45,28 @@ def test_tau_is_the_quantile_of_the_measured_values():
         tau_from_samples(samples, 1.0)
 
 
-def test_calibration_edits_hold_the_lock_firm_so_tau_cannot_steer_them():
+def test_the_start_holds_the_lock_firm_and_the_rounds_run_the_control_s_own_regime():
     s = resolve_schedule(calibration_settings(EditSettings(kappa=7, metric_window=3, steps=9, tau=0.5)))
     assert (s.alpha_fixed, s.b, s.kappa, s.metric_window, s.steps) == (1.0, 1.0, 7, 3, 9)
+    live = regime_settings(EditSettings(kappa=7, metric_window=3, steps=9), 0.25)
+    assert (live.method, live.alpha_fixed, live.tau, live.kappa, live.metric_window) == ("kvlock", None, 0.25, 7, 3)
+    assert live.b is None and live.alpha_early is None  # the model's schedule, as an edit gets it
+
+
+def test_tau_is_refitted_in_the_regime_the_control_runs_in(editor):
+    """The fitted τ is the quantile of h measured with the control live at the previous round's τ — not the
+    firm lock's — and the rounds stop once τ settles."""
+    clips = [
+        CalibrationClip(make_clip(9, 64, 64, seed=i), box_matte(9, 64, 64, 16, 16, 32, 32), "a red cube", seed=i)
+        for i in range(2)
+    ]
+    base = EditSettings(steps=6, kappa=4, metric_window=2)
+    fit = fit_tau(editor, clips, base, 0.75, rounds=2)
+    firm = tau_from_samples(collect_h(editor, clips, calibration_settings(base)), 0.75)
+    assert fit.rounds[0] == pytest.approx(firm)
+    assert 2 <= len(fit.rounds) <= 3
+    again = collect_h(editor, clips, regime_settings(base, fit.rounds[-2]))
+    assert fit.samples == pytest.approx(again) and fit.tau == pytest.approx(tau_from_samples(again, 0.75))
 
 
 def test_measured_h_keeps_only_full_windows(editor):
@@ -62,7 +90,8 @@ def test_kvlock_calibrate_writes_tau_beside_the_model_and_edits_name_it(folder, 
     assert kvlock(common) == 0
     data = json.loads((folder / "kvlock.json").read_text())
     assert data["tau"] > 0 and data["note"] == "kept" and data["calibration"]["samples"] == 3
-    assert "quantile 0.75 of 3 h values (W=2, κ=4, steps=6)" in data["tau_source"]
+    assert "quantile 0.75 of 3 h values in the control's regime" in data["tau_source"]
+    assert "(W=2, κ=4, steps=6)" in data["tau_source"] and data["tau"] == data["calibration"]["tau_rounds"][-1]
     result = Editor.from_pretrained(str(folder)).edit(EditRequest(frames, matte, "a blue ball", EditSettings(steps=2)))
     assert result.trace.settings["tau"] == data["tau"] and result.trace.tau_source == data["tau_source"]
     assert not any("calibrated" in w for w in result.warnings)

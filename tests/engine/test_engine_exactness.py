@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -83,17 +85,17 @@ def test_a_window_continues_from_the_previous_window_s_result_with_the_same_nois
     """Window 2 (frames 12–28) sees frames 12–16 as window 1 made them, locked (its latents there are the
     encoding of that output), and its noise on the clip's latent slots 3–4 is window 1's noise there."""
     noises, seen = [], []
-    sample, window_source = kvlock.editing.window.sample_kvlock, kvlock.editing.editor.window_source
+    sample, window_source = kvlock.editing.window.sample_takes, kvlock.editing.editor.window_source
 
-    def spy(family, pipe, bank, x0, noise, *args, **kwargs):
-        noises.append(noise.clone())
-        return sample(family, pipe, bank, x0, noise, *args, **kwargs)
+    def spy(family, pipe, bank, x0, takes_noise, *args, **kwargs):
+        noises.append(takes_noise[0].clone())
+        return sample(family, pipe, bank, x0, takes_noise, *args, **kwargs)
 
     def spy_source(plan, source, made):
         seen.append(made[plan.start : plan.start + plan.context].copy())  # the output so far, there
         return window_source(plan, source, made)
 
-    monkeypatch.setattr(kvlock.editing.window, "sample_kvlock", spy)
+    monkeypatch.setattr(kvlock.editing.window, "sample_takes", spy)
     monkeypatch.setattr(kvlock.editing.editor, "window_source", spy_source)
     frames = make_clip(29, 64, 64, seed=9)
     matte = box_matte(29, 64, 64, 20, 4, 24, 24, drift=1)
@@ -115,15 +117,14 @@ def test_the_lead_in_hands_over_from_the_previous_result_to_the_window_s_own_in_
     before, own = {}, {}
     add = kvlock.editing.composer.Composer.add
 
-    def spy(self, plan, decoded, cancel=None, steps=0):
+    def spy(self, plan, decoded, mattes=None, cancel=None, steps=0):
         if decoded is not None and plan.context:
             before.update({j: self.out[j].copy() for j in range(plan.start, plan.end)})
             alone = kvlock.editing.composer.Composer.__new__(kvlock.editing.composer.Composer)
             alone.__dict__.update(self.__dict__, out=self.out.copy())
-            for j in range(plan.start, plan.end):  # this window's composite at full weight
-                alone._frame(j, plan, decoded, j - plan.start, 1.0)
-                own[j] = alone.out[j].copy()
-        return add(self, plan, decoded, cancel, steps)
+            add(alone, dataclasses.replace(plan, context=0), decoded, mattes)  # this window's at full weight
+            own.update({j: alone.out[j].copy() for j in range(plan.start, plan.end)})
+        return add(self, plan, decoded, mattes, cancel, steps)
 
     monkeypatch.setattr(kvlock.editing.composer.Composer, "add", spy)
     result = editor.edit(EditRequest(frames, matte, PROMPT, EditSettings(steps=2, window_overlap=5)))

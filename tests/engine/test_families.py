@@ -220,8 +220,8 @@ def test_lockstep_passes_equal_the_passes_one_after_another(case, monkeypatch, a
     matte = box_matte(9, d.height, d.width, d.height // 3, d.width // 8, d.height // 3, d.width // 3, drift=2)
     request = EditRequest(frames, matte, PROMPT, EditSettings(alpha_fixed=alpha, steps=3, negative_prompt=NEGATIVE))
     lockstep = editor.edit(request)
-    sample = kvlock.editing.window.sample_kvlock
-    monkeypatch.setattr(kvlock.editing.window, "sample_kvlock", functools.partial(sample, interleave=False))
+    sample = kvlock.editing.window.sample_takes
+    monkeypatch.setattr(kvlock.editing.window, "sample_takes", functools.partial(sample, interleave=False))
     sequential = editor.edit(request)
     assert {r.mode for r in lockstep.trace.windows[0].steps} == {"foreground" if alpha == 1 else "fuse"}
     assert torch.equal(lockstep.latents[0], sequential.latents[0])

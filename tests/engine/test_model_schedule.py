@@ -11,7 +11,7 @@ import pytest
 
 from kvlock import Editor, EditRequest, EditSettings, ModelLoadError
 from kvlock.calibration import write_calibration
-from kvlock.settings import SCHEDULE_DEFAULTS, resolve_schedule, with_schedule
+from kvlock.settings import SCHEDULE_DEFAULTS, resolve_schedule, schedule_defaults, with_schedule
 from kvlock.world.tiny import build_tiny_wan
 
 from ..support.clips import box_matte, make_clip
@@ -80,8 +80,11 @@ def test_a_folders_strength_sets_where_denoising_starts_unless_the_request_sets_
 def test_without_a_schedule_the_engines_defaults_apply(built, tmp_path):
     editor = Editor.from_pretrained(str(_folder_with(built, tmp_path, {"tau": 0.01})))
     result = editor.edit(EditRequest(*CLIP, "a red cube", EditSettings(steps=2)))
-    assert {k: result.trace.settings[k] for k in SCHEDULE_DEFAULTS} == SCHEDULE_DEFAULTS
-    assert set(result.trace.schedule_source.values()) == {"the engine's default"}
+    assert {k: result.trace.settings[k] for k in SCHEDULE_DEFAULTS} == schedule_defaults(2)
+    assert schedule_defaults(2) == {**SCHEDULE_DEFAULTS, "metric_window": 2, "kappa": 2}  # W, κ follow the steps
+    sources = result.trace.schedule_source
+    assert {sources["metric_window"], sources["kappa"]} == {"the engine's default for 2 steps"}
+    assert {v for k, v in sources.items() if k not in ("metric_window", "kappa")} == {"the engine's default"}
 
 
 @pytest.mark.parametrize(

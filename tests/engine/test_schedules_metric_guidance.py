@@ -55,19 +55,33 @@ def test_window_variance_matches_hand_computation():
 def test_meter_is_relative_to_the_source_scale_and_knows_when_its_window_is_full():
     fg = torch.tensor([True, False])
     meter = HallucinationMeter(window=3, foreground=fg, scale=4.0)
-    assert meter.update(torch.tensor([0.0, 9.0])) is None and not meter.full
-    assert meter.update(torch.tensor([2.0, 9.0])) == pytest.approx(1.0 / 4.0)  # var of [0, 2] over scale 4
+    assert meter.update(torch.tensor([0.0, 9.0]), 1.0) is None and not meter.full
+    # var of x̂0 [0, 2] is 1, var of σ [1, 0.5] is 1/16, over scale 4: 1 / (4 / 16) = 4
+    assert meter.update(torch.tensor([2.0, 9.0]), 0.5) == pytest.approx(4.0)
     assert not meter.full
-    meter.update(torch.tensor([4.0, 9.0]))
+    meter.update(torch.tensor([4.0, 9.0]), 0.25)
     assert meter.full
     meter.reset()
     assert meter.value is None and not meter.full
     # scaling the latents scales the variance and the scale alike: h is unchanged
     a = HallucinationMeter(2, fg, latent_scale(torch.tensor([1.0, 3.0])))
     b = HallucinationMeter(2, fg, latent_scale(torch.tensor([10.0, 30.0])))
-    for x in ([1.0, 0.0], [2.0, 0.0]):
-        ha, hb = a.update(torch.tensor(x)), b.update(torch.tensor(x) * 10)
+    for x, sigma in (([1.0, 0.0], 0.6), ([2.0, 0.0], 0.4)):
+        ha, hb = a.update(torch.tensor(x), sigma), b.update(torch.tensor(x) * 10, sigma)
     assert ha == pytest.approx(hb)
+
+
+@pytest.mark.parametrize("steps,window", [(50, 10), (20, 4), (8, 2), (4, 2), (4, 3)])
+def test_h_is_the_same_rate_at_any_step_count_and_window(steps, window):
+    """A clean estimate that moves by b per unit of noise removed reads h = b² (over the source scale),
+    whether the sampler takes 50 steps or 4: one τ serves every step count, distilled models included."""
+    fg = torch.ones(3, dtype=torch.bool)
+    meter = HallucinationMeter(window=window, foreground=fg, scale=2.0)
+    b = torch.tensor([0.3, -0.2, 0.5])
+    levels = torch.linspace(1.0, 0.0, steps + 1)[:-1] ** 2  # uneven spacing, as shifted schedules have
+    for sigma in levels.tolist():
+        h = meter.update(1.0 + b * sigma, sigma)
+    assert h == pytest.approx(float((b**2).mean()) / 2.0, rel=1e-5)
 
 
 def test_control_keeps_early_values_until_the_metric_window_is_full():
@@ -81,15 +95,16 @@ def test_control_keeps_early_values_until_the_metric_window_is_full():
 def test_meter_forgets_beyond_its_window_and_ignores_background():
     fg = torch.tensor([True, False])
     meter = HallucinationMeter(window=2, foreground=fg)
-    assert meter.update(torch.tensor([0.0, 100.0])) is None
-    assert meter.update(torch.tensor([2.0, -100.0])) == pytest.approx(1.0)  # var of [0, 2]
-    assert meter.update(torch.tensor([2.0, 7.0])) == 0.0  # window now [2, 2]
+    assert meter.update(torch.tensor([0.0, 100.0]), 0.75) is None
+    # var of [0, 2] is 1 over var of σ [0.75, 0.25], 1/16
+    assert meter.update(torch.tensor([2.0, -100.0]), 0.25) == pytest.approx(16.0)
+    assert meter.update(torch.tensor([2.0, 7.0]), 0.0) == 0.0  # window now [2, 2]
 
 
 def test_meter_on_a_converging_trajectory_decreases():
     fg = torch.ones(4, dtype=torch.bool)
     meter = HallucinationMeter(window=3, foreground=fg)
-    values = [meter.update(torch.full((4,), 1.0 / (k + 1) ** 2)) for k in range(10)][1:]
+    values = [meter.update(torch.full((4,), 1.0 / (k + 1) ** 2), 1.0 - k / 10) for k in range(10)][1:]
     assert all(b < a for a, b in itertools.pairwise(values[2:]))
 
 

@@ -27,7 +27,7 @@ from kvlock.media.encode import write_video
 
 from ..support.blender_launch import VENVS, run_driver
 from ..support.media_helpers import unique_frames, write_image_sequence
-from ..support.server_helpers import start
+from ..support.server_helpers import start, stop_after_take_one
 
 RATE = Fraction(30000, 1001)
 PLATE = (160, 88)  # the plate's size (20:11); the scene is 96×96
@@ -562,7 +562,7 @@ def test_a_failed_job_shows_the_servers_reason(tmp_path, server, media, monkeypa
     import torch
 
     class ExhaustedEditor:
-        def edit(self, *args, **kwargs):
+        def edit_takes(self, *args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(server.executor, "editor", lambda model, slot=0: ExhaustedEditor())
@@ -603,3 +603,75 @@ def test_the_erase_task_needs_no_prompt_and_an_edit_still_does(tmp_path, server,
     edit = composition(media, props={"matte_strip": "matte", "task": "EDIT", "prompt": " "})
     refused = drive("5.2", "render", tmp_path / "edit", server, edit)
     assert refused["operator"] == ["CANCELLED"] and "or choose Erase" in refused["status"], refused["status"]
+
+
+def test_the_panels_lora_rows_go_out_with_the_render(tmp_path, tmp_path_factory, media):
+    """Check Server lists the server's LoRAs in the rows' menu; a row's LoRA and weight reach the job, whose
+    trace beside the result names them."""
+    import json
+
+    from kvlock.loading.load import load_model
+
+    from ..support.loras import save_lora
+
+    loras = tmp_path_factory.mktemp("blender-loras")
+    save_lora(load_model("tiny").pipe.transformer, loras, "tiny-style", rank=4, seed=1)
+    app = start(tmp_path_factory.mktemp("blender-lora-server"), preload=["tiny"], lora_dirs=[str(loras)])
+    try:
+        report = drive("5.2", "loras", tmp_path, app, composition(media), loras=[["tiny-style", 0.5]])
+    finally:
+        app.stop(grace=0)
+    assert report["refresh"] == ["FINISHED"] and report["offered"] == ["tiny-style"]
+    assert report["rows"] == [["tiny-style", 0.5]]
+    assert report["sent"] == [{"name": "tiny-style", "weight": 0.5}]
+    assert report["status"].startswith("Done"), report["status"]
+    trace = json.loads((report["out"] / "shot.kvlock.trace.json").read_text())
+    assert [(x["name"], x["weight"]) for x in trace["loras"]] == [("tiny-style", 0.5)]
+
+
+def check_take(report: dict, media, name: str) -> np.ndarray:
+    """A take's file: the plate outside the feathered matte, bit for bit; its frames."""
+    info = probe(Path(by_name(report["strips"])[name]["filepath"]))
+    edited = read_frames(info, 0, info.frames)[..., :3]
+    outside = expected_outside(media, *VISIBLE)
+    assert np.array_equal(edited[outside], plate_frames(media, *VISIBLE)[outside])
+    return edited
+
+
+def test_takes_land_muted_on_the_channels_above_the_first_in_one_step(tmp_path, server, media):
+    cfg = composition(media, props={"matte_strip": "matte", "takes": 3})
+    report = drive("5.2", "render", tmp_path, server, cfg, undo=True)
+    status = report["status"]
+    assert status.startswith("Done: shot.kvlock.take1.mkv on channel 3; takes 2–3 muted on channels 6, 7"), status
+    assert any(t.startswith("take 3/3, step ") for t in report["step_texts"]), report["step_texts"]
+    strips = by_name(report["strips"])
+    takes = [strips[f"shot KV-Lock take {k}"] for k in (1, 2, 3)]
+    assert [(t["channel"], t["mute"]) for t in takes] == [(3, False), (6, True), (7, True)]  # 4, 5: taken
+    assert all((t["start"], t["end"]) == VISIBLE for t in takes)
+    shot = by_name(report["strips_before"])["shot"]
+    assert all(t["transform"] == shot["transform"] for t in takes)
+    assert [Path(t["filepath"]).name for t in takes] == [f"shot.kvlock.take{k}.mkv" for k in (1, 2, 3)]
+    assert {p.name for p in report["out"].iterdir()} == {
+        f"shot.kvlock.take{k}{suffix}" for k in (1, 2, 3) for suffix in (".mkv", ".trace.json", ".trace.png")
+    }
+    frames = [check_take(report, media, f"shot KV-Lock take {k}") for k in (1, 2, 3)]
+    assert not np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
+    for name in {s["name"] for s in report["strips_before"]}:
+        assert strips[name] == by_name(report["strips_before"])[name]
+    # one operator placed them all: one undo step removes every take
+    assert "UNDO" in report["place_options"]
+    assert report["placements"] == 1
+    if report["undo_available"]:
+        assert {s["name"] for s in report["strips_after_undo"]} == {s["name"] for s in report["strips_before"]}
+
+
+def test_a_cancel_after_the_first_take_places_it(tmp_path, server, media, monkeypatch):
+    stop_after_take_one(server, monkeypatch)
+    cfg = composition(media, props={"matte_strip": "matte", "takes": 3})
+    report = drive("5.0", "render", tmp_path, server, cfg)
+    status = report["status"]
+    assert status.startswith("Cancelled: cancelled after step") and "take 1 of 3 was finished and kept" in status
+    assert "shot.kvlock.take1.mkv on channel 3" in status
+    strips = by_name(report["strips"])
+    assert strips["shot KV-Lock take 1"]["channel"] == 3 and "shot KV-Lock take 2" not in strips
+    check_take(report, media, "shot KV-Lock take 1")

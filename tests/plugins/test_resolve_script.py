@@ -29,7 +29,7 @@ from kvlock_resolve.page_html import page_html
 
 from ..support import fake_resolve as fr
 from ..support.media_helpers import unique_frames
-from ..support.server_helpers import start
+from ..support.server_helpers import start, stop_after_take_one
 
 SCRIPT = Path(__file__).resolve().parents[2] / "plugins" / "resolve" / "KV-Lock.py"
 SIZE, TC = 96, 86400  # 01:00:00:00 at 24 fps: timeline frames are absolute
@@ -108,7 +108,7 @@ def run_dialog(resolve, server, fields: dict, out: Path, token: str | None = Non
         deadline, cancelled = time.monotonic() + 300, False
         while d.tick_timers():
             seen.append(d.windows[-1].GetItems()["Progress"].Text)
-            step = re.match(r"step (\d+)/", seen[-1])  # a loaded machine may tick past step N: at or after it
+            step = re.search(r"step (\d+)/", seen[-1])  # a loaded machine may tick past step N: at or after it
             if cancel_after_steps and not cancelled and step and int(step.group(1)) >= cancel_after_steps:
                 d.click("Cancel")
                 cancelled = True
@@ -417,7 +417,7 @@ def test_a_failed_job_shows_the_servers_reason(tmp_path, servers, media, monkeyp
     import torch
 
     class ExhaustedEditor:
-        def edit(self, *args, **kwargs):
+        def edit_takes(self, *args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(servers["shared"].executor, "editor", lambda model, slot=0: ExhaustedEditor())
@@ -432,6 +432,86 @@ def test_cancel_mid_job(tmp_path, servers, media):
     items, _ = run_dialog(resolve, servers["shared"], {"steps": 30}, tmp_path, cancel_after_steps=2)
     assert items["Status"].Text == "Cancelled"
     assert placed_items(resolve, 3) == [] and list(tmp_path.iterdir()) == []
+
+
+def test_takes_go_into_the_placed_clip_s_take_selector(tmp_path, servers, media):
+    resolve = make_resolve(media, "21", studio=True)
+    items, seen = run_dialog(resolve, servers["shared"], {("Takes", "Value"): 3}, tmp_path)
+    status = items["Status"].Text
+    assert status.startswith(f"Done: placed on V3 at 01:00:00:10 (frame {REC})"), status
+    assert "takes 1–3 in its Take Selector, take 1 shown" in status
+    assert any(s.startswith("take 3/3, step ") for s in seen)  # progress per take
+    assert last_settings(servers["shared"])["takes"] == 3
+    (placed,) = placed_items(resolve, 3)
+    assert (placed.GetStart(), placed.GetEnd(), placed.GetLeftOffset()) == (REC, REC + LENGTH, 0)
+    results = [tmp_path / f"shot.kvlock.take{k}.mkv" for k in (1, 2, 3)]
+    assert placed.GetTakesCount() == 3 and placed.GetSelectedTakeIndex() == 1
+    takes = [placed.GetTakeByIndex(i)["mediaPoolItem"].GetClipProperty("File Path") for i in (1, 2, 3)]
+    assert takes == [str(r) for r in results]
+    assert placed.GetMediaPoolItem().GetClipProperty("File Path") == str(results[0])
+    (kvlock_bin,) = resolve.manager.project.media_pool.root.GetSubFolderList()
+    assert len(kvlock_bin.GetClipList()) == 3
+    for result in results:
+        assert_background_is_source(result, media, OFFSET, LENGTH, matte_first=SLIP)
+        assert result.with_name(result.name.replace(".mkv", ".trace.json")).is_file()
+    first, second = (read_frames(probe(r), 0, LENGTH) for r in results[:2])
+    assert not np.array_equal(first, second)  # other versions of the subject
+
+
+@pytest.mark.parametrize(
+    ("api", "words"),
+    [
+        ({"hidden": {"AddTake"}}, "this Resolve gives scripts no AddTake (the Take Selector): takes 2–3 wait"),
+        ({"faults": {"takes_refused"}}, "Resolve refused take 2 (AddTake): takes 2–3 wait"),
+    ],
+)
+def test_takes_wait_in_the_bin_where_the_take_selector_is_missing_or_refused(tmp_path, media, api, words):
+    resolve = make_resolve(media, **api)
+    project, timeline = resolve.manager.project, timeline_of(resolve)
+    results = []
+    for k in (1, 2, 3):
+        results.append(tmp_path / f"take{k}.mkv")
+        shutil.copyfile(media["folder"] / "result12.mkv", results[-1])
+    placed = host.place_takes(project, timeline, host.shot_to_edit(timeline), results)
+    assert not placed.confirmed and placed.message.startswith(f"placed on V3 at 01:00:00:10 (frame {REC})")
+    assert words in placed.message and "take2.mkv, take3.mkv" in placed.message
+    ((item),) = timeline.items(3)
+    assert item.GetMediaPoolItem().GetClipProperty("File Path") == str(results[0])
+    assert item.GetTakesCount() == 0  # nothing half-made: a plain clip of take 1
+    assert len(project.media_pool.root.GetSubFolderList()[0].GetClipList()) == 3
+
+
+def test_a_take_selector_that_loses_a_take_is_said(tmp_path, media, monkeypatch):
+    resolve = make_resolve(media)
+    project, timeline = resolve.manager.project, timeline_of(resolve)
+    add = fr.TimelineItem.AddTake
+
+    def forgetful(self, clip, *extents):  # says True, keeps nothing of the new take
+        return add(self, clip) and bool(self._takes.pop())
+
+    monkeypatch.setattr(fr.TimelineItem, "AddTake", forgetful)
+    results = [tmp_path / f"take{k}.mkv" for k in (1, 2)]
+    for result in results:
+        shutil.copyfile(media["folder"] / "result12.mkv", result)
+    placed = host.place_takes(project, timeline, host.shot_to_edit(timeline), results)
+    assert not placed.confirmed and "the Take Selector on V3 does not hold all 2 takes: take 2 wait" in placed.message
+
+
+def test_a_cancel_after_the_first_take_places_it(tmp_path, servers, media, monkeypatch):
+    stop_after_take_one(servers["shared"], monkeypatch)
+    resolve = make_resolve(media, "21", studio=True)
+    items, _ = run_dialog(resolve, servers["shared"], {("Takes", "Value"): 3}, tmp_path)
+    status = items["Status"].Text
+    assert status.startswith("Cancelled: cancelled after step") and "take 1 of 3 was finished and kept" in status
+    assert f"placed on V3 at 01:00:00:10 (frame {REC})" in status
+    (placed,) = placed_items(resolve, 3)
+    assert placed.GetTakesCount() == 0
+    assert placed.GetMediaPoolItem().GetClipProperty("File Path") == str(tmp_path / "shot.kvlock.take1.mkv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "shot.kvlock.take1.mkv",
+        "shot.kvlock.take1.trace.json",
+        "shot.kvlock.take1.trace.png",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -683,3 +763,41 @@ def test_an_edit_task_without_a_prompt_is_refused_and_names_erase(tmp_path, serv
     assert "erase" not in Form.from_values({}).settings()
     with pytest.raises(FormError, match="task must be one of edit, erase"):
         Form.from_values({"task": "remove"})
+
+
+def test_the_loras_field_sends_each_lora_with_its_weight_and_refuses_a_bad_one():
+    form = Form.from_values({"loras": " style:0.8, product ,"})
+    assert form.settings()["loras"] == ["style:0.8", "product"]
+    assert "loras" not in Form.from_values({"loras": "  "}).settings()
+    for text, words in (
+        ("style:heavy", "NAME:WEIGHT"),
+        ("a/b", "LoRA name"),
+        ("x:12", r"\[-10, 10\]"),
+        ("a, a", "more than once"),
+    ):
+        with pytest.raises(FormError, match=f"LoRAs: .*{words}"):
+            Form.from_values({"loras": text})
+
+
+def test_dialog_renders_with_a_lora_the_server_lists(tmp_path, tmp_path_factory, media):
+    """Check server shows the LoRAs the server offers; the LoRAs field goes out as Settings.loras and the
+    job's trace names the LoRA and its weight."""
+    from kvlock.loading.load import load_model
+
+    from ..support.loras import save_lora
+
+    loras = tmp_path_factory.mktemp("resolve-loras")
+    save_lora(load_model("tiny").pipe.transformer, loras, "tiny-style", rank=4, seed=1)
+    server = start(tmp_path_factory.mktemp("resolve-lora-server"), preload=["tiny"], lora_dirs=[str(loras)])
+    try:
+        resolve = make_resolve(media, "21", studio=True)  # Studio: the dialog (Free 19.1+ opens the page)
+        items, _ = run_dialog(resolve, server, {("Loras", "Text"): "tiny-style:0.5"}, tmp_path)
+        checked = Controller(resolve, server.address, server.token).server_status()  # what Check server shows
+        assert checked.endswith("LoRAs: tiny-style"), checked
+        assert items["Status"].Text.startswith("Done"), items["Status"].Text
+        record = max(server.store.list(limit=10), key=lambda r: r.created)
+        assert last_settings(server)["loras"] == [{"name": "tiny-style", "weight": 0.5}]
+        trace = json.loads((server.store.folder(record.job_id) / "trace.json").read_text())
+        assert [(x["name"], x["weight"]) for x in trace["loras"]] == [("tiny-style", 0.5)]
+    finally:
+        server.stop(grace=0)

@@ -255,6 +255,35 @@ def test_workers_without_the_store_get_small_jobs_through_the_object_store(clust
         app.stop(grace=0)
 
 
+def test_a_worker_without_the_store_sends_back_the_takes_it_finished_before_a_cancel(cluster, tmp_path):
+    """Two takes of a clip of two windows run one after another; cancelled during take 2, the job keeps take 1:
+    its files come back from the worker with the cancel and are fetched as the job's results."""
+    options = RayOptions(address=cluster, workers=2, store_path=str(tmp_path / "not-mounted"), object_limit_mb=0.5)
+    app = start(tmp_path / "state", executor="ray", ray=options)
+    try:
+        assert len(app.executor.pool.wait_ready(180)) == 2
+        frames, matte = demo_clip(frames=25, height=48, width=64)
+        settings = {"steps": 200, "seed": 7, "takes": 2, "window_frames": 17}
+        p = Params("a red ball", settings=settings)
+        client(app).submit(ArrayClip("Source", frames), ArrayClip("Matte", matte), p, job_id="takes")
+
+        def on_take_two() -> bool:
+            live = app.runner.live("takes")
+            return live is not None and live.progress is not None and live.progress.take == 1
+
+        wait_for(on_take_two, timeout=600)
+        client(app).cancel("takes")
+        wait_for(lambda: states(app)["takes"] == "cancelled", timeout=120)
+        assert "take 1 of 2 was finished and kept" in app.store.get("takes").message
+        fetched = client(app).fetch_takes("takes", tmp_path / "fetched")
+        assert sorted(fetched) == [1] and fetched[1]["video"].name == "result.take1.mkv"
+        edited = read_frames(probe(fetched[1]["video"]), 0, 25)
+        outside = np.stack([feather_matte(m / 255.0, 4) for m in matte]) == 0
+        assert np.array_equal(edited[outside], frames[outside])
+    finally:
+        app.stop(grace=0)
+
+
 def test_kvlock_serve_with_the_ray_executor(cluster, clip, tmp_path):
     log = (tmp_path / "serve.log").open("w")
     command = [*KVLOCK, "serve", "--port", "0", "--state-dir", str(tmp_path / "state"), "--executor", "ray"]

@@ -37,6 +37,7 @@ from ..support.server_helpers import (
     start,
     states,
     step_of,
+    stop_after_take_one,
     submit_raw,
     total_of,
     wait_for,
@@ -373,7 +374,7 @@ def test_a_failing_model_fails_the_job_and_the_server_keeps_serving(app, clip, t
     real_editor = app.executor.editor
 
     class ExhaustedEditor:
-        def edit(self, *args, **kwargs):
+        def edit_takes(self, *args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(app.executor, "editor", lambda model, slot=0: ExhaustedEditor())
@@ -383,3 +384,49 @@ def test_a_failing_model_fails_the_job_and_the_server_keeps_serving(app, clip, t
     monkeypatch.setattr(app.executor, "editor", real_editor)
     done = render(client(app), ArrayClip("Source", frames), ArrayClip("Matte", matte), params(), tmp_path / "ok.mkv")
     assert done.output.exists()
+
+
+def test_takes_arrive_side_by_side_with_their_traces(app, clip, tmp_path):
+    frames, matte = clip
+    tmp_path = tmp_path / "out"  # beside the server's own folders
+    tmp_path.mkdir()
+    seen = []
+    source, matte_clip = ArrayClip("Source", frames), ArrayClip("Matte", matte)
+    done = render(client(app), source, matte_clip, params(takes=3, seed=4), tmp_path / "shot.mkv", seen.append)
+    assert done.output == tmp_path / "shot.take1.mkv" and not done.cancelled
+    assert [(t.take, t.output.name, t.trace.name) for t in done.takes] == [
+        (k, f"shot.take{k}.mkv", f"shot.take{k}.trace.json") for k in (1, 2, 3)
+    ]
+    assert {p.name for p in tmp_path.iterdir()} == {
+        f"shot.take{k}{suffix}" for k in (1, 2, 3) for suffix in (".mkv", ".trace.json", ".trace.png")
+    }
+    assert [(t.trace_data()["take"], t.trace_data()["takes"]) for t in done.takes] == [(1, 3), (2, 3), (3, 3)]
+    assert any(u.denoising is not None and u.denoising.takes == 3 for u in seen)  # progress per take, on the wire
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte]) == 0
+    edited = [read_frames(probe(t.output), 0, 9) for t in done.takes]
+    for version in edited:
+        assert np.array_equal(version[outside], frames[outside])
+    assert not np.array_equal(edited[0], edited[1]) and not np.array_equal(edited[1], edited[2])
+    one = render(client(app), source, matte_clip, params(seed=4), tmp_path / "one.mkv")
+    assert np.array_equal(read_frames(probe(one.output), 0, 9), edited[0])  # take 1 is the one-take edit
+    fetched = client(app).fetch_takes(done.job_id, tmp_path / "again")
+    assert sorted(fetched) == [1, 2, 3] and fetched[2]["video"].name == "result.take2.mkv"
+
+
+def test_a_cancelled_job_delivers_the_takes_it_finished(app, clip, tmp_path, monkeypatch):
+    stop_after_take_one(app, monkeypatch)
+    frames, matte = clip
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
+    done = render(
+        client(app), ArrayClip("Source", frames), ArrayClip("Matte", matte), params(takes=3), tmp_path / "s.mkv",
+        job_id="kept",
+    )  # fmt: skip
+    assert "take 1 of 3 was finished and kept" in done.cancelled and [t.take for t in done.takes] == [1]
+    assert app.store.get("kept").state.value == "cancelled"
+    assert {p.name for p in tmp_path.iterdir()} == {"s.take1.mkv", "s.take1.trace.json", "s.take1.trace.png"}
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte]) == 0
+    assert np.array_equal(read_frames(probe(done.output), 0, 9)[outside], frames[outside])
+    stub, metadata = raw_stub(app)
+    kinds = [(c.take, c.kind) for c in stub.FetchResult(pb.FetchResultRequest(job_id="kept"), metadata=metadata)]
+    assert {take for take, _ in kinds} == {1} and {kind for _, kind in kinds} == {"video", "trace", "plot"}

@@ -30,7 +30,6 @@ from kvlock_server.jobs.model import ClipSpec, InvalidJobId, JobSpec
 from kvlock_server.jobs.retention import Retention
 from kvlock_server.jobs.store import JobStore
 from kvlock_server.rpc.admission import CallLimits
-from kvlock_server.rpc.wire import Limits
 from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
@@ -141,7 +140,7 @@ def test_hundreds_of_watchers_and_idle_uploads_leave_health_and_calls_answering(
     frames, matte = clip
     app = start(tmp_path / "state", calls=CallLimits(upload_idle_timeout=5))
     try:
-        occupy(app, clip)
+        occupy(app, demo_clip(frames=33, height=192, width=256))  # a minute of steps: outlasts the idle uploads
         client(app).submit(ArrayClip("S", frames), ArrayClip("M", matte), params(), job_id="waiting")
         stub, metadata = raw_stub(app)
         watchers = [
@@ -396,7 +395,7 @@ def test_concurrent_uploads_reserve_their_space_at_the_header(tmp_path, clip):
 
 def test_checking_an_upload_holds_a_batch_not_copies_of_the_whole_matte(tmp_path, clip):
     frames_n, side = 48, 384
-    app = start(tmp_path / "state", limits=Limits(validation_batch_bytes=2 * 1024**2))
+    app = start(tmp_path / "state")
     try:
         occupy(app, clip)
         rng = np.random.default_rng(0)

@@ -305,8 +305,22 @@ def run_job(scene, job_module, report: dict, options: dict | None = None, timeou
 # -- scenarios -----------------------------------------------------------------------------------------------
 
 
+def count_placements(report: dict) -> None:
+    """Count the place operator's runs (each is one undo step): its Python ``execute``, wrapped."""
+    place = sys.modules[f"{MODULE}.operators"].SEQUENCER_OT_kvlock_place_result
+    execute = place.execute
+    report["placements"] = 0
+
+    def counted(self, context):
+        report["placements"] += 1
+        return execute(self, context)
+
+    place.execute = counted
+
+
 def scenario_render(scene, job_module, cfg: dict, report: dict) -> None:
     out = Path(cfg["out"]).parent
+    count_placements(report)
     frames = cfg.get("compare_frames", [])
     before = [render_composition(scene, f, out / f"before_{f}.npy") for f in frames]
     if cfg.get("undo"):
@@ -433,7 +447,24 @@ def scenario_agrees(scene, job_module, cfg: dict, report: dict) -> None:
     report["geometry"] = placements
 
 
+def scenario_loras(scene, job_module, cfg: dict, report: dict) -> None:
+    """Check Server fills the LoRA menu from ListLoras; the panel's rows (added, set, one removed again) go out
+    with the render."""
+    report["refresh"] = sorted(bpy.ops.sequencer.kvlock_refresh())
+    report["offered"] = [item[0] for item in sys.modules[f"{MODULE}.settings"].LORAS_CACHE]
+    props = scene.kvlock
+    for name, weight in cfg["loras"]:
+        bpy.ops.sequencer.kvlock_lora_add()
+        props.loras[-1].lora, props.loras[-1].weight = name, weight
+    bpy.ops.sequencer.kvlock_lora_add()
+    bpy.ops.sequencer.kvlock_lora_remove(index=len(props.loras) - 1)
+    report["rows"] = [[row.lora, row.weight] for row in props.loras]
+    report["sent"] = props.edit_settings().get("loras")
+    run_job(scene, job_module, report)
+
+
 SCENARIOS = {
+    "loras": scenario_loras,
     "render": scenario_render,
     "cancel": scenario_cancel,
     "occupied": scenario_occupied,

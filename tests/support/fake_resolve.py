@@ -28,6 +28,11 @@ depends on one, it is tested under each reading (``Api.end_frame``). Sources, ci
 [F19.1] reports that Free 19.1 shows no UIManager window for third-party scripts but "You've reached a
         limitation with DaVinci Resolve": github.com/YourAverageMo/auto-silence-cut/issues/3,
         github.com/tmoroney/auto-subs/issues/116.
+[T]     a third party's script that adds a take to a timeline clip and reads it back (found by its text; its
+        repository could not be identified; its comment points at gist.github.com/X-Raym/
+        2f2bf453fc481b9cca624d7ca0e19de8): after one AddTake on a plain clip, "takeCount =
+        int(timelineItem.GetTakesCount()) # should always be 2", take 1 is "previous clip", take 2 "new clip",
+        and it selects the new take itself ("SelectTakeByIndex(takeCount) # make new clip current selected take").
 [QT]    UIManager's widgets are Qt's (QSpinBox, QDoubleSpinBox): decimals default to 2 and a value is
         rounded to them; minimum/maximum default to 0–99 (99.99); a value outside is clamped.
 
@@ -42,7 +47,20 @@ Per version (``VERSIONS``):
 
 Unknown members answer as [M] measured: ``hasattr`` is true, the value is ``None`` (so calling it raises
 ``TypeError`` — a typo is never a silent no-op), and ``dir`` lists only what the version has. Lower-case
-methods are the tests' own set-up helpers, not Resolve's API.
+methods are the tests' own set-up helpers, not Resolve's API. ``Api.hidden`` (not Resolve's behaviour) names
+calls this fake answers as unknown, to play a Resolve that lacks them.
+
+Takes [R18.5 TimelineItem]: ``AddTake(mediaPoolItem, startFrame, endFrame)`` → Bool "Adds mediaPoolItem as a
+new take. Initializes a take selector for the timeline item if needed. By default, the full clip extents is
+added"; ``GetSelectedTakeIndex()`` / ``GetTakesCount()`` → int, 0 "if the clip is not a take selector";
+``GetTakeByIndex(idx)`` → {"startFrame", "endFrame", "mediaPoolItem"}; ``DeleteTakeByIndex(idx)`` and
+``SelectTakeByIndex(idx)`` → Bool, "1 <= idx <= number of takes"; ``FinalizeTake()`` → Bool. UNDOCUMENTED,
+after [T]: initialising the selector makes the clip's own media take 1 and a new take goes last, and adding
+a take does not change which take is selected. UNDOCUMENTED, this fake's choices: a take's endFrame is
+inclusive (as [EX7] reads clipInfo's); the item keeps its place and length; the item shows (and
+``GetMediaPoolItem`` returns) the selected take; finalising keeps the selected take as a plain clip; an index
+out of range returns False, or {} from ``GetTakeByIndex``; ``Api.faults`` "takes_refused" makes ``AddTake``
+return False (not Resolve's behaviour: a refusal to exercise the script's fallback).
 """
 
 from __future__ import annotations
@@ -86,6 +104,7 @@ class Api:
     page: str = "edit"
     modals: list[str] = field(default_factory=list)  # dialogs Resolve raised (a human must dismiss them)
     unknown: list[str] = field(default_factory=list)  # unknown names the script asked for
+    hidden: set[str] = field(default_factory=set)  # not Resolve's behaviour: calls answered as unknown
 
 
 class ResolveObject:
@@ -97,8 +116,9 @@ class ResolveObject:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         first = getattr(value, "since", None) if not name.startswith("_") else None
-        if first is not None and object.__getattribute__(self, "_api").version < first:
-            object.__getattribute__(self, "_api").unknown.append(f"{type(self).__name__}.{name}")
+        api = object.__getattribute__(self, "_api") if not name.startswith("_") else None
+        if api is not None and ((first is not None and api.version < first) or name in api.hidden):
+            api.unknown.append(f"{type(self).__name__}.{name}")
             return None
         return value
 
@@ -111,7 +131,8 @@ class ResolveObject:
     def __dir__(self) -> list[str]:
         version = self._api.version
         return sorted({name for cls in type(self).__mro__ for name, value in vars(cls).items()
-                       if name[:1].isupper() and getattr(value, "since", ()) <= version})  # fmt: skip
+                       if name[:1].isupper() and getattr(value, "since", ()) <= version
+                       and name not in self._api.hidden})  # fmt: skip
 
 
 def sequence_name(files: list[Path], digits: int) -> str:
@@ -165,6 +186,8 @@ class TimelineItem(ResolveObject):
         self._media, self._start, self._end, self._left = media, start, end, left
         self._name = name or (media.GetName() if media else "Text+")
         self._uid, self._timeline = f"ti-{next(_ids)}", None
+        self._takes: list[dict[str, Any]] = []  # the take selector's takes, empty while it is a plain clip
+        self._take = 0
 
     def GetName(self) -> str:
         return self._name
@@ -185,7 +208,47 @@ class TimelineItem(ResolveObject):
         return self._left
 
     def GetMediaPoolItem(self) -> MediaPoolItem | None:  # "if one exists": titles and generators have none
-        return self._media
+        return self._takes[self._take - 1]["mediaPoolItem"] if self._takes else self._media
+
+    def AddTake(self, media: MediaPoolItem, start_frame: int | None = None, end_frame: int | None = None) -> bool:
+        if "takes_refused" in self._api.faults or not isinstance(media, MediaPoolItem):
+            return False
+        if not self._takes:  # the clip's own media becomes take 1 [T]
+            self._takes.append({"startFrame": self._left, "endFrame": self._left + self.GetDuration() - 1,
+                                "mediaPoolItem": self._media})  # fmt: skip
+            self._take = 1
+        first = 0 if start_frame is None else int(start_frame)
+        last = media.frames - 1 if end_frame is None else int(end_frame)  # "the full clip extents"
+        self._takes.append({"startFrame": first, "endFrame": last, "mediaPoolItem": media})
+        return True
+
+    def GetSelectedTakeIndex(self) -> int:
+        return self._take if self._takes else 0
+
+    def GetTakesCount(self) -> int:
+        return len(self._takes)
+
+    def GetTakeByIndex(self, idx: int) -> dict[str, Any]:
+        return dict(self._takes[idx - 1]) if 1 <= idx <= len(self._takes) else {}
+
+    def DeleteTakeByIndex(self, idx: int) -> bool:
+        if not 1 <= idx <= len(self._takes):
+            return False
+        del self._takes[idx - 1]
+        self._take = min(max(1, self._take - (idx < self._take)), len(self._takes))
+        return True
+
+    def SelectTakeByIndex(self, idx: int) -> bool:
+        if not 1 <= idx <= len(self._takes):
+            return False
+        self._take = idx
+        return True
+
+    def FinalizeTake(self) -> bool:
+        if not self._takes:
+            return False
+        self._media, self._takes, self._take = self._takes[self._take - 1]["mediaPoolItem"], [], 0
+        return True
 
     @since(19, 0)
     def GetTrackTypeAndIndex(self) -> list[Any]:

@@ -87,3 +87,23 @@ def upload(head: pb.EditHeader, frames, matte, size: int = 65536) -> list[pb.Sub
 def submit_raw(app: App, messages, timeout: float = 60):
     stub, metadata = raw_stub(app)
     return stub.SubmitEdit(iter(messages), metadata=metadata, timeout=timeout)
+
+
+class StopsAfterTakeOne:
+    """An editor that, like an editor clicking Cancel while take 1 is saved, asks to stop once take 1 is done."""
+
+    def __init__(self, editor) -> None:
+        self.editor = editor
+
+    def edit_takes(self, request, progress=None, cancel=None, previews=None, finished=None):
+        def handed(result):
+            finished(result)
+            cancel.set()
+
+        return self.editor.edit_takes(request, progress, cancel, previews, handed)
+
+
+def stop_after_take_one(app: App, monkeypatch) -> None:
+    """Make the server's jobs cancel themselves right after their first take is written."""
+    real = app.executor.editor
+    monkeypatch.setattr(app.executor, "editor", lambda model, slot=0: StopsAfterTakeOne(real(model, slot)))

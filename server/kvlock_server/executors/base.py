@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvlock import Editor, EditRequest, EditResult
+from kvlock.editing.editor import TakeFinished
 from kvlock.errors import EditCancelled
+from kvlock.media.limits import DEFAULT_LIMITS, MediaLimits
 from kvlock.progress import StepProgress
 
 from ..jobs.contract import JobControl, JobFailedRemotely, ResultFile, failure_message
-from ..jobs.media import JobMedia, build_request, request_from_media, write_results
+from ..jobs.media import JobMedia, build_request, request_from_media, start_results, write_results
 from ..jobs.media_roots import MediaRoots
 from ..jobs.model import JobSpec
 
@@ -37,10 +39,11 @@ class WorkOrder:
     folder: str = ""  # the job's folder; "" where the worker finds it in its own view of the store
     preview_every: int = 5
     previews: bool = False
+    media_limits: MediaLimits = DEFAULT_LIMITS  # what reading the job's files may cost, as at its acceptance
 
     @property
     def roots(self) -> MediaRoots:
-        return MediaRoots(self.media_roots)
+        return MediaRoots(self.media_roots, self.media_limits)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,17 @@ class JobCancelled:
     step: int
     total: int
     loaded: tuple[str, ...] = ()
+    kept: int = 0  # takes finished before the cancel; their files are written (``blobs``: where no store is shared)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+class TakesKept(EditCancelled):
+    """A cancel that came after some takes were written: their files' bytes travel with it to a server that
+    shares no store with the worker."""
+
+    def __init__(self, stop: EditCancelled, blobs: dict[str, bytes]) -> None:
+        super().__init__(stop.step, stop.total, stop.kept)
+        self.blobs = blobs
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,8 @@ def outcome(work: Callable[[], tuple[list[ResultFile], dict[str, bytes]]], loade
     try:
         files, blobs = work()
     except EditCancelled as stop:
-        return JobCancelled(stop.step, stop.total, loaded())
+        blobs = stop.blobs if isinstance(stop, TakesKept) else {}
+        return JobCancelled(stop.step, stop.total, loaded(), stop.kept, blobs)
     except Exception as error:  # the job's failure, not the worker's
         return JobFailed(failure_message(error), loaded())
     return JobDone(tuple(files), blobs, loaded())
@@ -91,18 +106,23 @@ def outcome(work: Callable[[], tuple[list[ResultFile], dict[str, bytes]]], loade
 def results_of(final: Final, where: str) -> list[ResultFile]:
     """The result files of a final event, or the exception the runner expects for the other two."""
     if isinstance(final, JobCancelled):
-        raise EditCancelled(final.step, final.total)
+        raise EditCancelled(final.step, final.total, final.kept)
     if isinstance(final, JobFailed):
         raise JobFailedRemotely(f"{final.message} (on {where})")
     return list(final.files)
 
 
-def run_edit(editor: Editor, request: EditRequest, control: JobControl | None) -> EditResult:
-    """One edit with progress (and previews when someone watches) reported through ``control``."""
+def run_edit(
+    editor: Editor, request: EditRequest, control: JobControl | None, finished: TakeFinished | None = None
+) -> list[EditResult]:
+    """Every take of one edit, each handed to ``finished`` when done, with progress (and previews when
+    someone watches) reported through ``control``."""
     try:
         if control is None:  # a rank that only computes alongside the one that reports
-            return editor.edit(request)
-        return editor.edit(request, progress=control.progress, cancel=control.cancel, previews=control.previews)
+            return editor.edit_takes(request)
+        return editor.edit_takes(
+            request, progress=control.progress, cancel=control.cancel, previews=control.previews, finished=finished
+        )
     finally:
         free_gpu_cache()
 
@@ -117,7 +137,8 @@ def run_job(
     execution: dict | None = None,
 ) -> list[ResultFile]:
     """One job on ``editor``: its media read (from ``folder``, or ``media`` already decoded), the edit run
-    and its result files written into ``write_to`` (default: the job's folder); raises what the edit raised.
+    and each take's result files written into ``write_to`` (default: the job's folder) as soon as the take
+    is done, so a cancel keeps the takes finished before it; raises what the edit raised.
 
     Without a ``control`` (a rank that computes alongside the one that reports) nothing is reported or written.
     """
@@ -126,12 +147,23 @@ def run_job(
         request, warnings, timecode = build_request(spec, folder, roots)
     else:
         request, warnings, timecode = request_from_media(spec, media)
-    result = run_edit(editor, request, control)
     if control is None:
+        run_edit(editor, request, None)
         return []
-    result.trace.warnings[:0] = warnings
-    result.trace.execution.update(execution or {})
-    return write_results(result, spec, write_to or folder, timecode, roots)
+    target = write_to or folder
+    start_results(target)
+    files: list[ResultFile] = []
+    takes = spec.settings.takes
+
+    def finished(result: EditResult) -> None:
+        result.trace.warnings[:0] = warnings
+        result.trace.execution.update(execution or {})
+        files.extend(write_results(result, spec, target, timecode, roots))
+        if takes > 1:
+            control.note(f"take {result.take} of {takes} written")
+
+    run_edit(editor, request, control, finished)
+    return files
 
 
 def free_gpu_cache() -> None:

@@ -76,7 +76,14 @@ def _rank_context() -> Any:
 class _Group:
     """The rank processes of one process group and the queues to them."""
 
-    def __init__(self, devices: tuple[str, ...], dtype: str, model_dirs: tuple[str, ...], acc: Acceleration) -> None:
+    def __init__(
+        self,
+        devices: tuple[str, ...],
+        dtype: str,
+        model_dirs: tuple[str, ...],
+        acc: Acceleration,
+        lora_dirs: tuple[str, ...] = (),
+    ) -> None:
         context = _rank_context()
         self.devices = devices
         self.events: Any = context.Queue()
@@ -85,7 +92,7 @@ class _Group:
         init = f"tcp://127.0.0.1:{_free_port()}"
         self.processes = []
         for rank in range(len(devices)):
-            setup = RankSetup(rank, devices, init, dtype, model_dirs, acc)
+            setup = RankSetup(rank, devices, init, dtype, model_dirs, acc, lora_dirs)
             process = context.Process(
                 target=rank_main,
                 args=(setup, self.commands[rank], self.events, self.cancel, self.previews),
@@ -213,8 +220,10 @@ class GroupExecutor:
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
         roots: MediaRoots | None = None,
+        lora_dirs: Iterable[str] = (),
     ) -> None:
         self.devices = tuple(devices)
+        self.lora_dirs = tuple(lora_dirs)
         self.roots = roots or MediaRoots(())
         if len(self.devices) < 2:
             raise ValueError(f"a GPU group needs at least 2 devices, got {list(self.devices)}")
@@ -232,7 +241,7 @@ class GroupExecutor:
 
     def _ensure(self) -> _Group:
         if self._group is None:
-            self._group = _Group(self.devices, self.dtype, self.model_dirs, self.acceleration)
+            self._group = _Group(self.devices, self.dtype, self.model_dirs, self.acceleration, self.lora_dirs)
         return self._group
 
     def _reset(self, reason: str) -> None:
@@ -285,7 +294,9 @@ class GroupExecutor:
                 control.note(f"loading {spec.model} on {len(self.devices)} devices")
             group = self._load(key, spec.model)
             # the ranks judge named files as the server does
-            order = WorkOrder(spec, key, self.roots.names(), str(folder), control.preview_every)
+            order = WorkOrder(
+                spec, key, self.roots.names(), str(folder), control.preview_every, media_limits=self.roots.limits
+            )
             control.note(f"starting on {group.label}")
             try:
                 return group.run(order, control)

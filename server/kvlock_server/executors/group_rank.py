@@ -39,6 +39,7 @@ class RankSetup:
     dtype: str
     model_dirs: tuple[str, ...]
     acceleration: Acceleration
+    lora_dirs: tuple[str, ...] = ()
 
     @property
     def device(self) -> str:
@@ -160,6 +161,8 @@ class _Rank:
 def _load(setup: RankSetup, model: str) -> Any:
     from kvlock import Editor
     from kvlock.loading.catalog import find_model
+    from kvlock.loading.lora_catalog import LoraCatalog
 
     path = find_model(model, list(setup.model_dirs))
-    return Editor.from_pretrained(path, setup.device, setup.dtype, setup.acceleration)
+    loras = LoraCatalog(setup.lora_dirs, setup.model_dirs)
+    return Editor.from_pretrained(path, setup.device, setup.dtype, setup.acceleration, loras)

@@ -15,6 +15,7 @@ from kvlock import Editor
 from kvlock.execution.acceleration import Acceleration
 from kvlock.execution.warm_up import warm_up
 from kvlock.loading.catalog import find_model
+from kvlock.loading.lora_catalog import LoraCatalog
 
 from ..jobs.contract import JobControl, ResultFile
 from ..jobs.media_roots import MediaRoots
@@ -46,11 +47,15 @@ class InProcessExecutor:
         acceleration: Acceleration | None = None,
         concurrency: int = 1,
         roots: MediaRoots | None = None,
+        lora_dirs: Iterable[str] = (),
     ) -> None:
         self.roots = roots or MediaRoots(())
         self.model_dirs = list(model_dirs)
         self.capacity = concurrency
-        self.editors = EditorCache(partial(_load, device=device, dtype=dtype, acceleration=acceleration))
+        self.loras = LoraCatalog(tuple(lora_dirs), tuple(self.model_dirs))
+        self.editors = EditorCache(
+            partial(_load, device=device, dtype=dtype, acceleration=acceleration, loras=self.loras)
+        )
 
     def resolve(self, model: str) -> str:
         return find_model(model, self.model_dirs)
@@ -78,9 +83,9 @@ class InProcessExecutor:
         pass
 
     def run(self, spec: JobSpec, folder: Path, ticket: int, control: JobControl) -> list[ResultFile]:
-        order = WorkOrder(spec, self.resolve(spec.model), self.roots.names())
+        order = WorkOrder(spec, self.resolve(spec.model), self.roots.names(), media_limits=self.roots.limits)
         return run_job(self.editor(spec.model, ticket), order, folder, control)
 
 
-def _load(path: str, device: str, dtype: str, acceleration: Acceleration | None) -> Editor:
-    return Editor.from_pretrained(path, device, dtype, acceleration)
+def _load(path: str, device: str, dtype: str, acceleration: Acceleration | None, loras: LoraCatalog) -> Editor:
+    return Editor.from_pretrained(path, device, dtype, acceleration, loras)

@@ -27,7 +27,7 @@ from ..jobs.contract import JobControl, ResultFile, WorkerLost
 from ..jobs.media import load_job_media, remove_partials
 from ..jobs.media_roots import MediaRoots
 from ..jobs.model import JobSpec
-from .base import Final, JobDone, Noted, Progressed, WorkOrder, results_of
+from .base import Final, JobCancelled, JobDone, Noted, Progressed, WorkOrder, results_of
 from .ray_options import RayOptions
 from .ray_pool import NoWorkerForJob, Ticket, Worker, WorkerPool
 from .ray_worker import STORE_ID_FILE, EditWorker
@@ -102,6 +102,7 @@ class RayExecutor:
         model_dirs: Iterable[str] = (),
         acceleration: Acceleration | None = None,
         roots: MediaRoots | None = None,
+        lora_dirs: Iterable[str] = (),
     ) -> None:
         import ray
 
@@ -141,6 +142,7 @@ class RayExecutor:
                 self.store_id,
                 options.keep_models,
                 0 if gpu else max(1, int(options.cpus_per_worker)),
+                tuple(lora_dirs),
             )
 
         self.capacity = count
@@ -203,7 +205,15 @@ class RayExecutor:
                 f"({self.options.object_limit_mb} MB); mount the job store on the workers"
             ) from None
         # a worker judges named files as the server does
-        order = WorkOrder(spec, key, self.roots.names(), "", control.preview_every, control.previews_wanted())
+        order = WorkOrder(
+            spec,
+            key,
+            self.roots.names(),
+            "",
+            control.preview_every,
+            control.previews_wanted(),
+            media_limits=self.roots.limits,
+        )
         media = None
         if not worker.sees_store:
             media = ray.put(load_job_media(spec, folder, self.roots))  # small by the admission rule
@@ -215,12 +225,11 @@ class RayExecutor:
             remove_partials(folder)
             raise WorkerLost(f"{worker.label} died while running the job ({_first_line(error)})") from None
         self.pool.release(ticket, list(final.loaded))
-        files = results_of(final, worker.label)
-        assert isinstance(final, JobDone)
-        for name, data in final.blobs.items():
+        # the files of every take finished (all of them, or those before a cancel), where no store is shared
+        for name, data in (final.blobs if isinstance(final, JobDone | JobCancelled) else {}).items():
             with atomic_path(folder / name, overwrite=True) as temp:
                 temp.write_bytes(data)
-        return files
+        return results_of(final, worker.label)
 
     def _follow(self, worker: Worker, order: WorkOrder, media: Any, control: JobControl) -> Final:
         """Relay the worker's events to the queue until its final one; relay cancel and previews to it."""

@@ -24,14 +24,26 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from kvlock.errors import EditCancelled
 from kvlock.execution.acceleration import Acceleration
 from kvlock.execution.warm_up import warm_up
 from kvlock.loading.catalog import find_model
 
 from ..jobs.contract import JobControl, ResultFile
-from ..jobs.media import JobMedia
+from ..jobs.media import JobMedia, result_files
 from ..jobs.model import check_job_id
-from .base import EditorCache, Final, JobFailed, Noted, Progressed, WorkerEvent, WorkOrder, outcome, run_job
+from .base import (
+    EditorCache,
+    Final,
+    JobFailed,
+    Noted,
+    Progressed,
+    TakesKept,
+    WorkerEvent,
+    WorkOrder,
+    outcome,
+    run_job,
+)
 
 STORE_ID_FILE = "store-id"
 
@@ -62,6 +74,7 @@ class EditWorker:
         store_id: str,
         keep_models: int = 1,
         threads: int = 0,
+        lora_dirs: tuple[str, ...] = (),
     ) -> None:
         if threads and device == "cpu":
             import torch
@@ -69,7 +82,8 @@ class EditWorker:
             torch.set_num_threads(threads)
         self.name, self.device = name, device
         self.store_path, self.store_id = store_path, store_id
-        self.editors = EditorCache(partial(_load, model_dirs, device, dtype, acceleration), max(1, keep_models))
+        loras = (tuple(lora_dirs), tuple(model_dirs))
+        self.editors = EditorCache(partial(_load, model_dirs, device, dtype, acceleration, loras), max(1, keep_models))
         self._jobs: dict[str, _Job] = {}
         self._busy = threading.Lock()
 
@@ -149,18 +163,37 @@ class EditWorker:
                 return run_job(editor, order, folder, control, execution=execution), {}
             with tempfile.TemporaryDirectory(prefix="kvlock-result-") as scratch:
                 out = Path(scratch)
-                files = run_job(editor, order, out, control, media=media, execution=execution)
-                blobs = {f.name: (out / f.name).read_bytes() for f in files}
-                blobs["results.json"] = (out / "results.json").read_bytes()
-            return files, blobs
+                try:
+                    files = run_job(editor, order, out, control, media=media, execution=execution)
+                except EditCancelled as stop:  # the takes finished before it go back with it
+                    if not stop.kept:
+                        raise
+                    raise TakesKept(stop, written(out, result_files(out))) from None
+                return files, written(out, files)
 
         final: Final = outcome(work, lambda: tuple(self._loaded()))
         events.put(final)
 
 
-def _load(model_dirs: list[str], device: str, dtype: str, acceleration: Acceleration | None, model: str) -> Any:
+def written(out: Path, files: list[ResultFile]) -> dict[str, bytes]:
+    """The bytes of result files written into ``out``, with their listing, for a server without the store."""
+    blobs = {f.name: (out / f.name).read_bytes() for f in files}
+    blobs["results.json"] = (out / "results.json").read_bytes()
+    return blobs
+
+
+def _load(
+    model_dirs: list[str],
+    device: str,
+    dtype: str,
+    acceleration: Acceleration | None,
+    loras: tuple[tuple[str, ...], tuple[str, ...]],
+    model: str,
+) -> Any:
     """An editor for ``model``, named as the server lists it (``key`` is the server's resolved path, so the
     server's routing and this worker agree on what is loaded even where the folder is mounted elsewhere)."""
     from kvlock import Editor
+    from kvlock.loading.lora_catalog import LoraCatalog
 
-    return Editor.from_pretrained(find_model(model, model_dirs), device, dtype, acceleration)
+    catalog = LoraCatalog(*loras)  # this worker's own view of the server's LoRA folders
+    return Editor.from_pretrained(find_model(model, model_dirs), device, dtype, acceleration, catalog)

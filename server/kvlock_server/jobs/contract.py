@@ -30,7 +30,8 @@ class JobFailedRemotely(KVLockError):
 @dataclass(frozen=True)
 class ResultFile:
     name: str  # relative to the job folder
-    kind: str  # video, region, trace, plot
+    kind: str  # video, region, plate, trace, plot
+    take: int = 0  # which take (1-based) of a job of several; 0: a job of one take
 
 
 def preview_due(step: int, total: int, every: int) -> bool:
@@ -54,14 +55,20 @@ class JobControl:
         return self.previews_wanted() and preview_due(step, total, self.preview_every)
 
 
+MAX_MESSAGE = 2000  # characters of a failure kept with the job: every ListJobs and WatchJob carries it
+
+
 def failure_message(error: BaseException) -> str:
-    """The reason a person reads when a job fails."""
+    """The reason a person reads when a job fails, one line of at most ``MAX_MESSAGE`` characters."""
     name = type(error).__name__
-    if "OutOfMemory" in name or "out of memory" in str(error).lower():
-        return f"the GPU ran out of memory ({error}); try a shorter window, a smaller size, or an offload mode"
+    text = " ".join(str(error).split())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + f"… ({len(text)} characters)"
+    if "OutOfMemory" in name or "out of memory" in text.lower():
+        return f"the GPU ran out of memory ({text}); try a shorter window, a smaller size, or an offload mode"
     if isinstance(error, KVLockError):
-        return str(error)
-    return f"{name}: {error}"
+        return text
+    return f"{name}: {text}"
 
 
 class Executor(Protocol):

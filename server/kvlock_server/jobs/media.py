@@ -18,6 +18,7 @@ import numpy as np
 from kvlock import EditRequest, EditResult
 from kvlock.editing.validation import check_frames, normalise_matte
 from kvlock.errors import InvalidRequest
+from kvlock.media.atomic import atomic_path
 from kvlock.media.colour import encoding_for
 from kvlock.media.decode import MediaInfo, probe, read_frames
 from kvlock.media.matte import load_matte, pick_channel, refine
@@ -49,9 +50,8 @@ def read_inline(clip: ClipSpec, folder: Path) -> np.ndarray:
 
 
 def inline_matte_values(raw: np.ndarray, channel: str) -> np.ndarray:
-    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement."""
-    if raw.shape[-1] == 1:
-        return raw[..., 0].astype(np.float32) / float(np.iinfo(raw.dtype).max)
+    """Uploaded matte pixels (N, H, W, 1|3) → (N, H, W) float32 in [0, 1] before refinement (a gray matte is
+    its own value, whatever the channel)."""
     return pick_channel(raw, channel)
 
 
@@ -60,7 +60,7 @@ def pin(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path) -> Pat
     return held.enter_context(roots.pinned(clip.path, clip.fingerprint, where=folder)).path
 
 
-def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
+def inline_info(clip: ClipSpec, rate: Fraction, roots: MediaRoots) -> MediaInfo:
     return MediaInfo(
         Path("<upload>"),
         "video",
@@ -72,15 +72,21 @@ def inline_info(clip: ClipSpec, rate: Fraction) -> MediaInfo:
         clip.pixel.endswith("16"),
         None,
         "raw",
+        limits=roots.limits,
     )
+
+
+def file_info(held: ExitStack, clip: ClipSpec, roots: MediaRoots, folder: Path, rate: Fraction) -> MediaInfo:
+    """A file clip pinned (``held`` keeps its descriptors open) and probed within the roots' limits."""
+    return probe(pin(held, clip, roots, folder), rate, roots.limits)
 
 
 def source_info(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack) -> MediaInfo:
     """The source's media info; a file source is pinned (``held`` keeps its descriptors open)."""
     rate = Fraction(*spec.rate)
     if spec.source.kind == "file":
-        return probe(pin(held, spec.source, roots, folder), rate)
-    return inline_info(spec.source, rate)
+        return file_info(held, spec.source, roots, folder, rate)
+    return inline_info(spec.source, rate, roots)
 
 
 def check_codec(info: MediaInfo, codec: str) -> list[str]:
@@ -111,11 +117,13 @@ def _load(spec: JobSpec, folder: Path, roots: MediaRoots, held: ExitStack, info:
         start, end = 0, spec.source.frames
     if spec.matte.kind == "file":  # end 0: no range of its own (it follows the source's)
         own = (spec.matte.start, spec.matte.end) if spec.matte.end else None
-        matte_info = probe(pin(held, spec.matte, roots, folder), rate)
+        matte_info = file_info(held, spec.matte, roots, folder, rate)
         matte, warnings = load_matte(matte_info, info, start, end, spec.matte_options, own)
+        warnings = [*info.warnings, *matte_info.warnings, *warnings]
     else:
         raw = read_inline(spec.matte, folder)
-        matte, warnings = refine(inline_matte_values(raw, spec.matte_options.channel), spec.matte_options), []
+        matte = refine(inline_matte_values(raw, spec.matte_options.channel), spec.matte_options)
+        warnings = list(info.warnings)
     return JobMedia(frames, matte, tuple(warnings), timecode)
 
 
@@ -149,37 +157,60 @@ def request_from_media(spec: JobSpec, media: JobMedia) -> tuple[EditRequest, lis
     return request, list(media.warnings) + frame_warnings + matte_warnings, media.timecode
 
 
+def take_name(name: str, take: int, takes: int) -> str:
+    """A result file's name for take ``take`` (1-based) of ``takes``: ``result.take2.mkv``, ``trace.take2.json``;
+    a job of one take keeps the plain names."""
+    if takes <= 1:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.take{take}{dot}{suffix}"
+
+
+def start_results(folder: Path) -> None:
+    """A run starts with no results listed (a run again after a restart writes every take anew)."""
+    (folder / "results.json").unlink(missing_ok=True)
+
+
 def write_results(
     result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, roots: MediaRoots
 ) -> list[ResultFile]:
-    """Write the result files into ``folder`` (EXR output reads the pinned source files as templates)."""
+    """Write one take's result files into ``folder`` and add them to its ``results.json`` (EXR output reads
+    the pinned source files as templates); the files written."""
     with ExitStack() as held:
         return _write(result, spec, folder, timecode, source_info(spec, folder, roots, held))
 
 
 def _write(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None, info: MediaInfo) -> list[ResultFile]:
     rate = Fraction(*spec.rate)
+    take, takes = result.take, spec.settings.takes
+    numbered = take if takes > 1 else 0
     files = []
     start = spec.source.start if spec.source.kind == "file" else 0
     encoding = encoding_for(result.frames.dtype, info.transfer)
-    video = f"result{OUTPUT_SUFFIXES[spec.codec]}"
+    video = take_name(f"result{OUTPUT_SUFFIXES[spec.codec]}", take, takes)
     write_result(folder / video, result.frames, info, start, spec.codec, encoding, rate, timecode, overwrite=True)
-    files.append(ResultFile(video, "video"))
+    files.append(ResultFile(video, "video", numbered))
     codec = "ffv1" if spec.codec in ("h264", "ffv1") else spec.codec  # the companions keep alpha
     if spec.region and result.region is not None:
-        region = f"region{OUTPUT_SUFFIXES[codec]}"
+        region = take_name(f"region{OUTPUT_SUFFIXES[codec]}", take, takes)
         write_result(folder / region, result.region, info, start, codec, encoding, rate, timecode, True, region=True)
-        files.append(ResultFile(region, "region"))
-    if spec.plate and result.plate is not None:
+        files.append(ResultFile(region, "region", numbered))
+    if spec.plate and result.plate is not None and take == 1:  # the source's, the same for every take: once
         plate = f"plate{OUTPUT_SUFFIXES[codec]}"
         rgba = result.plate.rgba()
         write_result(folder / plate, rgba, info, start, codec, encoding, rate, timecode, True, region=True)
-        files.append(ResultFile(plate, "plate"))
-    (folder / "trace.json").write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))
-    files.append(ResultFile("trace.json", "trace"))
-    result.trace.plot(folder / "trace.png")
-    files.append(ResultFile("trace.png", "plot"))
-    (folder / "results.json").write_text(json.dumps([f.__dict__ for f in files]))
+        files.append(ResultFile(plate, "plate", numbered))
+    trace, plot = take_name("trace.json", take, takes), take_name("trace.png", take, takes)
+    with atomic_path(folder / trace, overwrite=True) as temp:
+        temp.write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))
+    files.append(ResultFile(trace, "trace", numbered))
+    with atomic_path(folder / plot, overwrite=True) as temp:
+        result.trace.plot(temp)
+    files.append(ResultFile(plot, "plot", numbered))
+    listing = folder / "results.json"
+    before = json.loads(listing.read_text()) if listing.is_file() else []
+    with atomic_path(listing, overwrite=True) as temp:  # a take is listed only once all its files exist
+        temp.write_text(json.dumps(before + [f.__dict__ for f in files]))
     return files
 
 

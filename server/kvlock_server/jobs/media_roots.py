@@ -12,6 +12,11 @@ fingerprint; when the job runs, the files are opened and judged again and must s
 
 Where the system offers no descriptor paths (Windows), the view falls back to the checked real paths,
 and only the identity comparison guards the short gap between check and read.
+
+The view lives in the server's private state folder, so an error raised while a file is read through it
+is told with the path the client named instead (:meth:`MediaRoots.pinned`): a refusal never shows a client
+where the server keeps its state (and its token). The roots also carry the limits every file read for a
+client is held to (:class:`kvlock.media.limits.MediaLimits`).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvlock.errors import InvalidRequest, MediaNotFoundError
+from kvlock.errors import InvalidRequest, KVLockError, MediaNotFoundError
 from kvlock.media.decode import IMAGE_SUFFIXES, sequence_files
+from kvlock.media.limits import DEFAULT_LIMITS, MediaLimits
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -97,8 +103,9 @@ class MediaRoots:
     """Folders the server may read from. Paths must be absolute, free of '..', within the length limits of
     a file system, and every file must be a regular file whose opened descriptor lies inside a root."""
 
-    def __init__(self, roots: Iterable[str | Path]) -> None:
+    def __init__(self, roots: Iterable[str | Path], limits: MediaLimits = DEFAULT_LIMITS) -> None:
         self.roots = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+        self.limits = limits
 
     def names(self) -> tuple[str, ...]:
         """The roots as text, for a worker elsewhere that judges named files as this server does."""
@@ -192,11 +199,21 @@ class MediaRoots:
             for f in opened:
                 target = _descriptor_path(f.fd) or str(f.real)
                 (view / f.name.name).symlink_to(target)
-            yield PinnedClip(view if folder else view / named.name, digest, len(opened))
+            try:
+                yield PinnedClip(view if folder else view / named.name, digest, len(opened))
+            except (KVLockError, ValueError) as error:
+                _tell_as_named(error, view, named if folder else named.parent)
+                raise
         finally:
             for f in opened:
                 os.close(f.fd)
             shutil.rmtree(view, ignore_errors=True)
+
+
+def _tell_as_named(error: BaseException, view: Path, named: Path) -> None:
+    """Rewrite ``error``'s message in place so it names the client's folder, not the private view."""
+    if error.args and isinstance(error.args[0], str) and str(view) in error.args[0]:
+        error.args = (error.args[0].replace(str(view), str(named)), *error.args[1:])
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ from .model import JobState
 from .store import JobStore
 
 
+def cancelled_message(stop: EditCancelled, takes: int) -> str:
+    """What a cancelled job says: where it stopped, and which takes it finished and keeps for fetching."""
+    message = f"cancelled after step {stop.step} of {stop.total}"
+    if stop.kept == 1:
+        return message + f"; take 1 of {takes} was finished and kept"
+    if stop.kept:
+        return message + f"; takes 1–{stop.kept} of {takes} were finished and kept"
+    return message
+
+
 @dataclass(frozen=True)
 class LiveStatus:
     """A job's state as watchers see it; ``progress`` is the engine's last step while it runs."""
@@ -252,7 +262,7 @@ class JobRunner:
             if self._parking.is_set() and not running.cancelled_by_user:
                 self.store.requeue(job_id, f"parked at server shutdown after step {stop.step}; runs again on start")
             else:
-                self.store.finish(job_id, JobState.CANCELLED, f"cancelled after step {stop.step} of {stop.total}")
+                self.store.finish(job_id, JobState.CANCELLED, cancelled_message(stop, record.spec.settings.takes))
         except Exception as error:  # a job's failure must never stop the worker
             self.store.finish(job_id, JobState.FAILED, failure_message(error))
         else:

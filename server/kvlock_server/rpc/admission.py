@@ -12,6 +12,7 @@ The pool's threads are daemons: a thread stuck in a read can never keep a stoppi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -33,7 +34,7 @@ class CallLimits:
     max_uploads: int = 8  # SubmitEdit streams at once
     max_fetches: int = 16  # FetchResult streams at once
     max_watchers: int = 2000  # WatchJob streams at once (each a suspended coroutine)
-    max_validations: int = 2  # uploads whose pixels are checked at once (each holds a bounded batch)
+    max_validations: int = 2  # submissions whose files are read at once (each holds about two frames)
     call_timeout: float = 30.0  # seconds a short call may take before DEADLINE_EXCEEDED
     upload_idle_timeout: float = 30.0  # seconds between two messages of an upload
     upload_timeout: float = 3600.0  # seconds for a whole upload
@@ -98,13 +99,19 @@ class DaemonPool(Executor):
             item = self._work.get()
             if item is None:
                 return
-            future, fn, args, kwargs = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:  # handed to the awaiting call, which maps it to a status
-                future.set_exception(error)
+            _run(*item)
+            del item  # nothing of a finished call stays referenced while the thread waits for the next
+
+
+def _run(future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """One call of the pool. Its result or exception (with the traceback's frames, which may hold a decoded
+    frame) lives only in ``future``, never in the idle thread's locals."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as error:  # handed to the awaiting call, which maps it to a status
+        future.set_exception(error)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
@@ -113,6 +120,12 @@ class DaemonPool(Executor):
         if wait:
             for thread in self._threads:
                 thread.join(timeout=5)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:
+    """``fn()`` on ``loop`` from any thread; a no-op once the loop is closed (the server stopped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn)
 
 
 class Admission:
@@ -130,12 +143,47 @@ class Admission:
             "watchers", limits.max_watchers, "close watchers you no longer read (or raise --max-watchers)"
         )
         self._validations: asyncio.Semaphore | None = None
+        self.validating = 0  # validations holding a slot (their thread busy, or about to be)
+        self.validations_waiting = 0  # validations waiting for a slot
 
     def validations(self) -> asyncio.Semaphore:
-        """Uploads checked at once; created on the loop that awaits it."""
+        """Submissions whose files are read at once; created on the loop that awaits it."""
         if self._validations is None:
             self._validations = asyncio.Semaphore(self.limits.max_validations)
         return self._validations
+
+    async def validate(self, submit: Callable[..., Future[T]], fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args, cancel)`` put on the pool by ``submit``, within the bound on validations.
+
+        The slot is held until ``fn`` has returned, not merely until the caller stops waiting: a caller
+        cancelled (its client gave up) sets ``cancel``, which ``fn`` looks at between frames and stops on,
+        and the next validation starts only once the thread is free. So at most ``max_validations`` files are
+        ever being read for clients at once, whoever gives up."""
+        semaphore = self.validations()
+        self.validations_waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.validations_waiting -= 1
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        self.validating += 1
+
+        def free() -> None:
+            self.validating -= 1
+            semaphore.release()
+
+        try:
+            future = submit(fn, *args, cancel)
+        except BaseException:
+            free()
+            raise
+        future.add_done_callback(lambda _: _call_soon(loop, free))
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the pool, awaited without a bound (the caller bounds the call)."""

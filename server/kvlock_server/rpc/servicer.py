@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import grpc
 
-from kvlock.errors import InvalidRequest
+from kvlock.errors import InvalidRequest, KVLockError
 from kvlock.loading.catalog import list_models
+from kvlock.loading.lora_catalog import LoraCatalog
+from kvlock.loading.lora_check import check_loras_for_model
+from kvlock.settings import LoraChoice
 from kvlock_wire import CHUNK_BYTES
 from kvlock_wire import editor_pb2 as pb
 from kvlock_wire import editor_pb2_grpc as pb_grpc
 
-from ..jobs.checks import check_upload
+from ..jobs.checks import CheckCancelled, check_upload
 from ..jobs.contract import Executor
 from ..jobs.media import ResultsMissingError, result_files
 from ..jobs.media_roots import MediaRoots
@@ -30,10 +34,11 @@ from ..jobs.model import JobRecord, JobSpec, JobState, check_job_id
 from ..jobs.runner import JobRunner, LiveStatus
 from ..jobs.store import JobStore, Reservation, UnknownJobError
 from .admission import Admission, CallTimeoutError
+from .malformed import Malformed, MalformedMessageError
 from .status_codes import ClientGone, JobNotReadyError, ServerStoppingError, rpc
 from .upload import StagedUpload, TrackReceiver
 from .watch_feed import ChangeFeed
-from .wire import STATES, STATES_BACK, Limits, job_info, spec_from_header, update_message
+from .wire import STATES, STATES_BACK, Limits, job_info, lora_message, spec_from_header, update_message
 
 Context = grpc.aio.ServicerContext
 HEARTBEAT = 30.0  # a watcher re-reads its job at least this often, whatever it was told
@@ -52,8 +57,10 @@ class EditorServicer(pb_grpc.EditorServicer):
         model_dirs: list[str],
         admission: Admission,
         feed: ChangeFeed,
+        loras: LoraCatalog | None = None,
     ) -> None:
         self.store, self.runner, self.executor = store, runner, executor
+        self.loras = loras if loras is not None else LoraCatalog((), tuple(model_dirs))
         self.roots, self.limits, self.model_dirs = roots, limits, model_dirs
         self.admission, self.feed = admission, feed
         self._updates: dict[tuple[str, bool], tuple[LiveStatus, pb.JobUpdate]] = {}
@@ -94,6 +101,29 @@ class EditorServicer(pb_grpc.EditorServicer):
         return pb.ListModelsResponse(models=models)
 
     @rpc
+    async def ListLoras(self, request: pb.ListLorasRequest, context: Context) -> pb.ListLorasResponse:
+        model = request.model[: self.limits.max_model_name]
+        with self.admission.calls.enter():
+            return await self.admission.call("ListLoras", self._loras, model)
+
+    def _loras(self, model: str) -> pb.ListLorasResponse:
+        location = self.executor.resolve(model) if model else None  # an unknown model: NOT_FOUND, as elsewhere
+        listed = []
+        for entry in self.loras.entries():
+            status, loadable = entry.status, entry.ok
+            if location is not None and loadable:
+                try:
+                    check_loras_for_model(location, (LoraChoice(entry.name),), self.loras)
+                    status = f"ok, fits {model}"
+                except KVLockError as error:
+                    status, loadable = f"does not fit {model}: {error}", False
+            listed.append(lora_message(entry, status, loadable))
+        return pb.ListLorasResponse(loras=listed)
+
+    def _check_loras(self, location: str, choices: tuple[LoraChoice, ...]) -> None:
+        check_loras_for_model(location, choices, self.loras)
+
+    @rpc
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.CancelJobResponse:
         job_id = check_job_id(request.job_id)
         with self.admission.calls.enter():
@@ -132,7 +162,11 @@ class EditorServicer(pb_grpc.EditorServicer):
             raise CallTimeoutError(
                 f"no message arrived for {idle:g} s; the upload was dropped (send its chunks without long pauses)"
             ) from None
-        return None if message is grpc.aio.EOF else message
+        if message is grpc.aio.EOF:
+            return None
+        if isinstance(message, Malformed):
+            raise MalformedMessageError(message)
+        return message
 
     async def _submit(self, context: Context) -> pb.SubmitEditResponse:
         if not self.runner.accepting:
@@ -141,9 +175,11 @@ class EditorServicer(pb_grpc.EditorServicer):
         if first is None or not first.HasField("header"):
             raise InvalidRequest("the first message of a submission must be its header")
         run = self.admission.run
-        spec = await run(
-            spec_from_header, first.header, self.roots, self.limits, self.executor.resolve, self.store.incoming_dir
-        )
+        if first.header.HasField("source_file") or first.header.HasField("matte_file"):
+            # the server opens and probes the client's files: within the bound on validations
+            spec = await self.admission.validate(self.admission.pool.submit, self._spec, first.header)
+        else:
+            spec = await run(self._spec, first.header)
         try:
             record = await run(self.store.get, spec.job_id)
             return await self._accepted(record.job_id, record.state, duplicate=True)
@@ -165,8 +201,9 @@ class EditorServicer(pb_grpc.EditorServicer):
                 await upload.write(*receiver.take(message))
             receiver.finish()
             await upload.close()
-            async with self.admission.validations():
-                record, duplicate = await upload.then(self._check_and_accept, spec, folder, reservation)
+            record, duplicate = await self.admission.validate(
+                upload.submit, self._check_and_accept, spec, folder, reservation
+            )
         except asyncio.CancelledError:
             cancelled = True  # the client went away: clean up behind it, without waiting
             raise
@@ -177,8 +214,20 @@ class EditorServicer(pb_grpc.EditorServicer):
         await self.admission.run(self.runner.wake)  # it reads the new queue: not on the loop
         return await self._accepted(record.job_id, record.state, duplicate)
 
-    def _check_and_accept(self, spec: JobSpec, folder: Path, reservation: Reservation) -> tuple[JobRecord, bool]:
-        check_upload(spec, folder, self.roots, self.limits.validation_batch_bytes)  # empty matte, damaged file …
+    def _spec(self, header: pb.EditHeader, cancel: threading.Event | None = None) -> JobSpec:
+        """The header judged (``cancel`` is not looked at: the files it names are read for their headers only)."""
+        return spec_from_header(
+            header, self.roots, self.limits, self.executor.resolve, self.store.incoming_dir, self._check_loras
+        )
+
+    def _check_and_accept(
+        self, spec: JobSpec, folder: Path, reservation: Reservation, cancel: threading.Event
+    ) -> tuple[JobRecord, bool]:
+        """Check the media (empty matte, damaged file …), then accept the job unless its client gave up: a
+        cancelled check stops between frames and never reaches the store."""
+        check_upload(spec, folder, self.roots, cancel)
+        if cancel.is_set():
+            raise CheckCancelled()
         return self.store.accept(spec, folder, reservation)
 
     async def _accepted(self, job_id: str, state: JobState, duplicate: bool) -> pb.SubmitEditResponse:
@@ -243,24 +292,33 @@ class EditorServicer(pb_grpc.EditorServicer):
             raise InvalidRequest(f"delivery {request.delivery} is unknown; use STREAM or PATH")
         with self.admission.fetches.enter():
             record = await self.admission.call("FetchResult", self.store.get, job_id)
-            if record.state != JobState.SUCCEEDED:
+            folder = self.store.folder(job_id)
+            kept = record.state == JobState.CANCELLED and await self.admission.call("FetchResult", _kept, folder)
+            if record.state != JobState.SUCCEEDED and not kept:
                 reason = f": {record.message}" if record.message else ""
                 raise JobNotReadyError(
-                    f"job {job_id} is {record.state.value}{reason}; only succeeded jobs have results"
+                    f"job {job_id} is {record.state.value}{reason}; only succeeded jobs have results (and "
+                    "cancelled jobs, the takes they finished)"
                 )
-            folder = self.store.folder(job_id)
             files = await self.admission.call("FetchResult", _listing, folder, job_id)
             rate = pb.Rational(num=record.spec.rate[0], den=record.spec.rate[1])
             timecode = record.spec.timecode or ""
-            for path, name, kind in files:
+            for path, name, kind, take in files:
                 if request.delivery == pb.PATH:
                     size = await self.admission.run(_size, path, job_id)
                     chunk = pb.ResultChunk(
-                        name=name, kind=kind, path=str(path), size=size, last=True, rate=rate, timecode=timecode
+                        name=name,
+                        kind=kind,
+                        path=str(path),
+                        size=size,
+                        last=True,
+                        rate=rate,
+                        timecode=timecode,
+                        take=take,
                     )
                     await self._write(context, chunk)
                     continue
-                await self._stream_file(context, path, name, kind, rate, timecode, job_id)
+                await self._stream_file(context, path, name, kind, take, rate, timecode, job_id)
             await self.admission.run(self.store.mark_fetched, job_id)
 
     async def _stream_file(
@@ -269,6 +327,7 @@ class EditorServicer(pb_grpc.EditorServicer):
         path: Path,
         name: str,
         kind: str,
+        take: int,
         rate: pb.Rational,
         timecode: str,
         job_id: str,
@@ -286,6 +345,7 @@ class EditorServicer(pb_grpc.EditorServicer):
                     pb.ResultChunk(
                         name=name,
                         kind=kind,
+                        take=take,
                         offset=offset,
                         data=data,
                         size=size,
@@ -302,14 +362,19 @@ class EditorServicer(pb_grpc.EditorServicer):
             self.admission.pool.submit(handle.close)
 
 
-def _listing(folder: Path, job_id: str) -> list[tuple[Path, str, str]]:
-    """Every result file as (absolute path, name relative to the job folder, kind), or DATA_LOSS."""
+def _listing(folder: Path, job_id: str) -> list[tuple[Path, str, str, int]]:
+    """Every result file as (absolute path, name relative to the job folder, kind, take), or DATA_LOSS."""
     out = []
     for item in result_files(folder, job_id):
         path = folder / item.name
         files = sorted(path.iterdir()) if path.is_dir() else [path]
-        out += [(f.resolve(), str(f.relative_to(folder)), item.kind) for f in files]
+        out += [(f.resolve(), str(f.relative_to(folder)), item.kind, item.take) for f in files]
     return out
+
+
+def _kept(folder: Path) -> bool:
+    """Whether a cancelled job finished takes before its cancel (they are listed as its results)."""
+    return (folder / "results.json").is_file()
 
 
 def _open_result(path: Path, job_id: str) -> BinaryIO:

@@ -6,12 +6,13 @@ import asyncio
 import errno
 import functools
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from kvlock.errors import InvalidRequest, MediaNotFoundError, ModelLoadError, UnreadableMediaError
+from kvlock.errors import InvalidRequest, LoraUnusableError, MediaNotFoundError, ModelLoadError, UnreadableMediaError
 
 from ..jobs.media import ResultsMissingError
 from ..jobs.media_roots import TooManyFilesError
@@ -45,6 +46,7 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ServerBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TooManyFilesError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CallTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (LoraUnusableError, grpc.StatusCode.FAILED_PRECONDITION),  # the server's LoRA file, not the request, must change
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (UnreadableMediaError, grpc.StatusCode.INVALID_ARGUMENT),
     (JobNotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -82,6 +84,9 @@ def rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         except ClientGone:
             return None
         except Exception as error:
+            # gRPC keeps the answered error (as the context of its AbortError) after the call: drop the locals
+            # of every finished frame it passed through, which may hold a decoded frame of a client's file
+            traceback.clear_frames(error.__traceback__)
             if context.done():  # finished under us (the client cancelled): nobody to answer
                 return None
             await _abort(context, error)

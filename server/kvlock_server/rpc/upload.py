@@ -78,9 +78,13 @@ class StagedUpload:
         self._handles: dict[int, int] = {}
         self._last: Future | None = None
 
-    async def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Put ``fn(*args)`` on the pool after every call before it; clean-up waits for it too."""
         self._last = self.pool.submit(fn, *args)
-        return await asyncio.wrap_future(self._last)
+        return self._last
+
+    async def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wrap_future(self.submit(fn, *args))
 
     async def open(self) -> None:
         await self._do(self._open_all)
@@ -99,10 +103,6 @@ class StagedUpload:
     def _close_all(self) -> None:
         while self._handles:
             os.close(self._handles.popitem()[1])
-
-    async def then(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the pool after every write (e.g. checking and accepting the upload)."""
-        return await self._do(fn, *args)
 
     def clean_up(self, discard: Callable[[Path], None], after: Callable[[], None] = lambda: None) -> Future:
         """Close the files, ``discard`` the folder (a no-op once it was accepted) and call ``after`` —

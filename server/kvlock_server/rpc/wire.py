@@ -3,7 +3,10 @@
 Header validation lives here because it is about the message: ids, sizes, formats, paths, rates,
 timecodes, string lengths and every setting's range — all bounded here, before any byte is uploaded or
 any work starts, so a client's mistake is always INVALID_ARGUMENT naming the field, never a hang or an
-internal error later. Everything that needs the pixels is checked after the upload (``upload_checks``).
+internal error later. A file named by path is opened and judged here from its headers alone (frame size and
+claimed length against :class:`~kvlock.media.limits.MediaLimits`; nothing is decoded past them), so the
+service runs this within its bound on validations. Everything that needs the pixels is checked after the
+upload (``jobs.checks``).
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from pathlib import Path
 
 from kvlock.editing.validation import check_prompt
 from kvlock.errors import InvalidRequest
+from kvlock.loading.lora_catalog import LoraEntry
 from kvlock.media.decode import probe
+from kvlock.media.limits import DEFAULT_LIMITS, MediaLimits
 from kvlock.media.matte import CHANNELS, MatteOptions
-from kvlock.media.timecode import parse_timecode
-from kvlock.settings import MAX_TEXT, EditSettings
+from kvlock.media.timecode import MAX_TIMECODE_CHARS, parse_timecode
+from kvlock.settings import MAX_LORAS, MAX_TEXT, EditSettings, LoraChoice
 from kvlock_wire import editor_pb2 as pb
 
 from ..jobs.media_roots import MediaRoots
-from ..jobs.model import ClipSpec, JobRecord, JobSpec, JobState, check_job_id
+from ..jobs.model import PIXEL_LAYOUTS, ClipSpec, JobRecord, JobSpec, JobState, check_job_id
 from ..jobs.runner import LiveStatus
 
 PIXELS = {pb.RGB8: "rgb8", pb.RGB16: "rgb16", pb.GRAY8: "gray8", pb.GRAY16: "gray16"}
@@ -51,16 +56,20 @@ class OversizedError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for. ``validation_batch_bytes`` bounds the memory of checking an upload."""
+    """What one request may ask for. ``media`` bounds every clip's frames (uploaded or named by path) and
+    the range of a file read by path; ``max_upload_bytes`` the bytes of an upload."""
 
-    max_side: int = 8192
+    media: MediaLimits = DEFAULT_LIMITS
     max_frames: int = 100_000
     max_upload_bytes: int = 16 * 1024**3
     max_model_name: int = 256
     max_dilate: int = 64
     max_fps: int = 1000
     max_rate_term: int = 1_000_000
-    validation_batch_bytes: int = 16 * 1024**2
+
+    @property
+    def max_side(self) -> int:
+        return self.media.max_side
 
 
 def _text(value: str, field: str, most: int) -> str:
@@ -84,7 +93,7 @@ def _rate(rate: pb.Rational, limits: Limits) -> tuple[int, int]:
 def _timecode(text: str, rate: tuple[int, int]) -> str | None:
     if not text:
         return None
-    _text(text, "timecode", 16)
+    _text(text, "timecode", MAX_TIMECODE_CHARS)
     try:
         parse_timecode(text, Fraction(*rate))
     except ValueError as error:
@@ -104,9 +113,46 @@ def _matte_options(options: pb.MatteOptions, limits: Limits) -> MatteOptions:
     return MatteOptions(channel, threshold, options.invert, options.dilate, options.resize)
 
 
+REPEATED_SETTINGS = ("loras",)  # message fields without presence: empty means none
+
+
 def settings_from_message(message: pb.Settings) -> EditSettings:
     """The settings a header sets (the rest left to the model), checked as every ``EditSettings`` is."""
-    return EditSettings(**{f.name: getattr(message, f.name) for f in fields(EditSettings) if message.HasField(f.name)})
+    given = {
+        f.name: getattr(message, f.name)
+        for f in fields(EditSettings)
+        if f.name not in REPEATED_SETTINGS and message.HasField(f.name)
+    }
+    if len(message.loras) > MAX_LORAS:  # before the items are read: a million of them is refused cheaply
+        raise InvalidRequest(f"settings.loras has {len(message.loras)} entries; at most {MAX_LORAS} are accepted")
+    loras = tuple(
+        LoraChoice(_text(lora.name, "settings.loras.name", 128), lora.weight if lora.HasField("weight") else 1.0)
+        for lora in message.loras
+    )
+    return EditSettings(**given, loras=loras)
+
+
+def lora_choices_message(loras: tuple[LoraChoice, ...]) -> list[pb.LoraChoice]:
+    return [pb.LoraChoice(name=c.name, weight=c.weight) for c in loras]
+
+
+def lora_message(entry: LoraEntry, status: str, loadable: bool) -> pb.Lora:
+    """One listed LoRA; ``status`` and ``loadable`` may say whether it fits the model a client asked about."""
+    optional = {"steps": entry.steps} if entry.steps is not None else {}
+    if entry.guidance is not None:
+        optional["guidance"] = entry.guidance
+    return pb.Lora(
+        name=entry.name,
+        family=entry.family,
+        base=entry.base,
+        rank=entry.rank,
+        size=entry.size,
+        experts=entry.experts,
+        loadable=loadable,
+        status=status,
+        model=entry.model,
+        **optional,
+    )
 
 
 def _inline(clip: pb.InlineClip, name: str, file_name: str, limits: Limits, allowed: set[int]) -> ClipSpec:
@@ -118,6 +164,8 @@ def _inline(clip: pb.InlineClip, name: str, file_name: str, limits: Limits, allo
     if not 1 <= clip.frames <= limits.max_frames:
         raise InvalidRequest(f"{name}: {clip.frames} frames is outside 1–{limits.max_frames}")
     spec = ClipSpec("inline", file_name, clip.frames, clip.width, clip.height, PIXELS[clip.format])
+    channels, sample = PIXEL_LAYOUTS[spec.pixel]
+    limits.media.check_frame(name, clip.width, clip.height, channels * sample)
     if spec.nbytes > limits.max_upload_bytes:
         raise OversizedError(
             f"{name}: {spec.nbytes / 1e9:.2f} GB of frames is more than this server accepts "
@@ -132,9 +180,9 @@ def _file(
     """A file under the media roots (every file of a sequence too), opened and judged by descriptor and
     probed through those descriptors, over its own range when ``ranged``."""
     with roots.pinned(clip.path, where=scratch) as pinned:
-        info = probe(pinned.path)  # raises MediaNotFoundError / UnreadableMediaError
-    if not (8 <= info.width <= limits.max_side and 8 <= info.height <= limits.max_side):
-        raise InvalidRequest(f"{name}: frame size {info.width}×{info.height} is outside 8–{limits.max_side} pixels")
+        info = probe(pinned.path, limits=roots.limits)  # headers only: MediaNotFoundError / UnreadableMediaError
+    if min(info.width, info.height) < 8:
+        raise InvalidRequest(f"{name}: frame size {info.width}×{info.height} is under 8 pixels a side")
     path = str(roots.check(clip.path))
     if not ranged:
         return ClipSpec("file", path, info.frames, info.width, info.height, fingerprint=pinned.fingerprint)
@@ -143,6 +191,7 @@ def _file(
         raise InvalidRequest(f"{name}: range [{clip.start}, {end}) is outside the file's [0, {info.frames})")
     if end - clip.start > limits.max_frames:
         raise InvalidRequest(f"{name}: {end - clip.start} frames is over {limits.max_frames}; send a shorter range")
+    roots.limits.check_range(clip.path, end - clip.start, info.frame_bytes)  # what the job will hold
     pixel = "rgb16" if info.deep else "rgb8"
     return ClipSpec("file", path, end - clip.start, info.width, info.height, pixel, clip.start, end, pinned.fingerprint)
 
@@ -151,8 +200,9 @@ def spec_from_header(
     header: pb.EditHeader,
     roots: MediaRoots,
     limits: Limits,
-    known_model: Callable[[str], object],
+    known_model: Callable[[str], str],
     scratch: Path | None = None,
+    check_loras: Callable[[str, tuple[LoraChoice, ...]], object] | None = None,
 ) -> JobSpec:
     """Check everything the header alone can tell; raise a typed error naming what to fix.
 
@@ -170,7 +220,9 @@ def spec_from_header(
     if header.output.codec not in CODECS:
         names = ", ".join(pb.Codec.Name(c) for c in CODECS if c)
         raise InvalidRequest(f"output.codec {header.output.codec} is not a codec this server writes; use {names}")
-    known_model(model)
+    location = known_model(model)
+    if check_loras is not None:
+        check_loras(location, settings.loras)  # names listed, files LoRAs that fit the model: before any upload
     which_source, which_matte = header.WhichOneof("source"), header.WhichOneof("matte")
     if which_source is None or which_matte is None:
         raise InvalidRequest("the header must name a source and a matte (inline frames or a file)")
@@ -229,6 +281,9 @@ def update_message(job_id: str, live: LiveStatus) -> pb.JobUpdate:
             eta_seconds=p.eta_seconds,
             mode=p.mode,
             preview_png=p.preview_png,
+            take=p.take,
+            takes=p.takes,
+            takes_in_turn=p.in_turn,
         )
     return pb.JobUpdate(
         job_id=job_id,
