@@ -340,6 +340,14 @@ MUTANTS = [
         ("tests/engine/test_erase_and_clean_plate.py",),
     ),
     Mutant(
+        "plate-made-again-per-take",
+        "kvlock/editing/editor.py",
+        "self.kept: dict[int, PlateFrames] | None = {} if keep else None",
+        "self.kept: dict[int, PlateFrames] | None = None",
+        "takes run one after another making the clean plate anew for each take (its cost times the takes)",
+        ("tests/engine/test_erase_and_clean_plate.py", "-k", "takes"),
+    ),
+    Mutant(
         "lora-weight-ignored",
         "kvlock/execution/loras.py",
         "self.pipe.set_adapters([n for n, _ in active], [w for _, w in active])",

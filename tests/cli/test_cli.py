@@ -430,6 +430,36 @@ def test_erase_needs_no_prompt_and_writes_the_clean_plate_with_its_map_as_alpha(
     assert np.abs(plate[seen][..., :3] - truth[seen]).max(axis=-1).mean() <= 1.5
 
 
+def test_erase_takes_write_each_take_and_the_clean_plate_once(panning, tmp_path):
+    """``--erase --takes 2 --plate-out``: two erases beside each other, each keeping what other frames showed as
+    filmed, and one plate (the source's, the same for both); a plate named like a take is refused first."""
+    folder, clip = panning
+    out, plate_out = tmp_path / "erased.mkv", tmp_path / "plate.mkv"
+    done = kvlock(*erase_args(folder, out, "--erase", "--takes", "2", "--plate-out", str(plate_out), "--json"))
+    assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert [Path(t["output"]).name for t in last["takes"]] == ["erased.take1.mkv", "erased.take2.mkv"]
+    assert last["plate"] == str(plate_out) and last["seen_fraction"] > 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["plate.mkv", *(f"erased.take{k}{s}" for k in (1, 2) for s in (".mkv", ".trace.json", ".trace.png"))]
+    )
+    plate = read_frames(probe(plate_out), 0, 9)
+    seen = (clip.matte > 0) & (plate[..., 3] == 255)
+    outside = np.stack([feather_matte(m, 4) for m in clip.matte]) == 0
+    erased = [read_frames(probe(tmp_path / f"erased.take{k}.mkv"), 0, 9) for k in (1, 2)]
+    for take in erased:
+        assert np.array_equal(take[outside], clip.frames[outside])
+        assert np.array_equal(take[seen], plate[seen][..., :3])
+    assert not np.array_equal(erased[0], erased[1])
+    for k in (1, 2):
+        trace = json.loads((tmp_path / f"erased.take{k}.trace.json").read_text())
+        assert trace["settings"]["erase"] and trace["take"] == k and trace["plate"]["seen_fraction"] > 0.9
+    clash = kvlock(
+        *erase_args(folder, tmp_path / "x.mkv", "--erase", "--takes", "2", "--plate-out", str(tmp_path / "x.take2.mkv"))
+    )
+    assert clash.returncode == 5 and "the same name" in clash.stderr, clash.stderr
+
+
 def test_erase_and_plate_mistakes_are_said_before_the_model_loads(panning, tmp_path):
     folder, _ = panning
     out = tmp_path / "never.mkv"

@@ -132,3 +132,58 @@ def test_a_clean_plate_edit_over_an_all_white_matte_falls_back_to_the_source_wit
     result = editor.edit(EditRequest(clip.frames, white, "a blue square", EditSettings(steps=2, source_plate="clean")))
     assert any("no background is visible" in w for w in result.warnings)
     assert result.trace.plate["seen_fraction"] == 0.0
+
+
+def test_an_erase_of_several_takes_keeps_what_was_seen_in_each_and_shares_one_plate(editor, monkeypatch):
+    """Takes of an erase: each is the source outside the feathered matte and the filmed background where
+    another frame showed it; take 1 is the one-take erase; they differ only where the model paints; each
+    carries the clip's plate and its figures (made once). Run one after another they are the takes run together."""
+    clip = panning_clip(**SMALL)
+    settings = EditSettings(steps=2, erase=True, takes=2)
+    request = EditRequest(clip.frames, clip.matte, "", settings, return_plate=True)
+    together = editor.edit_takes(request)
+    assert together[0].trace.execution["takes"]["run"].startswith("together")
+    one = editor.edit(EditRequest(clip.frames, clip.matte, "", EditSettings(steps=2, erase=True)))
+    assert np.array_equal(together[0].frames, one.frames)
+    outside = _outside(clip.matte, settings.feather)
+    seen = together[0].plate.origin == SEEN
+    assert seen.any()
+    for take in together:
+        assert np.array_equal(take.frames[outside], clip.frames[outside])
+        assert np.array_equal(take.frames[seen], take.plate.frames[seen])
+        assert np.array_equal(take.plate.frames, together[0].plate.frames)
+        assert take.trace.plate["frames"] == SMALL["frames"] and take.trace.plate["seen_fraction"] > 0.9
+        assert take.trace.settings["source_plate"] == "clean"
+    assert not np.array_equal(together[0].frames, together[1].frames)  # the model's paint differs
+    monkeypatch.setattr(kvlock.editing.editor, "takes_together", lambda rt, job: (False, "one after another"))
+    in_turn = editor.edit_takes(request)
+    for a, b in zip(together, in_turn, strict=True):
+        assert np.array_equal(a.frames, b.frames)
+        assert b.trace.plate["frames"] == SMALL["frames"]  # made once, for both takes
+
+
+def test_the_takes_of_a_long_clean_plate_edit_start_each_window_from_the_plate_made_once(editor, monkeypatch):
+    """A long clip's takes run one after another through the windows: every window of every take starts from
+    the clean plate (no old subject in what the model sees), which is made once for all of them."""
+    clip = panning_clip(**{**SMALL, "frames": 29})
+    given = []
+    window_source = kvlock.editing.editor.window_source
+
+    def spy(plan, source, made):
+        given.append(source.copy())
+        return window_source(plan, source, made)
+
+    monkeypatch.setattr(kvlock.editing.editor, "window_source", spy)
+    settings = EditSettings(steps=2, source_plate="clean", window_overlap=5, takes=2)
+    takes = editor.edit_takes(EditRequest(clip.frames, clip.matte, "a blue square", settings, return_plate=True))
+    red = lambda frames: (frames[..., 0] > 200) & (frames[..., 1] < 60)  # noqa: E731
+    assert len(given) == 3  # window 1 is encoded once for both takes; window 2 continues from each take's own
+    assert not any(red(frames).any() for frames in given)
+    whole = PlateMaker(clip.frames, clip.matte, DisplayReferred(255.0)).plate(0, 29)
+    outside = _outside(clip.matte, settings.feather)
+    for take in takes:
+        assert take.trace.execution["takes"]["run"].startswith("one after another")
+        assert take.trace.plate["frames"] == 29
+        assert np.array_equal(take.plate.frames, whole.frames) and np.array_equal(take.plate.origin, whole.origin)
+        assert np.array_equal(take.frames[outside], clip.frames[outside])
+    assert not np.array_equal(takes[0].frames, takes[1].frames)
