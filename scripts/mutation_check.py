@@ -332,6 +332,14 @@ MUTANTS = [
         ("tests/engine/test_erase_and_clean_plate.py",),
     ),
     Mutant(
+        "erase-keep-ramp-cut-at-the-region",
+        "kvlock/editing/composer.py",
+        "        reach = self.feather + 1",
+        "        reach = 0",
+        "an erase's kept-as-filmed ramp filtered over the composite's region without the filter's reach around it",
+        ("tests/engine/test_erase_and_clean_plate.py", "-k", "region"),
+    ),
+    Mutant(
         "clean-plate-not-the-start",
         "kvlock/editing/editor.py",
         "frames = plate.frames if clean and plate is not None else request.frames[plan.start : plan.end]",

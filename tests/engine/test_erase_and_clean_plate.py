@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import kvlock.editing.editor
 from kvlock import EditRequest, EditSettings, InvalidRequest, MatteError, SettingsError
+from kvlock.editing.composer import Composer
 from kvlock.editing.compositing import feather_matte, inner_ramp
+from kvlock.editing.decode_box import DecodeBox
 from kvlock.media.colour import DisplayReferred
-from kvlock.plate import INVENTED, SEEN, PlateMaker
+from kvlock.plate import INVENTED, ORIGINAL, SEEN, PlateMaker
 from kvlock.settings import resolve_schedule
 from kvlock.world.panning import panning_clip
 
@@ -187,3 +190,28 @@ def test_the_takes_of_a_long_clean_plate_edit_start_each_window_from_the_plate_m
         assert np.array_equal(take.plate.frames, whole.frames) and np.array_equal(take.plate.origin, whole.origin)
         assert np.array_equal(take.frames[outside], clip.frames[outside])
     assert not np.array_equal(takes[0].frames, takes[1].frames)
+
+
+@pytest.mark.parametrize("feather", [0, 2, 4])
+def test_an_erase_keeps_the_plate_over_a_region_exactly_as_over_the_whole_frame(feather):
+    """The composite keeps the seen pixels and ramps the model's paint in from the invented part's edge; on the
+    device it filters the map over its region only, which must give what the whole frame's map gives, also
+    where the region cuts through the hole."""
+    still = panning_clip(**SMALL, pan=(0.0, 0.0), subject_speed=(0.0, 0.0))
+    for clip in (still, panning_clip(**SMALL)):
+        plate = PlateMaker(clip.frames, clip.matte, DisplayReferred(255.0)).plate(0, SMALL["frames"])
+        request = EditRequest(clip.frames, clip.matte, "")
+        composer = Composer(request, DisplayReferred(255.0), clip.matte, feather, torch.device("cpu"), True)
+        composer.plate = plate
+        for rows, cols in (
+            (slice(10, 50), slice(12, 60)),
+            (slice(0, 64), slice(0, 80)),
+            (slice(20, 40), slice(20, 45)),
+        ):
+            box = DecodeBox(rows, cols, slice(0, 1), slice(0, 1), 8)
+            kept = composer._keep(slice(2, 7), box).numpy()
+            whole = [
+                np.where(plate.origin[j] == ORIGINAL, 0.0, 1.0 - inner_ramp(plate.origin[j] == INVENTED, feather))
+                for j in range(2, 7)
+            ]
+            assert np.array_equal(kept, np.stack(whole)[:, rows, cols].astype(np.float32))
