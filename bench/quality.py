@@ -2,6 +2,8 @@
 
     python bench/quality.py                                    # test split, every method (CPU: hours)
     python bench/quality.py --device cuda --workers 14 --calibrate --json out.json   # the full run
+    python bench/quality.py --choose source_plate --methods "no lock, clean plate" …   # one knob's default
+    python bench/quality.py --erase 48 --methods                                      # erase cases only
 
 ``--calibrate`` first chooses the defaults on the calibration split (never on the test split), then runs
 the test split with them:
@@ -22,6 +24,14 @@ one by one and then combined were never measured together (the 2026-12-01 run di
 never fill inside the control window (κ ≤ W) are not candidates. Then every method of ``METHODS`` runs on
 the test split, each as one change to the chosen defaults, on the same cases and seeds. Cases run in
 parallel worker processes (``--workers``), each with its own model.
+
+``--choose KNOB`` applies the same rule to one decision alone, on the calibration split: the value shipped now
+(``BASE``) against each candidate of ``CHOICES[KNOB]``; the winner is added to the defaults the test split
+then runs with, and ``--report FILE --write-schedule FOLDER`` stores it in the model's schedule beside what
+is there.
+``--erase N`` also runs N erase cases of the split (``kvlock.world.cases.make_erase_case``) with every method
+of ``ERASE_METHODS`` and prints their PSNR inside the matte, split into the pixels the clean plate saw in
+another frame and those it invented.
 """
 
 from __future__ import annotations
@@ -41,7 +51,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "server")]
 
 from kvlock.calibration import TOLERANCE, tau_from_samples, write_calibration  # noqa: E402
 from kvlock.settings import IGNORED_BY, SCHEDULE_DEFAULTS  # noqa: E402
-from kvlock.world.benchmark import METHODS, PAIRED_KEYS, paired_differences, summarise  # noqa: E402
+from kvlock.world.benchmark import (  # noqa: E402
+    ERASE_METHODS,
+    METHODS,
+    PAIRED_KEYS,
+    paired_differences,
+    summarise,
+    summarise_erase,
+)
 from kvlock.world.following import ATTRIBUTES  # noqa: E402
 
 QUANTILES = (0.25, 0.5, 0.75)
@@ -54,6 +71,7 @@ BASE = {
     "alpha_early": 1.0,
     "guidance_form": "kvlock",
     "strength": 1.0,
+    "source_plate": "original",
 }
 KNOBS = {
     "metric_window": [5],
@@ -66,22 +84,31 @@ KNOBS = {
     "method": ["no_lock", "fixed_alpha=0.5"],
     # where denoising starts: from the noised source rather than pure noise (the embedded model ships 0.8)
     "strength": [0.8],
+    # what the edit starts from inside the matte and the source pass sees: the source or its clean plate
+    "source_plate": ["clean"],
 }
 
 
 def _worker(device: str, model: str, jobs, results) -> None:
+    import cv2
+
     import kvlock.world  # noqa: F401  (registers the test models)
     from kvlock import Editor
-    from kvlock.world.benchmark import run_case
-    from kvlock.world.cases import make_case
+    from kvlock.world.benchmark import run_case, run_erase_case
+    from kvlock.world.cases import make_case, make_erase_case
     from kvlock.world.following import judge_prompt
 
+    cv2.setNumThreads(1)  # the clean plate's OpenCV: one thread per worker, as OMP_NUM_THREADS=1 gives torch
     editor = Editor.from_pretrained(model, device=device)
     cases = {}
     for tag, split, index, overrides, steps in iter(jobs.get, None):
         try:
             if split == "following":  # a plain text-to-video prompt, judged per attribute
                 results.put((tag, judge_prompt(editor, index, steps)))
+                continue
+            if split.startswith("erase:"):  # an erase case, scored against the scene without the object
+                case = make_erase_case(split.removeprefix("erase:"), index)
+                results.put((tag, run_erase_case(editor, case, overrides["erase_method"], steps)))
                 continue
             key = (split, index)
             if key not in cases:
@@ -229,6 +256,40 @@ def calibrate(pool: Pool, cases: int, steps: int, log: dict) -> dict:
     return chosen
 
 
+# --choose KNOB: the candidates beside the incumbent (BASE[KNOB]); each a change to the model's defaults. A clean
+# plate takes the old subject out of the edit's start, and with it the layout strength < 1 keeps, so the start's
+# strength competes with it (at 1 the start is pure noise and the plate acts through the source pass alone).
+CHOICES: dict[str, list[dict]] = {
+    "source_plate": [
+        {"source_plate": "clean"},
+        {"source_plate": "clean", "strength": 0.9},
+        {"source_plate": "clean", "strength": 1.0},
+    ],
+}
+
+
+def choose(pool: Pool, knob: str, cases: int, steps: int, log: dict) -> dict:
+    """``--choose KNOB``: the rule of the module docstring over the knob's candidates (``CHOICES``) and the
+    value shipped now (``BASE``, the incumbent), on the calibration split; returns the winner's overrides."""
+    if knob not in CHOICES:
+        raise SystemExit(f"--choose takes one of {', '.join(CHOICES)}, not {knob!r}")
+    incumbent = {knob: BASE[knob]}
+    trials = {_tag(t): t for t in (incumbent, *CHOICES[knob])}
+    began = time.time()
+    jobs = [job for tag, trial in trials.items() for job in _jobs(tag, "calibration", cases, trial, steps)]
+    rows = pool.run(jobs)
+    winner = _choose({tag: tag for tag in trials}, rows, _tag(incumbent))
+    log["choose"] = {tag: summarise(rows[tag]) for tag in trials if tag in rows}
+    log["choose_rows"] = rows
+    log["chosen"] = {**trials[winner], "winner": winner, "merge": True}
+    print(f"chose {winner} on {cases} calibration cases ({time.time() - began:.0f} s)", flush=True)
+    return dict(trials[winner])
+
+
+def _tag(trial: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in trial.items())
+
+
 def _cell(value) -> str:
     if isinstance(value, (list, tuple)) and len(value) == 3:
         estimate, low, high = value
@@ -274,7 +335,10 @@ def print_table(table: dict, title: str) -> None:
             print(f"| {name} | " + " | ".join([*cells, *(_cell(s[k]) for k in columns)]) + " |")
 
 
-def print_paired(rows: dict, references: tuple[str, ...] = ("defaults", "kvlock", "no lock")) -> None:
+PAIRED_REFERENCES = ("defaults", "kvlock", "no lock", "kvlock, original plate", "no lock, original plate")
+
+
+def print_paired(rows: dict, references: tuple[str, ...] = PAIRED_REFERENCES) -> None:
     """Each method against each reference, case by case (same cases, same seeds)."""
     for reference in references:
         if reference not in rows:
@@ -288,6 +352,25 @@ def print_paired(rows: dict, references: tuple[str, ...] = ("defaults", "kvlock"
             d = paired_differences(method_rows, rows[reference])
             cells = " | ".join(_cell(d[k]) for k in PAIRED_KEYS)
             print(f"| {name} | {d['cases']} | {cells} |")
+
+
+ERASE_COLUMNS = {
+    "in_matte_psnr": "in-matte PSNR",
+    "seen_psnr": "seen PSNR",
+    "invented_psnr": "invented PSNR",
+    "seen_fraction": "seen",
+    "seconds": "s/erase",
+}
+
+
+def print_erase_table(table: dict, title: str) -> None:
+    """Erase cases against the scene without the object; every cell is estimate [95 % interval]."""
+    print(f"\n# {title}")
+    print("| method | cases | outside exact | " + " | ".join(ERASE_COLUMNS.values()) + " |")
+    print("|---|---|---|" + "|".join("---" for _ in ERASE_COLUMNS) + "|")
+    for name, s in table.items():
+        cells = [str(s["cases"]), str(s["outside_exact"]), *(_cell(s[k]) for k in ERASE_COLUMNS)]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def report_against(path: Path, other: Path) -> None:
@@ -309,12 +392,20 @@ def report(path: Path) -> None:
     for phase in ("phase_b", "phase_c"):
         if phase in log:
             print_table(log[phase], f"calibration split, {phase[-1].upper()}: {log['args']['calibration_cases']} cases")
+    if "choose" in log:
+        print_table(
+            log["choose"],
+            f"calibration split, --choose {log['args']['choose']}: {log['args']['calibration_cases']} cases",
+        )
+        print_paired(log["choose_rows"], references=tuple(log["choose"])[:1])
     if "chosen" in log:
         print(f"\nchosen: {log['chosen']}")
     if "test" in log:
         split = log["args"].get("split", "test")
         print_table(log["test"], f"{split} split ({log['date']}, {log['machine']} {log['args']['device']})")
         print_paired(log["test_rows"])
+    if log.get("erase"):
+        print_erase_table(log["erase"], f"erase cases, {split} split ({log['date']}, {log['args']['device']})")
     if log.get("following_summary"):
         print(f"\n# text-to-video prompt following, {len(log['following'])} held-out prompts:")
         print("| " + " | ".join(log["following_summary"]) + " |")
@@ -326,13 +417,20 @@ def write_schedule(log: dict, folder: Path) -> Path:
     """Store the schedule a --calibrate run chose in the model folder's kvlock.json, where every edit that
     leaves the lock's settings unset finds it; knobs the chosen method ignores are not stored."""
     chosen = log["chosen"]
+    how = f"--choose {log['args']['choose']}" if chosen.get("merge") else "--calibrate"
+    source = (
+        f"bench/quality.py {how} {log['date']} ({log['args']['device']}): calibration split, "
+        f"{log['args']['calibration_cases']} cases, {log['args']['steps']} steps; winner {chosen['winner']}"
+    )
+    if chosen.get("merge"):  # one knob chosen on its own: added to the schedule the folder has
+        path = Path(folder) / "kvlock.json"
+        existing = json.loads(path.read_text()) if path.is_file() else {}
+        chosen = {**existing.get("schedule", {}), **chosen}
+        earlier = existing.get("schedule_source")
+        source = f"{earlier}; {source}" if earlier else source
     method = chosen.get("method", SCHEDULE_DEFAULTS["method"])
     ignored = IGNORED_BY.get(method, ())
     schedule = {k: chosen[k] for k in SCHEDULE_DEFAULTS if k in chosen and k not in ignored}
-    source = (
-        f"bench/quality.py --calibrate {log['date']} ({log['args']['device']}): calibration split, "
-        f"{log['args']['calibration_cases']} cases, {log['args']['steps']} steps; winner {chosen['winner']}"
-    )
     return write_calibration(folder, {"schedule": schedule, "schedule_source": source})
 
 
@@ -347,6 +445,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--calibrate", action="store_true", help="choose the defaults on the calibration split first")
+    parser.add_argument("--choose", metavar="KNOB", help="choose one knob's default on the calibration split first")
+    parser.add_argument("--erase", type=int, default=0, help="also run N erase cases of the split")
+    parser.add_argument("--erase-methods", nargs="*", default=list(ERASE_METHODS))
     parser.add_argument("--defaults", help="a JSON file of chosen overrides (from an earlier --calibrate run)")
     parser.add_argument("--following", type=int, default=0, help="also judge N held-out text-to-video prompts")
     parser.add_argument("--device", default="cpu")
@@ -379,15 +480,22 @@ def main() -> None:
         chosen = json.loads(Path(args.defaults).read_text()) if args.defaults else {}
         if args.calibrate:
             chosen = calibrate(pool, args.calibration_cases, args.steps, log)
+        elif args.choose:
+            chosen = {**chosen, **choose(pool, args.choose, args.calibration_cases, args.steps, log)}
+        if args.calibrate or args.choose:
             save()
             if args.write_schedule:
                 print(f"schedule written to {write_schedule(log, args.write_schedule)}", flush=True)
         jobs = [("following", "following", i, {}, None) for i in range(args.following)]
-        for i in range(args.cases):  # case-major, so a run cut short still covers every method
+        for i in range(args.cases if args.methods else 0):  # case-major: a run cut short covers every method
             for name in args.methods:
                 jobs.append((name, args.split, i, {**chosen, **METHODS[name]}, args.steps))
+        for i in range(args.erase):
+            for name in args.erase_methods:
+                jobs.append((f"erase: {name}", f"erase:{args.split}", i, {"erase_method": name}, args.steps))
         rows = pool.run(jobs)
         following = rows.pop("following", [])
+        erase = {name: rows.pop(f"erase: {name}") for name in args.erase_methods if f"erase: {name}" in rows}
         table = {name: summarise(rows[name]) for name in args.methods if name in rows}
         log.update(test_rows=rows, test=table, following=following)
         save()
@@ -398,6 +506,10 @@ def main() -> None:
             f"{time.time() - began:.0f} s",
         )
         print_paired(rows)
+        if erase:
+            log["erase_rows"], log["erase"] = erase, {name: summarise_erase(r) for name, r in erase.items()}
+            save()
+            print_erase_table(log["erase"], f"erase cases, {args.split} split, {args.erase} cases, {args.steps} steps")
         if following:
             summary = {a: sum(r[a] for r in following) / len(following) for a in (*ATTRIBUTES, "all")}
             log["following_summary"] = summary

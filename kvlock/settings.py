@@ -21,6 +21,7 @@ GUIDANCE_FORMS = ("kvlock", "paper", "static")
 GEOMETRIES = ("fit", "crop_to_matte")
 UNCOND_SOURCES = ("shared", "own")
 SOURCE_PASSES = ("full", "background")
+SOURCE_PLATES = ("original", "clean")
 MAX_TEXT = 10_000  # characters of a prompt; text encoders read a few hundred tokens at most
 MAX_TAKES = 16  # versions of one edit per job: an editor compares a handful, and each costs its passes
 
@@ -48,6 +49,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "window_overlap": (0, 1024, " frames"),
     "feather": (0, 256, " pixels"),
     "source_refresh": (1, 1000, " steps"),
+    "plate_reach": (1, 256, " frames"),
     "takes": (1, MAX_TAKES, " takes"),
 }
 OPEN_BELOW = {"tau", "cfg_zero_delta"}  # ranges whose low end is excluded
@@ -137,6 +139,9 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     "uncond_source": "shared",
     # where denoising starts: 1 from pure noise, < 1 from the noised source (a model's schedule may lower it)
     "strength": 1.0,
+    # what the edit starts from inside the matte and the source pass sees: the source as filmed, or its clean
+    # plate (the old subject taken out, kvlock.plate); the quality benchmark chooses per model
+    "source_plate": "original",
 }
 
 
@@ -209,6 +214,14 @@ class EditSettings:
     window_frames: int | None = None
     window_overlap: int | None = None  # None: 8, or fewer where windows are too short (geometry.DEFAULT_OVERLAP)
     feather: int = 4
+    # the clean plate (kvlock.plate): "original" or "clean" is what the edit starts from inside the matte and
+    # what the source pass sees (None: the model's schedule); ``erase`` removes the subject (the clean plate,
+    # harmonised by the model; the prompt, optional, describes the background), keeping the pixels another
+    # frame showed as filmed unless ``erase_keep_seen`` is off; ``plate_reach`` frames on either side are searched
+    source_plate: str | None = None
+    erase: bool = False
+    erase_keep_seen: bool = True
+    plate_reach: int = 16
     # LoRAs applied to the model for this edit, by the names `kvlock loras` lists (a list of LoraChoice, dicts
     # or "NAME:WEIGHT" texts is accepted and held as a tuple of LoraChoice)
     loras: tuple[LoraChoice, ...] = ()
@@ -244,6 +257,8 @@ def with_schedule(
         for name, default in schedule_defaults(steps).items()
         if getattr(settings, name) is None
     }
+    if settings.erase and "source_plate" in filled:
+        filled["source_plate"] = "clean"  # an erase is the clean plate, whatever the model's default
     return replace(settings, **filled)
 
 
@@ -358,3 +373,11 @@ def _check(s: EditSettings) -> None:
         "(use uncond_source 'shared' or source_refresh 1)",
     )
     _require(s.geometry in GEOMETRIES, f"geometry must be one of {GEOMETRIES}, got {s.geometry!r}")
+    _require(
+        s.source_plate in (None, *SOURCE_PLATES),
+        f"source_plate must be one of {SOURCE_PLATES}, got {s.source_plate!r}",
+    )
+    _require(
+        not (s.erase and s.source_plate == "original"),
+        "erase paints the background from the clean plate: leave source_plate unset (or clean) with erase",
+    )

@@ -54,6 +54,8 @@ class Trace:
     tau_source: str = ""  # where this edit's τ came from: the request, the model's calibration, or the default
     # where each field of the lock's schedule came from: the request, the model's schedule, or the engine
     schedule_source: dict[str, str] = field(default_factory=dict)
+    # the clean plate's figures (kvlock.plate.PlateStats): hole pixels, the fraction seen in other frames, seconds
+    plate: dict[str, Any] = field(default_factory=dict)
     # the control regime in one line: how α is set and over which steps, and the guidance (CFG-free or not)
     control: str = ""
     # every LoRA applied: name, weight, where its files are, rank, experts, its kvlock.json (if it has one)

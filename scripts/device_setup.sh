@@ -8,5 +8,9 @@ if ! python3 -c "import diffusers, transformers; from diffusers import Autoencod
   echo "the machine's Hugging Face libraries do not suit diffusers 0.42: installing the carried set"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
 fi
+if ! python3 -c "import cv2" 2>/dev/null; then  # the clean plate's OpenCV, when the machine has none: carry its wheel
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    .whl/opencv_python_headless-*.whl
+fi
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, \
 'transformers', transformers.__version__, torch.cuda.get_device_name())"

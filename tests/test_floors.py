@@ -22,7 +22,7 @@ PACKAGES = ("kvlock", "kvlock_server", "kvlock_cli", "kvlock_bridge", "kvlock_re
 # the engine's floors, lowest first; a module may import its own floor and those below it
 ENGINE_FLOORS = [
     {"errors", "settings", "progress", "media"},
-    {"lock", "trace"},
+    {"lock", "trace", "plate"},
     {"families"},
     {"sampling", "loading"},
     {"execution"},

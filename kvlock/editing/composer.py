@@ -18,6 +18,7 @@ import torch
 
 from ..errors import EditCancelled
 from ..media.colour import DisplayReferred, PixelEncoding
+from ..plate import INVENTED, ORIGINAL, PlateFrames
 from .compositing import blend, feather_weights, full_scale, handover_weight, inner_weights, region_rgba, source_detail
 from .decode_box import DecodeBox
 from .geometry import Window, resize_video
@@ -91,7 +92,13 @@ class Composer:
     """
 
     def __init__(
-        self, request: EditRequest, encoding: PixelEncoding, matte: np.ndarray, feather: int, device: torch.device
+        self,
+        request: EditRequest,
+        encoding: PixelEncoding,
+        matte: np.ndarray,
+        feather: int,
+        device: torch.device,
+        keep_seen: bool = False,
     ) -> None:
         src = request.frames
         self.source, self.encoding, self.matte, self.feather, self.device = src, encoding, matte, feather, device
@@ -100,6 +107,10 @@ class Composer:
         self.raw = encoding.to_model(src[..., :3]) if request.return_raw else None
         self.integer = np.issubdtype(src.dtype, np.integer)
         self.limits = (int(np.iinfo(src.dtype).min), int(np.iinfo(src.dtype).max)) if self.integer else None
+        # the clean plate of the window being composited (None: the edit started from the source as filmed), and
+        # whether the pixels it saw in other frames are kept as filmed (an erase)
+        self.plate: PlateFrames | None = None
+        self.keep_seen = keep_seen
 
     @property
     def whole(self) -> bool:
@@ -131,6 +142,30 @@ class Composer:
                 raise EditCancelled(steps, steps)
             self._chunk(plan, decoded, mattes, first, min(plan.length, first + chunk))
 
+    def _plate_pixels(self, frames: slice, box: DecodeBox) -> torch.Tensor | None:
+        """The clean plate's pixels of ``frames`` over the region, on the device (None: no plate)."""
+        if self.plate is None:
+            return None
+        at = slice(frames.start - self.plate.start, frames.stop - self.plate.start)
+        return to_device(self.plate.frames[at, box.rows, box.cols, :3], self.device)
+
+    def _keep(self, frames: slice, box: DecodeBox) -> torch.Tensor:
+        """How much of the clean plate an erase keeps as filmed inside the hole: all of what another frame
+        showed, none of what was invented once ``feather`` pixels inside it (a ramp, so the model's paint meets
+        the film softly); outside the hole nothing (the composite's own feather ring applies there). The ramp
+        is filtered over the region and its reach around it, exactly as over the whole frame."""
+        assert self.plate is not None
+        origin = self.plate.origin[frames.start - self.plate.start : frames.stop - self.plate.start]
+        frame_h, frame_w = origin.shape[1:]
+        reach = self.feather + 1
+        rows = slice(max(0, box.rows.start - reach), min(frame_h, box.rows.stop + reach))
+        cols = slice(max(0, box.cols.start - reach), min(frame_w, box.cols.stop + reach))
+        crop = torch.from_numpy(np.ascontiguousarray(origin[:, rows, cols])).to(self.device)
+        inside = (slice(box.rows.start - rows.start, box.rows.stop - rows.start),
+                  slice(box.cols.start - cols.start, box.cols.stop - cols.start))  # fmt: skip
+        ramp = inner_weights((crop == INVENTED).float(), self.feather)[:, inside[0], inside[1]]
+        return torch.where(crop[:, inside[0], inside[1]] == ORIGINAL, 0.0, 1.0 - ramp)
+
     def _resized(self, plan: Window, pixels: torch.Tensor, box: DecodeBox, first: int, last: int) -> torch.Tensor:
         """Frames [first, last) of decoded ``pixels`` at source resolution over the region, channels last.
 
@@ -148,7 +183,8 @@ class Composer:
     def _chunk(self, plan: Window, decoded: Decoded, mattes: WindowMattes, first: int, last: int) -> None:
         box, frames = decoded.box, slice(plan.start + first, plan.start + last)
         source = to_device(self.source[frames, box.rows, box.cols, :3], self.device)
-        base = to_model(self.encoding, source)  # the source as the model sees it
+        plate = self._plate_pixels(frames, box)
+        base = to_model(self.encoding, source if plate is None else plate)  # what the model started from
         edited = self._resized(plan, decoded.edit, box, first, last)
         alpha = mattes.weight[first:last]
         layer = edited
@@ -156,6 +192,9 @@ class Composer:
             reconstruction = self._resized(plan, decoded.reconstruction, box, first, last)
             layer = source_detail(edited, reconstruction, base, mattes.inner[first:last], 1.0)
         plate_layer = from_model(self.encoding, layer)
+        if self.keep_seen and plate is not None:
+            keep = self._keep(frames, box)[..., None]
+            plate_layer = keep * plate.float() + (1.0 - keep) * plate_layer
         composite = blend(source, plate_layer, alpha, self.limits)
         weights = torch.tensor([handover_weight(k, plan.context) for k in range(first, last)], device=self.device)
         full = bool((weights >= 1.0).all())

@@ -35,6 +35,10 @@ reconstruction; then each take is decoded, composited and handed to ``finished``
 a long clip continue from each take's own result, so there nothing per step can be shared: the takes run
 one after another (sharing the prompts and the first window's encode), as they do where the weights do not
 stay on the GPU. A cancel keeps the takes already handed over (``EditCancelled.kept``).
+
+The clean plate (``kvlock.plate``, ``source_plate`` clean and every erase) is made window by window before
+the window is encoded, once for all takes: it is the window's start and what its source pass sees, and the
+base its composite puts the edit on (an erase keeping what other frames showed: ``Composer.keep_seen``).
 """
 
 from __future__ import annotations
@@ -54,10 +58,11 @@ from ..loading.load import LoadedModel, load_model, resolve_device
 from ..loading.lora_catalog import LoraCatalog
 from ..loading.lora_check import ResolvedLora, loaded_shapes, resolve_loras
 from ..lock.noise import NoiseField
+from ..plate import PlateFrames, PlateMaker, PlateOptions
 from ..settings import LoraChoice
 from ..trace import Trace, WindowTrace
 from .composer import Composer, Decoded, WindowMattes
-from .geometry import first_slot
+from .geometry import Window, first_slot
 from .job import EditJob, resolve_job
 from .request import EditRequest, EditResult
 from .runtime import Runtime
@@ -162,6 +167,7 @@ class Editor:
         began = time.perf_counter()
         rt = self.runtime
         job = resolve_job(rt.model, request, self.find_loras(request.settings.loras))
+        plates = WindowPlates.of(request, job)  # an erase no frame can serve is refused before model work
         rt.decoder_reach()  # probed once, before the trace copies the execution choices
         together, why = takes_together(rt, job)
         stages: dict[str, float] = {}
@@ -181,7 +187,7 @@ class Editor:
             "lora_switch": lora_switch,
         }
         swaps = rt.residency.swaps
-        delivery = Delivery(job, rt.model.name, execution, stages, began, finished)
+        delivery = Delivery(job, rt.model.name, execution, stages, began, finished, plates)
         delivery.swaps = lambda: rt.residency.swaps - swaps  # model offload: one expert on the device at a time
         try:
             if together:
@@ -197,14 +203,30 @@ class Editor:
         return delivery.results
 
     def _composer(self, request: EditRequest, job: EditJob) -> Composer:
-        return Composer(request, job.encoding, job.matte, job.settings.feather, self.runtime.composite_device)
+        settings, device = job.settings, self.runtime.composite_device
+        keep_seen = settings.erase and settings.erase_keep_seen
+        return Composer(request, job.encoding, job.matte, settings.feather, device, keep_seen)
+
+    def _frames(
+        self, request: EditRequest, delivery: Delivery, index: int, plan: Window
+    ) -> tuple[np.ndarray, PlateFrames | None]:
+        """Window ``index``'s own frames as the edit starts from them and its source pass sees them (the clean
+        plate with ``source_plate`` clean, else the source as filmed), and the plate its composite is based on."""
+        plates = delivery.plates
+        plate = plates.window(self.runtime, index, plan) if plates is not None else None
+        clean = plates is not None and plates.clean
+        frames = plate.frames if clean and plate is not None else request.frames[plan.start : plan.end]
+        return frames, plate if clean else None
 
     def _together(self, run: EditRun, request: EditRequest, delivery: Delivery) -> None:
         """One window: encode once, denoise every take at once, then decode and composite take by take."""
         rt, job = self.runtime, run.job
         composers = [self._composer(request, job) for _ in range(run.takes)]
         plan = job.windows[0]
-        win = prepare_window(rt, run, 0, window_source(plan, request.frames, request.frames), composers[0].whole)
+        frames, plate = self._frames(request, delivery, 0, plan)
+        for composer in composers:
+            composer.plate = plate
+        win = prepare_window(rt, run, 0, window_source(plan, frames, request.frames), composers[0].whole)
         if not isinstance(win, PreparedWindow):
             for composer in composers:
                 delivery.deliver(composer, [win], [])
@@ -230,9 +252,10 @@ class Editor:
             windows: list[WindowTrace] = []
             latents: list[torch.Tensor] = []
             for index, plan in enumerate(job.windows):
+                frames, composer.plate = self._frames(request, delivery, index, plan)
                 win = prepared.get(index)
                 if win is None:
-                    source = window_source(plan, request.frames, composer.out)
+                    source = window_source(plan, frames, composer.out)
                     win = prepare_window(rt, run, index, source, composer.whole)
                     if plan.context == 0 and run.takes > 1:
                         prepared[index] = win
@@ -261,9 +284,10 @@ class Delivery:
         stages: dict[str, float],
         began: float,
         finished: TakeFinished | None,
+        plates: WindowPlates | None = None,
     ) -> None:
         self.job, self.model, self.execution, self.stages = job, model, execution, stages
-        self.began, self.finished = began, finished
+        self.began, self.finished, self.plates = began, finished, plates
         self.results: list[EditResult] = []
         self.swaps: Callable[[], int] = lambda: 0
 
@@ -289,11 +313,71 @@ class Delivery:
             take=len(self.results) + 1,
             takes=job.settings.takes,
         )
+        plate = None
+        if self.plates is not None:
+            trace.plate = self.plates.maker.stats.to_dict()
+            trace.warnings.extend(self.plates.maker.stats.warnings)
+            plate = self.plates.whole.frames() if self.plates.whole is not None else None
         frames: np.ndarray = composer.out
-        result = EditResult(frames=frames, trace=trace, latents=latents, region=composer.region, raw=composer.raw)
+        result = EditResult(
+            frames=frames, trace=trace, latents=latents, region=composer.region, raw=composer.raw, plate=plate
+        )
         self.results.append(result)
         if self.finished is not None:
             self.finished(result)
+
+
+def plate_maker(request: EditRequest, job: EditJob) -> PlateMaker:
+    """The clip's clean plate, made window by window; strict for an erase (a frame with no background in
+    sight is an error there, a warning otherwise: docs/design.md §2.7)."""
+    options = PlateOptions(reach=job.settings.plate_reach)
+    return PlateMaker(request.frames, job.matte, job.encoding, options, strict=job.settings.erase)
+
+
+class PlateKeeper:
+    """The whole clip's clean plate, for a caller that asked for it (``return_plate``)."""
+
+    def __init__(self, source: np.ndarray) -> None:
+        self.out = np.empty_like(source)
+        self.origin = np.zeros(source.shape[:3], np.uint8)
+
+    def add(self, plate: PlateFrames) -> None:
+        end = plate.start + len(plate.frames)
+        self.out[plate.start : end] = plate.frames
+        self.origin[plate.start : end] = plate.origin
+
+    def frames(self) -> PlateFrames:
+        return PlateFrames(0, self.out, self.origin)
+
+
+class WindowPlates:
+    """An edit's clean plate window by window, for every take. The maker runs forward through the clip once,
+    so where takes run one after another the first take's windows' plates are kept for the others (the plate
+    is the source's, the same for every take); ``whole`` gathers the clip's plate where it was asked for."""
+
+    def __init__(self, maker: PlateMaker, clean: bool, keep: bool, whole: PlateKeeper | None) -> None:
+        self.maker, self.clean, self.whole = maker, clean, whole
+        self.kept: dict[int, PlateFrames] | None = {} if keep else None
+
+    @classmethod
+    def of(cls, request: EditRequest, job: EditJob) -> WindowPlates | None:
+        """The edit's plates where it starts from the clean plate or its caller wants it, else None."""
+        clean = job.settings.source_plate == "clean"
+        if not (clean or request.return_plate):
+            return None
+        whole = PlateKeeper(request.frames) if request.return_plate else None
+        return cls(plate_maker(request, job), clean, job.settings.takes > 1, whole)
+
+    def window(self, rt: Runtime, index: int, plan: Window) -> PlateFrames:
+        if self.kept is not None and index in self.kept:
+            return self.kept[index]
+        with rt.stage("plate"):
+            plate = self.maker.plate(plan.start, plan.end)
+        if self.whole is not None:
+            self.whole.add(plate)
+        if self.kept is not None:
+            self.kept[index] = plate
+        return plate
 
 
 __all__ = ["EditRequest", "EditResult", "Editor"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..errors import InvalidRequest, SettingsError
 from ..families.base import ModelDefaults
 from ..loading.load import LoadedModel
 from ..loading.lora_check import ResolvedLora
@@ -72,6 +72,8 @@ def resolve_schedule_for(
         for name in SCHEDULE_DEFAULTS
     }
     settings = resolve_schedule(requested, model_schedule, steps)
+    if settings.erase and requested.source_plate is None:
+        sources["source_plate"] = "erase (always the clean plate)"
     warnings = []
     ignored = [n for n in IGNORED_BY.get(settings.method, ()) if getattr(requested, n) is not None]
     if ignored and requested.method is None:
@@ -162,7 +164,10 @@ def resolve_job(model: LoadedModel, request: EditRequest, loras: tuple[ResolvedL
     encoding = request.pixel_encoding()
     frame_warnings = check_frames(request.frames, encoding.name)
     matte, matte_warnings = normalise_matte(request.matte, request.frames)
-    check_prompt(request.prompt)
+    if not settings.erase:
+        check_prompt(request.prompt)
+    elif not isinstance(request.prompt, str):
+        raise InvalidRequest("an erase's prompt (optional) is text describing the background")
     height, width = settings.height or d.height, settings.width or d.width
     windows = plan_windows(
         matte > 0,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..media.colour import PixelEncoding, encoding_for
+from ..plate import PlateFrames
 from ..settings import EditSettings
 from ..trace import Trace
 
@@ -15,6 +16,8 @@ from ..trace import Trace
 @dataclass
 class EditRequest:
     """Source frames (T, H, W, 3|4) uint8/uint16/float, a matte (T, H, W) or one still, and the prompts.
+
+    With ``settings.erase`` the prompt may be empty (it describes the background, if anything).
 
     ``encoding`` says what the numbers mean (:mod:`kvlock.media.colour`): by default display-referred code
     values; ``SceneLinear()`` for linear-light plates (EXR), which may hold values above 1.0 and below 0.0. A
@@ -28,6 +31,7 @@ class EditRequest:
     return_region: bool = False
     return_raw: bool = False  # also the decoded edit before compositing (for measuring the lock itself)
     encoding: PixelEncoding | None = None
+    return_plate: bool = False  # also the clean plate of every frame and its seen/invented map (kvlock.plate)
 
     def pixel_encoding(self) -> PixelEncoding:
         return self.encoding if self.encoding is not None else encoding_for(self.frames.dtype, "display")
@@ -42,6 +46,7 @@ class EditResult:
     latents: list[torch.Tensor]
     region: np.ndarray | None = None
     raw: np.ndarray | None = None
+    plate: PlateFrames | None = None
 
     @property
     def warnings(self) -> list[str]:

@@ -64,11 +64,11 @@ class PreparedWindow:
 
 
 def window_source(plan: Window, source: np.ndarray, made: np.ndarray) -> np.ndarray:
-    """The window's frames as it edits them: the output already made in its lead-in, then the source."""
-    lead = plan.start + plan.context
+    """The window's frames as it edits them: the output already made in its lead-in, then ``source`` — the
+    window's own frames [start, end), as filmed or their clean plate."""
     if plan.context == 0:
-        return source[plan.start : plan.end]
-    return np.concatenate([made[plan.start : lead], source[lead : plan.end]])
+        return source
+    return np.concatenate([made[plan.start : plan.start + plan.context], source[plan.context :]])
 
 
 def to_model(frames: np.ndarray, encoding: PixelEncoding) -> torch.Tensor:

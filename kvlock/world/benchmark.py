@@ -6,11 +6,16 @@ accuracy per attribute, PSNR inside the matte against the target, PSNR on the le
 the target shows as background — where a method that cannot let go of the old subject, or paints the new
 one too large, loses), the decoded edit's background before compositing, flicker, the metric h and the
 time. Summaries carry 95 % bootstrap intervals over cases.
+
+Erase cases (``cases.make_erase_case``) are scored against the scene without the object: PSNR inside the
+matte, and split by the clean plate's own map into the pixels it saw in another frame and those it invented
+(``score_erase``); ``plate only`` is the clean plate itself, no model.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -18,8 +23,10 @@ import numpy as np
 from ..calibration import measured_h
 from ..editing.compositing import feather_matte
 from ..editing.editor import Editor, EditRequest
+from ..media.colour import DisplayReferred
+from ..plate import INVENTED, SEEN, PlateMaker, PlateOptions
 from ..settings import EditSettings
-from .cases import EditCase
+from .cases import EditCase, EraseCase
 from .judges import flicker, judge_all, object_pixels, psnr, ssim
 
 ATTRIBUTES = ("colour", "shape", "size", "motion")
@@ -64,6 +71,27 @@ METHODS: dict[str, dict] = {
         "source_pass": "background",
         "source_refresh": 2,
     },
+    # what the edit starts from inside the matte, and the source pass sees: the source, or its clean plate
+    "original plate": {"source_plate": "original"},
+    "clean plate": {"source_plate": "clean"},
+    "kvlock, original plate": {"method": "kvlock", "source_plate": "original"},
+    "kvlock, clean plate": {"method": "kvlock", "source_plate": "clean"},
+    "no lock, original plate": {"method": "no_lock", "source_plate": "original"},
+    "no lock, clean plate": {"method": "no_lock", "source_plate": "clean"},
+    # a clean plate has no layout of the old subject for strength < 1 to keep: from pure noise, or nearly
+    "kvlock, clean plate, strength 1": {"method": "kvlock", "source_plate": "clean", "strength": 1.0},
+    "no lock, clean plate, strength 1": {"method": "no_lock", "source_plate": "clean", "strength": 1.0},
+    "no lock, clean plate, strength 0.9": {"method": "no_lock", "source_plate": "clean", "strength": 0.9},
+}
+
+# Erase, on erase cases: settings and which prompt ("" none, "background" the scene without the object). "plate
+# only" runs no model: the clean plate as the stage made it.
+ERASE_METHODS: dict[str, tuple[dict, str]] = {
+    "plate only": ({}, ""),
+    "erase": ({"erase": True}, ""),
+    "erase, background prompt": ({"erase": True}, "background"),
+    "erase, model everywhere": ({"erase": True, "erase_keep_seen": False}, ""),
+    "erase, kvlock": ({"erase": True, "method": "kvlock"}, ""),
 }
 
 
@@ -110,6 +138,52 @@ def score(case: EditCase, frames: np.ndarray, raw: np.ndarray | None, trace) -> 
     row["seconds"] = trace.seconds
     row["tau"] = trace.settings["tau"]
     return row
+
+
+def run_erase_case(editor: Editor | None, case: EraseCase, method: str, steps: int | None = None) -> dict:
+    """Erase one case with ``ERASE_METHODS[method]`` and score it (``plate only``: no editor needed)."""
+    overrides, prompt_kind = ERASE_METHODS[method]
+    if not overrides:
+        began = time.perf_counter()
+        plate = PlateMaker(case.frames, case.matte, DisplayReferred(255.0), PlateOptions()).plate(0, len(case.frames))
+        return score_erase(case, plate.frames, plate.origin, time.perf_counter() - began)
+    assert editor is not None
+    prompt = case.background_prompt if prompt_kind == "background" else ""
+    settings = EditSettings(steps=steps, seed=case.seed, **overrides)
+    result = editor.edit(EditRequest(case.frames, case.matte, prompt, settings, return_plate=True))
+    assert result.plate is not None
+    row = score_erase(case, result.frames, result.plate.origin, result.trace.seconds)
+    beyond = np.stack([feather_matte(m, settings.feather) for m in case.matte]) == 0
+    row["outside_exact"] = bool(np.array_equal(result.frames[beyond], case.frames[beyond]))
+    return row
+
+
+def score_erase(case: EraseCase, frames: np.ndarray, origin: np.ndarray, seconds: float) -> dict:
+    """PSNR against the scene without the object: over the matte, and over its pixels the clean plate saw in
+    another frame or invented (NaN where there are none)."""
+    out = frames.astype(np.float32) / 255.0
+    hole = case.matte > 0
+    seen, invented = hole & (origin == SEEN), hole & (origin == INVENTED)
+    return {
+        "case": case.name,
+        "in_matte_psnr": psnr(out, case.truth, hole),
+        "seen_psnr": psnr(out, case.truth, seen) if seen.any() else math.nan,
+        "invented_psnr": psnr(out, case.truth, invented) if invented.any() else math.nan,
+        "seen_fraction": float(seen.sum() / hole.sum()),
+        "outside_exact": bool(np.array_equal(frames[~hole], case.frames[~hole])),
+        "seconds": seconds,
+    }
+
+
+ERASE_KEYS = ("in_matte_psnr", "seen_psnr", "invented_psnr", "seen_fraction", "seconds")
+
+
+def summarise_erase(rows: list[dict]) -> dict:
+    """Each erase figure as (estimate, low, high) over cases; ``outside exact`` for all of them."""
+    summary: dict = {key: bootstrap(float(r[key]) for r in rows) for key in ERASE_KEYS}
+    summary["outside_exact"] = all(r["outside_exact"] for r in rows)
+    summary["cases"] = len(rows)
+    return summary
 
 
 def bootstrap(values: Iterable[float], statistic: Callable = np.mean, draws: int = 2000, seed: int = 0):

@@ -8,6 +8,11 @@ renders the target scene too, every case knows the right answer: the target fram
 without the edited object, and which matte pixels the target shows as background (the leftover).
 
 Two splits come from disjoint seeds: ``calibration`` (for choosing settings) and ``test`` (never tuned on).
+
+Erase cases (:func:`make_erase_case`) take one object out of a scene: the matte is that object's region grown
+by the same few pixels, less wherever the other object (always drawn in front) covers it, as an editor would
+paint it; the right answer is the scene rendered without it — the true background, and the other object
+where there is one. Their seeds are the split's, offset so they never repeat an edit case.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .scenes import COLOURS, HELD_OUT, MOTIONS, SHAPES, ObjectSpec, SceneSpec, r
 
 KINDS = ("recolour", "reshape", "shrink", "grow", "motion", "pair")
 SPLIT_SEEDS = {"calibration": 100_000, "test": 500_000}
+ERASE_OFFSET = 50_000  # erase cases' seeds: the split's, past every edit case
 GROW = 4  # pixels the matte extends past both objects
 
 
@@ -143,3 +149,42 @@ def case_from_scenes(
 def edit_cases(count: int, split: str = "test", first: int = 0) -> list[EditCase]:
     """Cases ``first`` … ``first + count − 1`` of a split (every kind equally often for multiples of six)."""
     return [make_case(split, i) for i in range(first, first + count)]
+
+
+@dataclass(frozen=True)
+class EraseCase:
+    name: str
+    source: SceneSpec
+    frames: np.ndarray  # (T, H, W, 3) uint8, the source clip
+    matte: np.ndarray  # (T, H, W) float in {0, 1}: the erased object's region, grown by GROW
+    truth: np.ndarray  # (T, H, W, 3) float in [0, 1]: the scene without the object
+    seed: int
+
+    @property
+    def background_prompt(self) -> str:
+        """What an editor would type to describe what should be left: the scene without the object."""
+        without = SceneSpec(self.source.background, self.source.tone, self.source.objects[1:], self.source.seed)
+        return without.caption().strip()
+
+
+def make_erase_case(split: str, index: int, frames: int = 17) -> EraseCase:
+    """Erase case ``index`` of a split: a sampled scene of one or two objects, the first taken out."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+    seed = SPLIT_SEEDS[split] + ERASE_OFFSET + index
+    scene = sample_scene(torch.Generator().manual_seed(seed), max_objects=2)
+    without = SceneSpec(scene.background, scene.tone, scene.objects[1:], scene.seed)
+    video, alpha, _ = render_scene(scene, frames)
+    truth = render_scene(without, frames)[0]
+    matte = _grow(alpha[0] > 0, GROW)
+    if len(alpha) > 1:  # the other object is drawn over the erased one: an editor's matte leaves it out
+        matte &= alpha[1] == 0
+    to_hwc = lambda v: v.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    return EraseCase(
+        name=f"{split}-erase-{index:03d}-{scene.objects[0].motion}",
+        source=scene,
+        frames=(to_hwc(video) * 255).round().astype(np.uint8),
+        matte=matte.numpy().astype(np.float32),
+        truth=to_hwc(truth),
+        seed=seed,
+    )

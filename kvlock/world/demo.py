@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         "--method",
         help="kvlock, no_lock, fixed_alpha=<a> …; default: the model's own schedule (the embedded model's: no lock)",
     )
+    parser.add_argument(
+        "--source-plate",
+        choices=("original", "clean"),
+        help="start the edit from the source as filmed or from its clean plate (default: the model's schedule)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -61,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     case = demo_case()
     editor = Editor.from_pretrained(args.model)
     print(f"model: {editor.name}\nsource: {case.source_prompt}\nedit:   {case.prompt}")
-    settings = EditSettings(steps=args.steps, seed=case.seed, source_prompt=case.source_prompt, method=args.method)
+    settings = EditSettings(
+        steps=args.steps,
+        seed=case.seed,
+        source_prompt=case.source_prompt,
+        method=args.method,
+        source_plate=args.source_plate,
+    )
     result = editor.edit(
         EditRequest(case.frames, case.matte, case.prompt, settings, return_raw=True),
         progress=lambda e: print(_step_line(e), flush=True),
     )
     print(f"method: {result.trace.settings['method']} ({result.trace.schedule_source['method']})")
+    start = "the clean plate" if result.trace.settings["source_plate"] == "clean" else "the source as filmed"
+    print(f"start: {start} ({result.trace.schedule_source['source_plate']})")
     matte_rgb = (case.matte[..., None].repeat(3, axis=-1) * 255).astype(np.uint8)
     target = (case.target_frames * 255).round().astype(np.uint8)
     for name, data in (("source", case.frames), ("matte", matte_rgb), ("edited", result.frames), ("target", target)):

@@ -270,8 +270,8 @@ class SEQUENCER_OT_kvlock_render(bpy.types.Operator):
         props = scene.kvlock
         if jobs.ACTIVE is not None:
             raise UserError("a KV-Lock render is already running: wait for it or cancel it")
-        if not props.prompt.strip():
-            raise UserError("write a prompt: what should the masked subject become?")
+        if props.task == "EDIT" and not props.prompt.strip():
+            raise UserError("write a prompt: what should the masked subject become? (or choose Erase)")
         editor = scene.sequence_editor
         strip = editor.active_strip if editor is not None else None
         if strip is None:

@@ -76,7 +76,20 @@ class KVLockPreferences(bpy.types.AddonPreferences):
 class KVLockSceneSettings(bpy.types.PropertyGroup):
     # what to edit
     model: EnumProperty(name="Model", items=_model_items, description="models the server offers")
-    prompt: StringProperty(name="Prompt", description="what the masked subject should become")
+    task: EnumProperty(
+        name="Task",
+        items=[
+            ("EDIT", "Edit", "replace the masked subject with what the prompt describes"),
+            (
+                "ERASE",
+                "Erase",
+                "remove the masked subject: the background behind it from the frames that show it, the rest "
+                "painted by the model (the prompt, optional, describes the background)",
+            ),
+        ],
+        default="EDIT",
+    )
+    prompt: StringProperty(name="Prompt", description="what the masked subject should become (Erase: the background)")
     negative_prompt: StringProperty(name="Negative", description="what the edit should avoid")
     source_prompt: StringProperty(name="Source", description="what the clip shows now (helps the lock)")
     source_range: EnumProperty(
@@ -179,7 +192,8 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
 
     def edit_settings(self) -> dict[str, Any]:
         """The engine's EditSettings fields this panel sets; 0 strength, steps, guidance or τ leaves the model's
-        own, and with Lock = Model's schedule no lock setting is sent, so the model's calibrated schedule applies."""
+        own, and with Lock = Model's schedule no lock setting is sent, so the model's calibrated schedule applies.
+        Task Erase sets ``erase``."""
         settings: dict[str, Any] = {
             "negative_prompt": self.negative_prompt,
             "source_prompt": self.source_prompt,
@@ -192,6 +206,8 @@ class KVLockSceneSettings(bpy.types.PropertyGroup):
                 settings[name] = getattr(self, name)
             zero_means_model += ("tau",)
         settings.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
+        if self.task == "ERASE":
+            settings["erase"] = True
         chosen = [LoraChoice(row.lora, row.weight) for row in self.loras if row.lora != NO_LORA]
         if chosen:
             settings["loras"] = [{"name": c.name, "weight": c.weight} for c in chosen]

@@ -115,7 +115,7 @@ def _header(job_id: str, source: Clip | FileClip, matte: Clip | FileClip, params
         matte_options=options,
         rate=pb.Rational(num=params.rate.numerator, den=params.rate.denominator),
         timecode=params.timecode,
-        output=pb.OutputSpec(codec=CODEC_ENUM[params.codec], region=params.region),
+        output=pb.OutputSpec(codec=CODEC_ENUM[params.codec], region=params.region, plate=params.plate),
     )
     for clip, inline, file in (
         (source, header.source_inline, header.source_file),

@@ -87,7 +87,7 @@ class FileClip:
 @dataclass
 class Params:
     """The render's parameters; ``settings`` is an ``EditSettings`` (checked here, before anything is sent)
-    or a dict of its fields by name (the server checks it)."""
+    or a dict of its fields by name (the server checks it). With ``settings`` erase the prompt may be empty."""
 
     prompt: str
     model: str = "tiny"
@@ -95,6 +95,7 @@ class Params:
     priority: int = 0
     codec: str = "ffv1"
     region: bool = False
+    plate: bool = False  # also the clean plate, alpha = seen (1) or invented (0)
     matte_options: dict[str, Any] = field(default_factory=dict)
     rate: Fraction = Fraction(24)
     timecode: str = ""

@@ -1,11 +1,12 @@
 """``render``: the one action every host calls — upload, follow, fetch, and place the result on disk; and its
 steps (``outputs``, ``follow``, ``collect``) for callers that queue many jobs before following any.
 
-The output and its companions (``NAME.region.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
+The output and its companions (``NAME.region.*``, ``NAME.plate.*``, ``NAME.trace.json``, ``NAME.trace.png``) appear
 under their final names only when complete; an existing file is never replaced unless asked. A job of
 several takes (``EditSettings.takes``) writes ``NAME.take1.mkv`` … ``NAME.takeN.mkv`` beside each other, each
 with its companions (``NAME.take1.trace.json`` …); cancelled after some takes were finished, those are
-written and returned (``RenderResult.cancelled`` says so).
+written and returned (``RenderResult.cancelled`` says so). The clean plate is the source's, the same for
+every take: one ``NAME.plate.*``, delivered with the first take.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RenderResult:
     duplicate: bool
     takes: tuple[TakeOutput, ...] = ()
     cancelled: str = ""
+    plate: Path | None = None  # the clean plate (alpha: seen 1, invented 0), when asked for
 
     def trace_data(self) -> dict[str, Any]:
         return json.loads(self.trace.read_text())
@@ -158,9 +160,10 @@ def watch_job(
 
 
 def collect_takes(
-    client: Client, job_id: str, plans: list[TakeOutput], staging: Path, overwrite: bool
+    client: Client, job_id: str, plans: list[TakeOutput], staging: Path, overwrite: bool, plate: Path | None = None
 ) -> list[TakeOutput]:
-    """Fetch the job's takes into ``staging`` and move each to its names; the takes the job delivered."""
+    """Fetch the job's takes into ``staging`` and move each to its names; the takes the job delivered. The
+    clean plate (``plate``), the same for every take, comes with the first."""
     fetched = client.fetch_takes(job_id, staging)
     several = len(plans) > 1
     done = [plan for plan in plans if (plan.take if several else 0) in fetched]
@@ -169,6 +172,8 @@ def collect_takes(
         moves = [("video", plan.output), ("trace", plan.trace), ("plot", plan.plot)]
         if plan.region is not None:
             moves.append(("region", plan.region))
+        if plate is not None and plan.take == 1:
+            moves.append(("plate", plate))
         for kind, target in moves:
             with atomic_path(target, overwrite) as temp:
                 shutil.move(str(files[kind]), str(temp))
@@ -227,9 +232,14 @@ def render(
     if (output.suffix.lower() != wanted) if wanted else (output.suffix.lower() in MOVIES):
         raise ValueError(f"{params.codec} results are written as {wanted or 'a folder'}, not {output}")
     plans = planned(output, params)
+    plate = (
+        output.with_name(f"{_stem(output)}.plate{REGION_SUFFIXES.get(params.codec, '.mkv')}") if params.plate else None
+    )
     for plan in plans:
         for target in (plan.output, plan.trace, plan.plot, *([plan.region] if plan.region else [])):
             check_writable(target, overwrite)
+    if plate is not None:
+        check_writable(plate, overwrite)
 
     submitted = client.submit(source, matte, params, job_id=job_id)
     last = watch_job(client, submitted.job_id, progress, cancel, previews)
@@ -240,7 +250,7 @@ def render(
         raise failed
     staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
     try:
-        done = collect_takes(client, submitted.job_id, plans, staging, overwrite)
+        done = collect_takes(client, submitted.job_id, plans, staging, overwrite, plate)
     except RequestRejectedError:
         if state == "cancelled":  # it finished no take before the cancel
             raise failed from None
@@ -259,4 +269,5 @@ def render(
         submitted.duplicate,
         tuple(done),
         message if state == "cancelled" else "",
+        plate,
     )

@@ -126,8 +126,8 @@ class Controller:
     def prepare(self, form: Form) -> Job:
         """Validate everything and build the job; nothing is sent yet."""
         self.check_idle()
-        if not form.prompt.strip():
-            raise host.HostError("write a prompt: what should the masked subject become?")
+        if form.task == "edit" and not form.prompt.strip():
+            raise host.HostError("write a prompt: what should the masked subject become? (or choose the Erase task)")
 
         def read() -> tuple[host.Shot, FileClip, ColourPlan]:
             project, timeline = host.current_timeline(self.resolve)

@@ -15,7 +15,7 @@ from kvlock_wire import DEFAULT_ADDRESS, default_token_file
 
 from . import host
 from .controller import FINAL, Controller, explain, guarded
-from .form import LOCKS, LORAS_HINT, MATTES, NUMBERS, SEED, TEXTS, Form, FormError
+from .form import LOCKS, LORAS_HINT, MATTES, NUMBERS, SEED, TASKS, TEXTS, Form, FormError
 
 
 def _row(ui: Any, label: str, widget: Any) -> Any:
@@ -47,6 +47,7 @@ def build_window(ui: Any, disp: Any) -> Any:
                 ui.Label({"ID": "Server", "Text": "not checked"}),
                 _buttons(ui, ("Check", "Check server")),
                 _row(ui, "Model", ui.ComboBox({"ID": "Model"})),
+                _row(ui, "Task", ui.ComboBox({"ID": "Task"})),
                 _row(ui, "LoRAs", ui.LineEdit({"ID": "Loras", "PlaceholderText": LORAS_HINT})),
                 _row(ui, "Prompt", ui.LineEdit({"ID": "Prompt", "PlaceholderText": "what the subject should become"})),
                 _row(ui, "Negative", ui.LineEdit({"ID": "Negative"})),
@@ -72,6 +73,7 @@ def read_form(items: Any, models: list[str]) -> Form:
     values[SEED.attr] = items[SEED.ident].Text
     values["matte"] = MATTES[int(items["Matte"].CurrentIndex)][0]
     values["lock"] = LOCKS[int(items["Lock"].CurrentIndex)][0]
+    values["task"] = TASKS[int(items["Task"].CurrentIndex)][0]
     index = int(items["Model"].CurrentIndex)
     values["model"] = models[index] if 0 <= index < len(models) else ""
     return Form.from_values(values)
@@ -101,6 +103,8 @@ class _Dialog:
             items["Matte"].AddItem(label)
         for _, label in LOCKS:
             items["Lock"].AddItem(label)
+        for _, label in TASKS:
+            items["Task"].AddItem(label)
         self.controller = Controller(resolve, items["Address"].Text, token_file=str(default_token_file()))
         items["Product"].Text = self.controller.product.label
         self.timer = ui.Timer({"ID": "Poll", "Interval": 250})

@@ -19,6 +19,8 @@ MATTES = (("above", "Matte clip on the track directly above"), ("clip", "Clip ma
           ("file", "Matte file"))  # fmt: skip
 LOCKS = (("model", "The model's schedule (its calibration)"),
          ("custom", "Custom: κ, τ, b and early α below"))  # fmt: skip
+TASKS = (("edit", "Edit: replace the subject with the prompt"),
+         ("erase", "Erase: remove the subject (prompt optional: the background)"))  # fmt: skip
 INT_MAX, SEED_MAX = 2**31 - 1, 2**63 - 1
 
 
@@ -108,6 +110,7 @@ class Form:
     b: float = 2.0
     alpha_early: float = 0.0
     lock: str = "model"  # "model": the model's calibrated schedule | "custom": κ, τ, b, early α as typed
+    task: str = "edit"  # "edit": replace the subject as the prompt says | "erase": remove it
     matte: str = "above"  # "above" | "clip" | "file"
     matte_file: str = ""
     output_dir: str = ""
@@ -132,19 +135,17 @@ class Form:
                 out[attr] = values[attr].strip() if attr != "prompt" else values[attr]
         if "loras" in out:
             parse_loras(out["loras"])
-        if "matte" in values:
-            if values["matte"] not in {key for key, _ in MATTES}:
-                raise FormError(f"matte must be one of {', '.join(key for key, _ in MATTES)}")
-            out["matte"] = values["matte"]
-        if "lock" in values:
-            if values["lock"] not in {key for key, _ in LOCKS}:
-                raise FormError(f"lock must be one of {', '.join(key for key, _ in LOCKS)}")
-            out["lock"] = values["lock"]
+        for attr, choices in (("matte", MATTES), ("lock", LOCKS), ("task", TASKS)):
+            if attr in values:
+                if values[attr] not in {key for key, _ in choices}:
+                    raise FormError(f"{attr} must be one of {', '.join(key for key, _ in choices)}")
+                out[attr] = values[attr]
         return cls(**out)
 
     def settings(self) -> dict[str, Any]:
         """The engine's EditSettings fields this form sets; 0 strength, steps, guidance or τ leaves the model's
-        own, and the model's lock sends no lock setting at all, so the schedule calibrated for the model applies."""
+        own, and the model's lock sends no lock setting at all, so the schedule calibrated for the model applies.
+        The Erase task sets ``erase``."""
         out: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS}
         if self.loras:
             out["loras"] = list(parse_loras(self.loras))
@@ -154,6 +155,8 @@ class Form:
             out["method"] = "kvlock"
             zero_means_model += ("tau",)
         out.update({name: getattr(self, name) for name in zero_means_model if getattr(self, name) > 0})
+        if self.task == "erase":
+            out["erase"] = True
         if self.takes > 1:
             out["takes"] = self.takes
         return out

@@ -7,7 +7,7 @@ from html import escape
 
 from kvlock_wire import DEFAULT_ADDRESS
 
-from .form import LOCKS, LORAS_HINT, MATTES, NUMBERS, SEED, Number
+from .form import LOCKS, LORAS_HINT, MATTES, NUMBERS, SEED, TASKS, Number
 
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 2em auto; max-width: 40em; color: #ddd; background: #222; }
@@ -73,12 +73,14 @@ def _number(n: Number) -> str:
 def page_html(product: str, nonce: str) -> str:
     mattes = "".join(f'<option value="{key}">{escape(label)}</option>' for key, label in MATTES)
     locks = "".join(f'<option value="{key}">{escape(label)}</option>' for key, label in LOCKS)
+    tasks = "".join(f'<option value="{key}">{escape(label)}</option>' for key, label in TASKS)
     rows = [
         _row("Server", f'<input id="address" value="{escape(DEFAULT_ADDRESS)}">'),
         _row("Token", '<input id="token" type="password" placeholder="empty: the local server\'s token file">'),
         _row("Model", '<select id="model" data-field="model"><option value="">(the server\'s first)</option></select>'),
+        _row("Task", f'<select data-field="task">{tasks}</select>'),
         _row("LoRAs", _text("loras", LORAS_HINT)),
-        _row("Prompt", _text("prompt", "what the subject should become")),
+        _row("Prompt", _text("prompt", "what the subject should become (Erase: the background, optional)")),
         _row("Negative", _text("negative_prompt")),
         _row("Source", _text("source_prompt", "what the clip shows now")),
         _row(SEED.label, f'<input data-field="seed" inputmode="numeric" value="{SEED.default:g}">'),

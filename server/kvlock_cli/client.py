@@ -20,7 +20,7 @@ from kvlock_wire import DEFAULT_ADDRESS
 
 from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
-from .settings_flags import add_setting_arguments, settings_from_args
+from .settings_flags import add_setting_arguments, prompt_for, settings_from_args
 
 
 def add_connection(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     add_connection(parser)
     parser.add_argument("--input", required=True)
     parser.add_argument("--matte", required=True)
-    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--prompt", help="what the masked subject should become (with --erase: the background)")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--frames", help="START:END or HH:MM:SS:FF-HH:MM:SS:FF")
     parser.add_argument(
@@ -52,6 +52,9 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=0)
     parser.add_argument("--codec", default="ffv1", choices=["ffv1", "prores", "png", "h264", "exr"])
     parser.add_argument("--region", action="store_true", help="also return the edited region with alpha")
+    parser.add_argument(
+        "--plate", action="store_true", help="also return the clean plate (alpha 1 where seen, 0 where invented)"
+    )
     parser.add_argument("--wait", action="store_true", help="follow the job and fetch the result into --out")
     parser.add_argument("--out", help="with --wait: where the result goes")
     parser.add_argument("--overwrite", action="store_true")
@@ -90,14 +93,17 @@ def _clips(args: argparse.Namespace, reporter: Reporter) -> tuple[object, object
 
 
 def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
+    settings = settings_from_args(args)
+    prompt = prompt_for(args.prompt, settings)
     source, matte, rate, timecode = _clips(args, reporter)
     params = Params(
-        prompt=args.prompt,
+        prompt=prompt,
         model=args.model,
-        settings=settings_from_args(args),
+        settings=settings,
         priority=args.priority,
         codec=args.codec,
         region=args.region,
+        plate=args.plate,
         rate=rate,
         timecode=timecode,
     )
@@ -143,6 +149,7 @@ def run_submit(args: argparse.Namespace, reporter: Reporter) -> int:
             output=str(done.output),
             outputs=outputs,
             cancelled=done.cancelled,
+            plate=str(done.plate) if done.plate else None,
         )
     return 0
 

@@ -28,11 +28,12 @@ from kvlock.media.decode import MediaInfo, probe, read_frames
 from kvlock.media.matte import CHANNELS, MatteOptions, load_matte
 from kvlock.media.output import OUTPUT_SUFFIXES, check_output, write_result
 from kvlock.media.timecode import parse_range, timecode_at
+from kvlock.plate import check_erasable
 
 from .acceleration import acceleration_from_args, add_acceleration_arguments
 from .media_flags import add_media_limit_arguments, media_limits_from_args
 from .progress import Reporter
-from .settings_flags import add_setting_arguments, settings_from_args
+from .settings_flags import add_setting_arguments, prompt_for, settings_from_args
 
 SUFFIX_CODEC = {".mkv": "ffv1", ".mov": "prores", ".mp4": "h264", "": "png"}
 INPUT_COLOUR = {"auto": None, "display": "display", "linear": "scene_linear"}
@@ -45,13 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--lora-dir", action="append", default=[], help="extra folder of LoRAs (repeatable)")
     io.add_argument("--input", required=True, help="movie, image sequence (folder, pattern or one file) or still")
     io.add_argument("--matte", required=True, help="matte movie, RGBA movie, image sequence or one still")
-    io.add_argument("--prompt", required=True, help="what the masked subject should become")
+    io.add_argument(
+        "--prompt", help="what the masked subject should become (with --erase, optional: what is left behind it)"
+    )
     io.add_argument("--frames", help="START:END (end exclusive) or HH:MM:SS:FF-HH:MM:SS:FF; default: all")
     io.add_argument("--out", help="output file (.mkv ffv1, .mov prores, .mp4 h264) or folder (png; exr for EXR)")
     io.add_argument(
         "--codec", choices=sorted(OUTPUT_SUFFIXES), help="default: from --out's suffix, else exr for EXR, else ffv1"
     )
     io.add_argument("--region-out", help="also write the edited region as straight RGBA (.mkv, .mov or folder)")
+    io.add_argument(
+        "--plate-out",
+        help="also write the clean plate (the subject taken out) as RGBA, alpha 1 where another frame showed the "
+        "background and 0 where it was invented (.mkv, .mov or folder)",
+    )
     io.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the source)")
     io.add_argument("--fps", help="frame rate of image sequences, e.g. 24000/1001 (default 24)")
     io.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -159,6 +167,17 @@ class Outputs:
     trace_png: Path
     region: Path | None
     region_codec: str | None
+    plate: Path | None = None
+    plate_codec: str | None = None
+
+
+def _alpha_codec(path: Path, flag: str, source: MediaInfo) -> str:
+    """The codec of a companion with alpha (--region-out, --plate-out) from its name: .mkv, .mov or a folder."""
+    codec = SUFFIX_CODEC.get(path.suffix.lower(), "png")
+    codec = _folder_codec(source) if codec == "png" else codec
+    if codec == "h264":
+        raise InvalidRequest(f"{flag} needs alpha: use .mkv, .mov or a folder, not .mp4")
+    return codec
 
 
 def take_path(path: Path, take: int, takes: int) -> Path:
@@ -171,25 +190,28 @@ def take_path(path: Path, take: int, takes: int) -> Path:
 
 
 def plan_outputs(args: argparse.Namespace, source: MediaInfo, matte: MediaInfo, takes: int = 1) -> list[Outputs]:
-    """Every take's files (``NAME.take1.mkv`` … beside each other, each with its trace), checked."""
+    """Every take's files (``NAME.take1.mkv`` … beside each other, each with its trace), checked. The clean
+    plate (``--plate-out``) is the source's, the same for every take: written once, with the first."""
     codec, first = _codec_and_out(args, source)
-    region_codec = None
-    if args.region_out:
-        region_suffix = Path(args.region_out).suffix.lower()
-        region_codec = SUFFIX_CODEC.get(region_suffix, "png")
-        region_codec = _folder_codec(source) if region_codec == "png" else region_codec
-        if region_codec == "h264":
-            raise InvalidRequest("--region-out needs alpha: use .mkv, .mov or a folder, not .mp4")
+    region_base = Path(args.region_out).expanduser() if args.region_out else None
+    plate = Path(args.plate_out).expanduser() if args.plate_out else None
+    region_codec = _alpha_codec(region_base, "--region-out", source) if region_base else None
+    plate_codec = _alpha_codec(plate, "--plate-out", source) if plate else None
     plans = []
     for take in range(1, takes + 1):
         out = take_path(first, take, takes)
         trace_json = out.with_name(out.name.removesuffix(out.suffix) + ".trace.json")
-        region = take_path(Path(args.region_out).expanduser(), take, takes) if args.region_out else None
-        outputs = Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, region_codec)
-        for target in (out, outputs.trace_json, outputs.trace_png, *([region] if region else [])):
-            _refuse_source(target, source, matte)
-            check_writable(target, args.overwrite)
-        plans.append(outputs)
+        region = take_path(region_base, take, takes) if region_base else None
+        own_plate, own_codec = (plate, plate_codec) if take == 1 else (None, None)
+        plans.append(
+            Outputs(codec, out, trace_json, trace_json.with_suffix(".png"), region, region_codec, own_plate, own_codec)
+        )
+    named = [p for o in plans for p in (o.video, o.trace_json, o.trace_png, o.region, o.plate) if p is not None]
+    if len({p.resolve() for p in named}) < len(named):
+        raise InvalidRequest("two outputs of this edit have the same name: give --out, --region-out, --plate-out apart")
+    for target in named:
+        _refuse_source(target, source, matte)
+        check_writable(target, args.overwrite)
     return plans
 
 
@@ -209,6 +231,18 @@ def write_outputs(
             source,
             start,
             outputs.region_codec,
+            encoding,
+            timecode=timecode,
+            overwrite=overwrite,
+            region=True,
+        )
+    if outputs.plate is not None and outputs.plate_codec is not None and result.plate is not None:
+        write_result(
+            outputs.plate,
+            result.plate.rgba(),
+            source,
+            start,
+            outputs.plate_codec,
             encoding,
             timecode=timecode,
             overwrite=overwrite,
@@ -234,6 +268,7 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     settings = settings_from_args(args)  # a bad setting fails before any media is decoded or the model loads
+    prompt = prompt_for(args.prompt, settings)
     plans = plan_outputs(args, source, matte_info, settings.takes)
     transfer = INPUT_COLOUR[args.input_colour] or source.transfer
     output_warnings = check_output(source, plans[0].codec, source.has_alpha)
@@ -242,6 +277,8 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         args.matte_channel, args.matte_threshold, args.matte_invert, args.matte_dilate, args.matte_resize
     )
     matte, matte_warnings = load_matte(matte_info, source, start, end, options)
+    if settings.erase:
+        check_erasable(matte)  # a frame with no background in sight: said before the model loads
     frames = read_frames(source, start, end)  # alpha, when the plate has it, comes back untouched
     try:
         encoding = encoding_for(frames.dtype, transfer, args.highlight_ceiling)
@@ -283,8 +320,15 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
             reporter.message(f"take {result.take} of {len(plans)}: wrote {outputs.video}")
 
     with _Interrupt(reporter) as cancel:
-        wants_region = plans[0].region is not None
-        request = EditRequest(frames, matte, args.prompt, settings, return_region=wants_region, encoding=encoding)
+        request = EditRequest(
+            frames,
+            matte,
+            prompt,
+            settings,
+            return_region=plans[0].region is not None,
+            encoding=encoding,
+            return_plate=plans[0].plate is not None,
+        )
         results = editor.edit_takes(request, progress=reporter.step, cancel=cancel, finished=finished)
     first, seconds = written[0], results[-1].trace.seconds
     names = ", ".join(w["output"] for w in written)
@@ -296,6 +340,8 @@ def run_edit(args: argparse.Namespace, reporter: Reporter) -> int:
         frames=[start, end],
         seconds=seconds,
         region=first["region"],
+        plate=str(plans[0].plate) if plans[0].plate else None,
+        seen_fraction=results[0].trace.plate.get("seen_fraction"),
         warnings=results[0].warnings,
         edited_pixels=first["edited_pixels"],
         takes=written,

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+from kvlock.errors import InvalidRequest
 from kvlock.settings import EditSettings
 
 SETTING_HELP = {
@@ -26,6 +27,12 @@ SETTING_HELP = {
     "feather": "outward feather of the composite, in pixels",
     "source_pass": "full (the method) or background (faster: the source pass sees only the background)",
     "source_refresh": "run the source pass every N-th locked step, reusing its K/V between (1: exact)",
+    "source_plate": "original or clean: start the edit inside the matte from the source as filmed, or from its clean "
+    "plate (the old subject taken out using the frames that show what it hides); default: the model's schedule",
+    "erase": "remove the masked subject instead of replacing it (--prompt optional: it describes the background)",
+    "erase_keep_seen": "with --erase, keep the background other frames show as filmed (--no-erase-keep-seen: the "
+    "model repaints the whole matte)",
+    "plate_reach": "frames on either side the clean plate looks for the background in (default 16)",
     "loras": "apply a LoRA `kvlock loras` lists, as NAME or NAME:WEIGHT (weight 1 by default; repeatable)",
     "takes": "versions to make in one job (1–16): NAME.take1 … NAME.takeN, differing inside the matte only "
     "(seed, seed + 1, …)",
@@ -62,3 +69,12 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def settings_from_args(args: argparse.Namespace) -> EditSettings:
     """The settings the user set on the command line, checked (a bad one is refused before any work)."""
     return EditSettings(**given_settings(args))
+
+
+def prompt_for(prompt: str | None, settings: EditSettings) -> str:
+    """The edit's prompt: required, unless the edit erases (then it describes the background, if given)."""
+    if prompt is not None and prompt.strip():
+        return prompt
+    if settings.erase:
+        return prompt or ""
+    raise InvalidRequest("--prompt is needed: describe what the masked subject should become (or pass --erase)")

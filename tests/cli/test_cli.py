@@ -387,3 +387,89 @@ def test_models_add_checks_records_once_and_keeps_the_rest_of_the_config(tmp_pat
     assert parent.returncode == 0 and tomllib.loads(config.read_text())["model_dirs"][1] == str(
         saved_model.parent.resolve()
     )
+
+
+@pytest.fixture(scope="module")
+def panning(tmp_path_factory):
+    """A panning shot with a disc crossing it, and the disc's matte (kvlock.world.panning)."""
+    from kvlock.world.panning import panning_clip
+
+    folder = tmp_path_factory.mktemp("panning")
+    clip = panning_clip(frames=9, height=64, width=80, radius=9.0, subject_start=(24.0, 30.0))
+    write_video(folder / "shot.mkv", clip.frames, RATE, "ffv1", timecode="01:00:00:00")
+    matte = (clip.matte * 255).astype(np.uint8)
+    write_video(folder / "matte.mkv", np.repeat(matte[..., None], 3, -1), RATE, "ffv1", timecode="01:00:00:00")
+    write_video(folder / "white.mkv", np.full((9, 64, 80, 3), 255, np.uint8), RATE, "ffv1")
+    return folder, clip
+
+
+def erase_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    shot, matte = str(folder / "shot.mkv"), str(folder / "matte.mkv")
+    return ["edit", "--input", shot, "--matte", matte, "--steps", "3", "--out", str(out), *extra]
+
+
+def test_erase_needs_no_prompt_and_writes_the_clean_plate_with_its_map_as_alpha(panning, tmp_path):
+    folder, clip = panning
+    out, plate_out = tmp_path / "erased.mkv", tmp_path / "plate.mkv"
+    done = kvlock(*erase_args(folder, out, "--erase", "--plate-out", str(plate_out), "--json"))
+    assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["event"] == "done" and last["plate"] == str(plate_out) and last["seen_fraction"] > 0.9
+    erased = read_frames(probe(out), 0, 9)
+    outside = np.stack([feather_matte(m, 4) for m in clip.matte]) == 0
+    assert np.array_equal(erased[outside], clip.frames[outside])
+    plate = read_frames(probe(plate_out), 0, 9)
+    assert plate.shape == (9, 64, 80, 4) and plate.dtype == np.uint8
+    hole = clip.matte > 0
+    assert np.array_equal(plate[~hole][..., :3], clip.frames[~hole])  # the source outside the matte
+    alpha = plate[..., 3]
+    assert set(np.unique(alpha)) <= {0, 255} and (alpha[~hole] == 255).all()
+    seen = hole & (alpha == 255)
+    assert seen.sum() > 0.9 * hole.sum()
+    assert np.array_equal(erased[seen], plate[seen][..., :3])  # the erase kept what other frames showed
+    truth = np.rint(clip.background * 255.0)
+    assert np.abs(plate[seen][..., :3] - truth[seen]).max(axis=-1).mean() <= 1.5
+
+
+def test_erase_takes_write_each_take_and_the_clean_plate_once(panning, tmp_path):
+    """``--erase --takes 2 --plate-out``: two erases beside each other, each keeping what other frames showed as
+    filmed, and one plate (the source's, the same for both); a plate named like a take is refused first."""
+    folder, clip = panning
+    out, plate_out = tmp_path / "erased.mkv", tmp_path / "plate.mkv"
+    done = kvlock(*erase_args(folder, out, "--erase", "--takes", "2", "--plate-out", str(plate_out), "--json"))
+    assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert [Path(t["output"]).name for t in last["takes"]] == ["erased.take1.mkv", "erased.take2.mkv"]
+    assert last["plate"] == str(plate_out) and last["seen_fraction"] > 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["plate.mkv", *(f"erased.take{k}{s}" for k in (1, 2) for s in (".mkv", ".trace.json", ".trace.png"))]
+    )
+    plate = read_frames(probe(plate_out), 0, 9)
+    seen = (clip.matte > 0) & (plate[..., 3] == 255)
+    outside = np.stack([feather_matte(m, 4) for m in clip.matte]) == 0
+    erased = [read_frames(probe(tmp_path / f"erased.take{k}.mkv"), 0, 9) for k in (1, 2)]
+    for take in erased:
+        assert np.array_equal(take[outside], clip.frames[outside])
+        assert np.array_equal(take[seen], plate[seen][..., :3])
+    assert not np.array_equal(erased[0], erased[1])
+    for k in (1, 2):
+        trace = json.loads((tmp_path / f"erased.take{k}.trace.json").read_text())
+        assert trace["settings"]["erase"] and trace["take"] == k and trace["plate"]["seen_fraction"] > 0.9
+    clash = kvlock(
+        *erase_args(folder, tmp_path / "x.mkv", "--erase", "--takes", "2", "--plate-out", str(tmp_path / "x.take2.mkv"))
+    )
+    assert clash.returncode == 5 and "the same name" in clash.stderr, clash.stderr
+
+
+def test_erase_and_plate_mistakes_are_said_before_the_model_loads(panning, tmp_path):
+    folder, _ = panning
+    out = tmp_path / "never.mkv"
+    no_prompt = kvlock(*erase_args(folder, out))
+    assert no_prompt.returncode == 5 and "--prompt is needed" in no_prompt.stderr and "--erase" in no_prompt.stderr
+    white = kvlock(*with_flag(erase_args(folder, out, "--erase"), "--matte", str(folder / "white.mkv")))
+    assert white.returncode == 5 and "covers every pixel of 9 frame(s)" in white.stderr, white.stderr
+    mp4 = kvlock(*erase_args(folder, out, "--erase", "--plate-out", str(tmp_path / "plate.mp4")))
+    assert mp4.returncode == 5 and "--plate-out needs alpha" in mp4.stderr
+    both = kvlock(*erase_args(folder, out, "--erase", "--source-plate", "original"))
+    assert both.returncode == 5 and "erase paints the background from the clean plate" in both.stderr
+    assert not out.exists()

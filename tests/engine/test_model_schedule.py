@@ -143,3 +143,35 @@ def test_the_embedded_model_ships_the_schedule_its_benchmark_chose():
     assert run["args"]["split"] == "calibration" and name in data["schedule_source"]
     candidates = {0.8: "defaults", 1.0: "strength 1", 0.7: "strength 0.7"}
     assert _bench("quality")._choose(candidates, run["test_rows"], 0.8) == data["schedule"]["strength"] == 0.8
+
+
+def test_one_knob_chosen_alone_joins_the_schedule_the_folder_has(tmp_path):
+    quality = _bench("quality")
+    (tmp_path / "kvlock.json").write_text(
+        json.dumps({"schedule": {"method": "no_lock", "strength": 0.8}, "schedule_source": "earlier run"})
+    )
+    log = {
+        "date": "2026-12-07",
+        "args": {"device": "cuda", "calibration_cases": 48, "steps": 50, "choose": "source_plate"},
+        "chosen": {
+            "source_plate": "clean",
+            "strength": 1.0,
+            "winner": "source_plate=clean, strength=1.0",
+            "merge": True,
+        },
+    }
+    data = json.loads(quality.write_schedule(log, tmp_path).read_text())
+    assert data["schedule"] == {"method": "no_lock", "strength": 1.0, "source_plate": "clean"}
+    assert data["schedule_source"].startswith("earlier run; bench/quality.py --choose source_plate 2026-12-07")
+    # the rule over --choose's candidates: accuracy within 2 points of the best, then the leftover
+    rows = {
+        "source_plate=original": [{"all": 1.0, "leftover_psnr": 15.0}, {"all": 0.0, "leftover_psnr": 16.0}],
+        "source_plate=clean": [{"all": 1.0, "leftover_psnr": 25.0}, {"all": 1.0, "leftover_psnr": 24.0}],
+    }
+    tags = {t: t for t in rows}
+    assert quality._choose(tags, rows, "source_plate=original") == "source_plate=clean"
+    rows["source_plate=clean"][1]["all"] = 0.0  # as accurate as the incumbent: the leftover decides
+    assert quality._choose(tags, rows, "source_plate=original") == "source_plate=clean"
+    rows["source_plate=clean"] = [{"all": 0.0, "leftover_psnr": 30.0}, {"all": 0.0, "leftover_psnr": 30.0}]
+    assert quality._choose(tags, rows, "source_plate=original") == "source_plate=original"  # accuracy first
+    assert quality._tag(quality.CHOICES["source_plate"][0]) == "source_plate=clean"

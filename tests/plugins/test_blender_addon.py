@@ -586,6 +586,25 @@ def test_bad_token_no_active_strip_short_and_nested_mattes_are_explained(tmp_pat
         assert "Traceback" not in report.get("reported", "")
 
 
+def test_the_erase_task_needs_no_prompt_and_an_edit_still_does(tmp_path, server, media):
+    """Task Erase with an empty prompt renders (the server is asked to erase) and places its result like any edit,
+    the plate's own pixels outside the feathered matte; Task Edit with an empty prompt is refused, naming Erase."""
+    import json
+
+    erase = composition(media, props={"matte_strip": "matte", "task": "ERASE", "prompt": ""})
+    report = drive("5.2", "render", tmp_path / "erase", server, erase)
+    assert report["operator"] == ["FINISHED"] and report["status"].startswith("Done: shot.kvlock.mkv"), report
+    trace = json.loads((report["out"] / "shot.kvlock.trace.json").read_text())
+    assert trace["settings"]["erase"] and trace["settings"]["source_plate"] == "clean" and trace["plate"]
+    result = by_name(report["strips"])["shot KV-Lock"]
+    edited = read_frames(probe(Path(result["filepath"])), 0, VISIBLE[1] - VISIBLE[0])[..., :3]
+    outside = expected_outside(media, *VISIBLE)
+    assert np.array_equal(edited[outside], plate_frames(media, *VISIBLE)[outside])
+    edit = composition(media, props={"matte_strip": "matte", "task": "EDIT", "prompt": " "})
+    refused = drive("5.2", "render", tmp_path / "edit", server, edit)
+    assert refused["operator"] == ["CANCELLED"] and "or choose Erase" in refused["status"], refused["status"]
+
+
 def test_the_panels_lora_rows_go_out_with_the_render(tmp_path, tmp_path_factory, media):
     """Check Server lists the server's LoRAs in the rows' menu; a row's LoRA and weight reach the job, whose
     trace beside the result names them."""

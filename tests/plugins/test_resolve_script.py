@@ -25,6 +25,7 @@ from kvlock.media.timecode import parse_timecode
 from kvlock_resolve import dialog, host, launch, page
 from kvlock_resolve.controller import Controller
 from kvlock_resolve.form import Form, FormError
+from kvlock_resolve.page_html import page_html
 
 from ..support import fake_resolve as fr
 from ..support.media_helpers import unique_frames
@@ -738,6 +739,38 @@ def test_form_fields_take_the_engines_whole_range():
         24000, 1001
     )
     assert host.parse_rate("59.94 DF")[1] and not host.parse_rate("29.97")[1] and host.parse_rate("25") == (25, False)
+
+
+def test_the_erase_task_renders_without_a_prompt_from_the_dialog_and_the_page(tmp_path, servers, media):
+    server = servers["shared"]
+    resolve = make_resolve(media, "21", True)
+    fields = {("Task", "CurrentIndex"): 1, ("Prompt", "Text"): ""}
+    items, _ = run_dialog(resolve, server, fields, tmp_path / "dialog")
+    assert items["Status"].Text.startswith("Done: placed on V3"), items["Status"].Text
+    assert last_settings(server)["erase"] is True
+    assert_background_is_source(tmp_path / "dialog" / "shot.kvlock.mkv", media, OFFSET, LENGTH, matte_first=SLIP)
+    resolve = make_resolve(media, "21")
+    form = {"task": "erase", "prompt": "", "steps": "3", "output_dir": str(tmp_path / "page"), "matte": "above"}
+    log, _ = run_page(resolve, [
+        lambda call: call("render", {"address": server.address, "token": server.token, "form": form}),
+        wait_until_done,
+        lambda call: call("close", {}),
+    ], bmd=fr.Bmd(resolve, []))  # fmt: skip
+    assert log[1]["status"].startswith("Done: placed on V3"), log[1]["status"]
+    assert last_settings(server)["erase"] is True
+    html = page_html("DaVinci Resolve 21", "n")
+    assert '<select data-field="task"><option value="edit">' in html and 'value="erase"' in html
+
+
+def test_an_edit_task_without_a_prompt_is_refused_and_names_erase(tmp_path, servers, media):
+    resolve = make_resolve(media, "21", True)
+    items, _ = run_dialog(resolve, servers["shared"], {("Prompt", "Text"): "  "}, tmp_path)
+    assert items["Status"].Text.startswith("Error: ") and "or choose the Erase task" in items["Status"].Text
+    assert list(tmp_path.iterdir()) == []
+    assert Form.from_values({"task": "erase"}).settings()["erase"] is True
+    assert "erase" not in Form.from_values({}).settings()
+    with pytest.raises(FormError, match="task must be one of edit, erase"):
+        Form.from_values({"task": "remove"})
 
 
 def test_the_loras_field_sends_each_lora_with_its_weight_and_refuses_a_bad_one():

@@ -80,3 +80,27 @@ def test_a_job_without_a_step_yet_says_h_is_not_measured():
     message = update_message("q", LiveStatus(JobState.QUEUED, queue_position=3))
     assert message.state == pb.QUEUED and message.queue_position == 3 and message.total_steps == 0
     assert math.isnan(message.h)
+
+
+def test_erase_settings_and_the_plate_cross_the_wire_and_only_an_erase_may_have_no_prompt():
+    spec = parse(
+        prompt="",
+        settings=pb.Settings(erase=True, erase_keep_seen=False, plate_reach=8),
+        output=pb.OutputSpec(plate=True),
+    )
+    assert spec.settings == EditSettings(erase=True, erase_keep_seen=False, plate_reach=8)
+    assert spec.plate and spec.prompt == ""
+    assert parse(settings=pb.Settings(source_plate="clean")).settings.source_plate == "clean"
+    with pytest.raises(InvalidRequest, match="prompt is empty"):
+        parse(prompt="", settings=pb.Settings(source_plate="clean"))
+    with pytest.raises(InvalidRequest, match="erase paints the background from the clean plate"):
+        parse(prompt="", settings=pb.Settings(erase=True, source_plate="original"))
+    with pytest.raises(InvalidRequest, match=r"plate_reach must be in \[1, 256\]"):
+        parse(settings=pb.Settings(plate_reach=0))
+
+
+def test_every_engine_setting_has_its_wire_field():
+    from dataclasses import fields
+
+    missing = [f.name for f in fields(EditSettings) if f.name not in pb.Settings.DESCRIPTOR.fields_by_name]
+    assert not missing, missing

@@ -30,7 +30,7 @@ class JobFailedRemotely(KVLockError):
 @dataclass(frozen=True)
 class ResultFile:
     name: str  # relative to the job folder
-    kind: str  # video, region, trace, plot
+    kind: str  # video, region, plate, trace, plot
     take: int = 0  # which take (1-based) of a job of several; 0: a job of one take
 
 

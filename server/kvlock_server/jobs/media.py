@@ -152,6 +152,7 @@ def request_from_media(spec: JobSpec, media: JobMedia) -> tuple[EditRequest, lis
         spec.settings,
         return_region=spec.region,
         encoding=encoding_for(frames.dtype, transfer),
+        return_plate=spec.plate,
     )
     return request, list(media.warnings) + frame_warnings + matte_warnings, media.timecode
 
@@ -189,11 +190,16 @@ def _write(result: EditResult, spec: JobSpec, folder: Path, timecode: str | None
     video = take_name(f"result{OUTPUT_SUFFIXES[spec.codec]}", take, takes)
     write_result(folder / video, result.frames, info, start, spec.codec, encoding, rate, timecode, overwrite=True)
     files.append(ResultFile(video, "video", numbered))
+    codec = "ffv1" if spec.codec in ("h264", "ffv1") else spec.codec  # the companions keep alpha
     if spec.region and result.region is not None:
-        codec = "ffv1" if spec.codec in ("h264", "ffv1") else spec.codec
         region = take_name(f"region{OUTPUT_SUFFIXES[codec]}", take, takes)
         write_result(folder / region, result.region, info, start, codec, encoding, rate, timecode, True, region=True)
         files.append(ResultFile(region, "region", numbered))
+    if spec.plate and result.plate is not None and take == 1:  # the source's, the same for every take: once
+        plate = f"plate{OUTPUT_SUFFIXES[codec]}"
+        rgba = result.plate.rgba()
+        write_result(folder / plate, rgba, info, start, codec, encoding, rate, timecode, True, region=True)
+        files.append(ResultFile(plate, "plate", numbered))
     trace, plot = take_name("trace.json", take, takes), take_name("trace.png", take, takes)
     with atomic_path(folder / trace, overwrite=True) as temp:
         temp.write_text(json.dumps(result.trace.to_dict() | {"timecode": timecode}, indent=2))

@@ -89,6 +89,7 @@ class JobSpec:
     timecode: str | None = None
     codec: str = "ffv1"
     region: bool = False
+    plate: bool = False  # also the clean plate, with its seen/invented map as alpha
     # why a stored spec cannot run (a setting an older server accepted and this one refuses); "" if it can
     unreadable: str = ""
 

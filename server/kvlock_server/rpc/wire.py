@@ -210,8 +210,10 @@ def spec_from_header(
     """
     check_job_id(header.job_id)
     model = _text(header.model, "model", limits.max_model_name) or "tiny"
-    check_prompt(_text(header.prompt, "prompt", MAX_TEXT))
+    prompt = _text(header.prompt, "prompt", MAX_TEXT)
     settings = settings_from_message(header.settings)
+    if not settings.erase:  # an erase's prompt is optional: it describes the background
+        check_prompt(prompt)
     matte_options = _matte_options(header.matte_options, limits)
     rate = _rate(header.rate, limits)
     timecode = _timecode(header.timecode, rate)
@@ -258,6 +260,7 @@ def spec_from_header(
         timecode=timecode,
         codec=CODECS[header.output.codec],
         region=header.output.region,
+        plate=header.output.plate,
     )
 
 
