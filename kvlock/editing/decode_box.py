@@ -214,7 +214,9 @@ def cropped_after(point: torch.nn.Module, rows: slice, cols: slice) -> Iterator[
     """While inside, ``point``'s output is cropped to ``rows`` × ``cols`` (at its own resolution), so the
     layers after it run on the box only."""
 
-    def crop(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    def crop(_module: torch.nn.Module, _inputs: object, output: object) -> object:
+        if isinstance(output, tuple):  # (hidden states, a causal decoder's cache …): the cache stays its own
+            return (output[0][..., rows, cols], *output[1:])
         return output[..., rows, cols]
 
     handle = point.register_forward_hook(crop)

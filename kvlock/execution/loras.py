@@ -207,6 +207,11 @@ class LoraState:
 
     # -- per edit -----------------------------------------------------------------------------------
 
+    @property
+    def in_use(self) -> bool:
+        """Whether LoRAs act on the model now (an edit without any then has something to switch off)."""
+        return bool(self._active) or any(name is not None for name in self._slot_holds)
+
     def activate(self, loras: Sequence[ResolvedLora]) -> LoraSwitch:
         """Make exactly ``loras`` (with their weights) act on the model for the next edit."""
         began = time.perf_counter()

@@ -21,8 +21,15 @@ PROMPT = "a red cube"
 
 
 @pytest.fixture(scope="module")
-def whole_frames(editor):
-    return Editor(editor.model, Acceleration(decode="frame", composite="cpu"))
+def editor():
+    """This module's own model: an editor installs its attention processors on the model it is given, so
+    two editors of one model would take each other's K/V bank (the session's editor is left alone)."""
+    return Editor.from_pretrained("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def whole_frames():
+    return Editor.from_pretrained("tiny-random", acceleration=Acceleration(decode="frame", composite="cpu"))
 
 
 def _decoded_boxes(monkeypatch) -> list[float]:
@@ -156,8 +163,8 @@ def test_the_resize_reads_only_the_positions_its_reach_names(source, target):
             assert not torch.equal(out[:, :, start:stop], want[:, :, start:stop])
 
 
-def test_a_tiling_vae_decodes_cropped_latents_and_keeps_the_background(editor, monkeypatch):
-    tiling = Editor(editor.model, Acceleration(vae_tiling="on"))
+def test_a_tiling_vae_decodes_cropped_latents_and_keeps_the_background(monkeypatch):
+    tiling = Editor.from_pretrained("tiny-random", acceleration=Acceleration(vae_tiling="on"))
     frames = make_clip(5, 256, 384, seed=43)
     matte = box_matte(5, 256, 384, 100, 150, 36, 44)
     shares = _decoded_boxes(monkeypatch)
@@ -166,4 +173,3 @@ def test_a_tiling_vae_decodes_cropped_latents_and_keeps_the_background(editor, m
     assert tiling.runtime.crops_latents(256, 384) and tiling.runtime.decode_margin(256, 384) == 14
     outside = np.stack([feather_matte(m, 4) for m in matte]) == 0
     assert np.array_equal(result.frames[outside], frames[outside])
-    editor.model.pipe.vae.disable_tiling()
