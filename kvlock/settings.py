@@ -120,9 +120,10 @@ def _lora_choices(value: Any) -> tuple[LoraChoice, ...]:
     return choices
 
 
-# τ for a model that was never calibrated: the embedded model's calibrated value (h is relative, so it is a
-# reasonable start; docs/benchmarks.md), with a notice to calibrate
-DEFAULT_TAU = 0.0021
+# τ for a model that was never calibrated: the embedded model's calibrated value, rounded (h is a rate per unit
+# of noise removed, relative to the latents' own scale, so it is a reasonable start; docs/benchmarks.md), with
+# a notice to calibrate
+DEFAULT_TAU = 0.5
 
 
 # The lock's schedule for a model whose folder names none. α_early and the rest were chosen on the quality
