@@ -17,7 +17,7 @@ import torch
 from kvlock.errors import EditCancelled
 from kvlock.lock.guidance import optimal_scale
 from kvlock.lock.kv_bank import fuse_background
-from kvlock.lock.metric import latent_scale, window_variance
+from kvlock.lock.metric import latent_scale, level_variance, window_variance
 from kvlock.sampling.loop import StepDone, sample_kvlock
 from kvlock.sampling.passes import Passes
 from kvlock.settings import EditSettings, resolve_schedule
@@ -139,7 +139,8 @@ def test_fuse_background_weights_source_by_alpha():
 
 
 def test_metric_is_the_windowed_variance_of_the_conditional_clean_estimate_from_control_start(editor, job):
-    """With α = 0 every pass is the model's own: recompute v_c at each step's latents, x̂0 = z − σ·v_c."""
+    """With α = 0 every pass is the model's own: recompute v_c at each step's latents, x̂0 = z − σ·v_c; h is the
+    windowed variance of x̂0 over the source latents' variance and the window's noise levels' variance."""
     fam, pipe, x0, noise, masks, prompts = job
     steps, kappa, window = 7, 5, 3
     settings = EditSettings(alpha_fixed=0.0, kappa=kappa, metric_window=window, tau=1.0)
@@ -147,6 +148,7 @@ def test_metric_is_the_windowed_variance_of_the_conditional_clean_estimate_from_
     stepper, _, z = _start(fam, pipe, x0, noise, masks, steps)
     fg = masks.latent[None, None].expand_as(x0)
     history: list[torch.Tensor] = []
+    levels: list[float] = []
     for i in range(steps):
         with torch.no_grad():
             v_c = fam.predict(pipe, z, stepper.timesteps[i], prompts.cond).float()
@@ -155,8 +157,10 @@ def test_metric_is_the_windowed_variance_of_the_conditional_clean_estimate_from_
             assert h is None, i  # before the control window nothing is measured
         else:
             history.append((z - stepper.levels[i] * v_c)[fg])
+            levels.append(stepper.levels[i])
             expected = window_variance(history[-window:])
-            expected = None if expected is None else expected / latent_scale(x0)
+            spread = level_variance(levels[-window:])  # a rate per unit of noise removed, not a distance
+            expected = None if expected is None else expected / (latent_scale(x0) * spread)
             assert (h is None) == (expected is None) and (h is None or h == pytest.approx(expected, rel=1e-5)), i
         z = seen[i]["latents"]
 
