@@ -13,7 +13,9 @@ still running or queued and writes no timeline; the results already fetched stay
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -200,7 +202,7 @@ def run_batch(args: argparse.Namespace, reporter: Reporter) -> int:
             queued.append(job)
     renders = [QueuedRender(j.source, j.shot.matte, j.params, j.files, j.job_id, upload(j)) for j in queued]
     if renders:
-        with connect(args) as client:
+        with connect(args) as client, ctrl_c_raises():
             try:
                 run_queue(client, renders, lambda event: report(event, queued))
             except KeyboardInterrupt:
@@ -209,6 +211,18 @@ def run_batch(args: argparse.Namespace, reporter: Reporter) -> int:
                     f"written; the {len(report.tally.placed)} results already here are kept and a re-run reuses them"
                 ) from None
     return _finish(cut, out, args.overwrite, report.tally, reporter)
+
+
+@contextlib.contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C (SIGINT) stops the batch even where the process was started with SIGINT ignored — a background
+    job of a shell script, some farm launchers — which Python would otherwise keep ignoring (``kvlock edit``
+    installs its own handler too)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(cut: Cut, out: Path, overwrite: bool, tally: Tally, reporter: Reporter) -> int:
