@@ -136,25 +136,43 @@ def _refuse_source(out: Path, *sources: MediaInfo) -> None:
 
 
 class _Interrupt:
-    """First Ctrl-C: stop after the current step; a second one aborts at once."""
+    """First Ctrl-C: stop after the current step; a second one aborts at once.
+
+    The handler itself only sets flags: it runs between two bytecodes of the main thread, which may be in
+    the middle of writing a progress line to the same stream, and a buffered stream refuses to be entered
+    again from a signal handler (``RuntimeError: reentrant call``). The notice is written by a thread of
+    its own, which takes the stream's lock like any other writer.
+    """
 
     def __init__(self, reporter: Reporter) -> None:
         self.event = threading.Event()
         self.reporter = reporter
+        self._wake = threading.Event()
+        self._closed = False
         self._previous: Any = None
+        self._notice = threading.Thread(target=self._announce, name="kvlock-interrupt", daemon=True)
 
     def __enter__(self) -> threading.Event:
+        self._notice.start()
         self._previous = signal.signal(signal.SIGINT, self._handle)
         return self.event
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self._previous)
+        self._closed = not self.event.is_set()
+        self._wake.set()
+        self._notice.join(timeout=5)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.event.is_set():
             raise KeyboardInterrupt
         self.event.set()
-        self.reporter.message("interrupted: stopping after the current step (Ctrl-C again to abort now)")
+        self._wake.set()
+
+    def _announce(self) -> None:
+        self._wake.wait()
+        if not self._closed:
+            self.reporter.message("interrupted: stopping after the current step (Ctrl-C again to abort now)")
 
 
 @dataclass(frozen=True)

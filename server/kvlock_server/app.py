@@ -296,9 +296,13 @@ STOP_MARGIN = 60.0  # seconds beyond --grace that a stop may take before the pro
 
 
 def _exit_now(code: int, why: str) -> None:
-    log.error("%s; exiting now", why)
-    logging.shutdown()
-    os._exit(code)
+    """Exit without waiting for anything; the log line is best effort (from a signal handler, the stream may be
+    half-way through a write of the main thread's and refuse to be entered again), the exit is not."""
+    try:
+        log.error("%s; exiting now", why)
+        logging.shutdown()
+    finally:
+        os._exit(code)
 
 
 def serve_forever(app: App, grace: float) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import threading
+import time
 
 from kvlock.progress import StepProgress
+from kvlock_cli.edit import _Interrupt
 from kvlock_cli.progress import Reporter
 
 
@@ -52,3 +56,39 @@ def test_json_lines_carry_the_figures_and_no_bar():
     assert [e["event"] for e in events] == ["batch", "progress", "shot"]
     assert events[1]["shot"] == 1 and events[1]["step"] == 1 and events[1]["total"] == 4
     assert err.getvalue() == ""
+
+
+class WriterLog(io.StringIO):
+    """A stream that remembers which thread wrote each line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def write(self, text: str) -> int:
+        self.threads.append(threading.get_ident())
+        return super().write(text)
+
+
+def test_ctrl_c_writes_nothing_from_the_signal_handler_and_the_notice_still_comes():
+    """A signal handler runs on the main thread between two bytecodes; writing from it into a buffered stream the
+    main thread is writing to raises ``RuntimeError: reentrant call`` — so the notice comes from another thread."""
+    out = WriterLog()
+    reporter = Reporter(json_lines=True, stream=out, err=io.StringIO())
+    with _Interrupt(reporter) as cancel:
+        signal.raise_signal(signal.SIGINT)  # the handler runs here, on this thread
+        assert cancel.is_set()
+        assert threading.get_ident() not in out.threads
+        deadline = time.monotonic() + 10
+        while not out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["message"] and "interrupted" in events[0]["text"]
+    assert threading.get_ident() not in out.threads
+
+
+def test_an_edit_that_was_not_interrupted_says_nothing_of_it():
+    out = WriterLog()
+    with _Interrupt(Reporter(json_lines=True, stream=out, err=io.StringIO())) as cancel:
+        pass
+    assert not cancel.is_set() and out.getvalue() == ""
