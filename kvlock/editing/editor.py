@@ -330,7 +330,7 @@ class Delivery:
 
 def plate_maker(request: EditRequest, job: EditJob) -> PlateMaker:
     """The clip's clean plate, made window by window; strict for an erase (a frame with no background in
-    sight is an error there, a warning otherwise: docs/design.md §2.7)."""
+    sight is an error there, a warning otherwise: docs/design.md §2.8)."""
     options = PlateOptions(reach=job.settings.plate_reach)
     return PlateMaker(request.frames, job.matte, job.encoding, options, strict=job.settings.erase)
 

@@ -1,6 +1,6 @@
 """The clean-plate stage: the background behind the matte, taken from the frames that show it (motion
 compensated with optical flow) or invented where none does, with a map of which is which. NumPy and OpenCV
-only, no torch: it runs before the model sees anything (docs/design.md §2.7)."""
+only, no torch: it runs before the model sees anything (docs/design.md §2.8)."""
 
 from .stage import (
     INVENTED,
