@@ -155,7 +155,7 @@ class _Run:
         job_id = self.open[index]
         try:
             follow(self.client, job_id, lambda update: self.emit(Advanced(index, update)))
-            result = collect(self.client, job_id, render.files, overwrite=True)
+            result = collect(self.client, job_id, render.files, render.params, overwrite=True)
         except JobFailedError as exc:
             self.emit(Failed(index, job_id, exc.reason or exc.state, exc.state == "cancelled"))
         except FATAL:

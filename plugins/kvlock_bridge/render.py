@@ -25,7 +25,7 @@ from kvlock.settings import EditSettings
 
 from .client import Client, Progress
 from .clips import Clip, FileClip, Params
-from .errors import JobFailedError, RequestRejectedError
+from .errors import BridgeError, JobFailedError, RequestRejectedError
 
 SUFFIXES = {"ffv1": ".mkv", "prores": ".mov", "h264": ".mp4", "png": "", "exr": ""}
 REGION_SUFFIXES = {"prores": ".mov", "png": "", "exr": ""}  # else .mkv: as the server writes it
@@ -43,6 +43,9 @@ class TakeOutput:
 
     def trace_data(self) -> dict[str, Any]:
         return json.loads(self.trace.read_text())
+
+    def paths(self) -> list[Path]:
+        return [self.output, *([self.region] if self.region else []), self.trace, self.plot]
 
 
 @dataclass(frozen=True)
@@ -197,22 +200,21 @@ def follow(
 
 
 def collect(
-    client: Client, job_id: str, files: Outputs, overwrite: bool = False, duplicate: bool = False
+    client: Client, job_id: str, files: Outputs, params: Params, overwrite: bool = False, duplicate: bool = False
 ) -> RenderResult:
-    """Fetch a finished job's files and move each under its final name (none appears half written)."""
-    output = files.video
-    staging = output.with_name(f".{output.name}.fetch-{uuid.uuid4().hex[:8]}")
+    """Fetch a finished job's files and move each under its final name (none appears half written); a job of
+    several takes delivers every take, under ``planned``'s names beside ``files.video``'s place."""
+    plans = planned(files.video, params)
+    staging = files.video.with_name(f".{files.video.name}.fetch-{uuid.uuid4().hex[:8]}")
     try:
-        fetched = client.fetch(job_id, staging)
-        moves = [("video", output), ("trace", files.trace), ("plot", files.plot)]
-        if files.region is not None:
-            moves.append(("region", files.region))
-        for kind, target in moves:
-            with atomic_path(target, overwrite) as temp:
-                shutil.move(str(fetched[kind]), str(temp))
+        done = collect_takes(client, job_id, plans, staging, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return RenderResult(job_id, output, files.region, files.trace, files.plot, duplicate)
+    if len(done) < len(plans):
+        missing = ", ".join(str(plan.take) for plan in plans if plan not in done)
+        raise BridgeError(f"{job_id} delivered no file for take(s) {missing}; fetch it again")
+    first = done[0]
+    return RenderResult(job_id, first.output, first.region, first.trace, first.plot, duplicate, tuple(done))
 
 
 def render(

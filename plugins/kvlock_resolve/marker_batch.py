@@ -126,23 +126,22 @@ def prepare_markers(controller: Controller, form: Form) -> MarkerBatch:
     return MarkerBatch(jobs, BackgroundQueue(client, renders), skipped, markers.problems, markers.notes)
 
 
-def _place(controller: Controller, job: MarkerJob, job_id: str, output: Path) -> tuple[str, bool]:
-    """Place one result on the UI's loop and note it in the marker's customData: the status line, and whether
-    it landed where it belongs."""
+def _place(controller: Controller, job: MarkerJob, job_id: str, takes: list[Path]) -> tuple[str, bool]:
+    """Place one result on the UI's loop — several takes as a single edit's are, the first shown and the
+    others in its Take Selector — and note it in the marker's customData: the status line, and whether it
+    landed where it belongs."""
 
     def place() -> host.Placement:
         project, timeline = host.current_timeline(controller.resolve)
-        placed = host.place_result(
-            project, timeline, job.marked.shot, output, lambda c: colour.tag_result(c, job.colour)
-        )
+        placed = host.place_takes(project, timeline, job.marked.shot, takes, lambda c: colour.tag_result(c, job.colour))
         if placed.confirmed:
-            host_markers.record_result(timeline, job.marked, job_id, str(output))
+            host_markers.record_result(timeline, job.marked, job_id, str(takes[0]))
         return placed
 
     try:
         placed = guarded("placing a marker's result", place)
     except host.HostError as exc:
-        return f"{job.label()}: {exc} (the result is at {output})", False
+        return f"{job.label()}: {exc} (the result is at {', '.join(map(str, takes))})", False
     return f"{job.label()}: {placed.message}", placed.confirmed
 
 
@@ -158,7 +157,8 @@ def poll_markers(controller: Controller, batch: MarkerBatch, report: Callable[[s
             report(f"marker {event.index + 1}/{count} ({job.label()}): {progress_line(event.progress)}", fraction)
         elif isinstance(event, Finished):
             batch.finished += 1
-            line, landed = _place(controller, job, event.result.job_id, event.result.output)
+            takes = [take.output for take in event.result.takes] or [event.result.output]
+            line, landed = _place(controller, job, event.result.job_id, takes)
             batch.placed.append(line)
             batch.misplaced += not landed
         elif isinstance(event, Failed):

@@ -33,7 +33,7 @@ from kvlock_bridge.batch import (
     file_identity,
     run_queue,
 )
-from kvlock_bridge.render import SUFFIXES, Outputs, outputs
+from kvlock_bridge.render import SUFFIXES, Outputs, TakeOutput, outputs, planned
 
 from .client import add_connection, connect
 from .cut import Cut, CutOptions, Shot, read_cut
@@ -78,9 +78,14 @@ class ShotJob:
         media = self.shot.source
         return FileClip("Source", media.path, media.start, media.end)
 
+    @property
+    def takes(self) -> list[TakeOutput]:
+        """Every take's files (one take: ``files``'s own names; several: ``NAME.take1.mkv`` …)."""
+        return planned(self.files.video, self.params)
+
     def done_before(self) -> bool:
-        """Its result and companions are all beside the output (written whole, so present means complete)."""
-        return all(path.exists() for path in self.files.paths())
+        """Every take's result and companions are beside the output (written whole, so present means complete)."""
+        return all(path.exists() for take in self.takes for path in take.paths())
 
 
 @dataclass
@@ -90,6 +95,10 @@ class Tally:
     placed: list[Placed] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     earlier: int = 0  # results found from an earlier run
+
+    @property
+    def shots_done(self) -> int:
+        return sum(p.take == 1 for p in self.placed)
 
 
 def shot_job_id(shot: Shot, params: Params) -> str:
@@ -147,10 +156,14 @@ class _Report:
         self.reporter.shot(f"shot {job.number}/{self.total} {job.shot.where()}: {text}", finished, number=job.number,
                            name=job.shot.name, state=state, job_id=job.job_id, **fields)  # fmt: skip
 
+    def place(self, job: ShotJob, job_id: str, takes: list[TakeOutput]) -> None:
+        self.tally.placed.extend(Placed(job.shot, job_id, t.output, t.take, len(takes)) for t in takes)
+
     def earlier(self, job: ShotJob) -> None:
         self.tally.earlier += 1
-        self.tally.placed.append(Placed(job.shot, job.job_id, job.files.video))
-        self.shot(job, "skipped", f"done in an earlier run: {job.files.video}", True, output=str(job.files.video))
+        self.place(job, job.job_id, job.takes)
+        self.shot(job, "skipped", f"done in an earlier run: {_names(job.takes)}", True, output=str(job.takes[0].output),
+                  outputs=[str(t.output) for t in job.takes])  # fmt: skip
 
     def __call__(self, event: QueueEvent, queued: list[ShotJob]) -> None:
         job = queued[event.index]
@@ -160,12 +173,20 @@ class _Report:
         elif isinstance(event, Advanced) and event.progress.denoising is not None:
             self.reporter.step(event.progress.denoising, number=job.number)
         elif isinstance(event, Finished):
-            self.tally.placed.append(Placed(job.shot, event.result.job_id, event.result.output))
-            self.shot(job, "done", f"done: {event.result.output}", True, output=str(event.result.output))
+            takes = list(event.result.takes)
+            self.place(job, event.result.job_id, takes)
+            self.shot(job, "done", f"done: {_names(takes)}", True, output=str(event.result.output),
+                      outputs=[str(t.output) for t in takes])  # fmt: skip
         elif isinstance(event, Failed):
             state = "cancelled" if event.cancelled else "failed"
             self.tally.failed.append((job.shot.where(), event.reason))
             self.shot(job, state, f"{state}: {event.reason}", True, reason=event.reason)
+
+
+def _names(takes: list[TakeOutput]) -> str:
+    if len(takes) == 1:
+        return str(takes[0].output)
+    return f"{len(takes)} takes, {takes[0].output} … {takes[-1].output.name}"
 
 
 def _problems(cut: Cut, report: _Report) -> None:
@@ -208,7 +229,8 @@ def run_batch(args: argparse.Namespace, reporter: Reporter) -> int:
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(
                     f"interrupted: the batch's jobs still queued or running were cancelled and no timeline was "
-                    f"written; the {len(report.tally.placed)} results already here are kept and a re-run reuses them"
+                    f"written; the {report.tally.shots_done} shots' results already here are kept and a re-run "
+                    "reuses them"
                 ) from None
     return _finish(cut, out, args.overwrite, report.tally, reporter)
 
@@ -230,8 +252,8 @@ def _finish(cut: Cut, out: Path, overwrite: bool, tally: Tally, reporter: Report
         reasons = "; ".join(f"{where}: {reason}" for where, reason in tally.failed)
         raise KVLockError(f"no shot of {cut.path.name} could be rendered, so no timeline was written ({reasons})")
     write_timeline(with_results(cut.timeline, tally.placed), out, overwrite)
-    done = f"{len(tally.placed)} shot(s) done" + (f" ({tally.earlier} from an earlier run)" if tally.earlier else "")
+    done = f"{tally.shots_done} shot(s) done" + (f" ({tally.earlier} from an earlier run)" if tally.earlier else "")
     failed = f", {len(tally.failed)} failed" if tally.failed else ""
-    reporter.result(f"wrote {out}: {done}{failed}", output=str(out), done=len(tally.placed), earlier=tally.earlier,
+    reporter.result(f"wrote {out}: {done}{failed}", output=str(out), done=tally.shots_done, earlier=tally.earlier,
                     failed=[{"shot": where, "reason": reason} for where, reason in tally.failed])  # fmt: skip
     return FAILED if tally.failed else 0

@@ -4,9 +4,11 @@ holding each result at its shot's record range, so an NLE that imports it shows 
 Each result clip references the result file (a ``file://`` URL) with the source's rate and the source's
 own time for its first frame as its available range, so it conforms like the source did; its metadata
 names the job, prompt, model and settings (``metadata["kvlock"]``). Shots whose record ranges overlap go on a
-second track (``KV-Lock 2``) rather than over each other. The file is written through the adapter its suffix
-names, under a temporary name moved into place, and only when every shot has ended: the input is never
-touched.
+second track (``KV-Lock 2``) rather than over each other. A shot of several takes puts take 1 on ``KV-Lock``
+and take k on ``KV-Lock take k``, stacked under it in order: the top track shows the first take, and turning
+off the tracks above a take shows it — the way editors audition versions stacked on a timeline, in every
+NLE the adapters reach. The file is written through the adapter its suffix names, under a temporary name
+moved into place, and only when every shot has ended: the input is never touched.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Placed:
     shot: Shot
     job_id: str
     output: Path
+    take: int = 1  # 1-based, of ``takes``
+    takes: int = 1
 
 
 def check_output(path: Path, source: Path, overwrite: bool) -> None:
@@ -62,18 +66,28 @@ def result_clip(placed: Placed) -> otio.schema.Clip:
     settings = {k: v for k, v in shot.settings.to_dict().items() if v is not None}
     metadata = {"kvlock": {"job_id": placed.job_id, "prompt": shot.prompt, "model": shot.model,
                            "settings": settings, "source": shot.source.path,
-                           "source_frames": [shot.source.start, shot.source.end]}}  # fmt: skip
-    return otio.schema.Clip(f"{shot.name} (KV-Lock)", reference, available, metadata)
+                           "source_frames": [shot.source.start, shot.source.end],
+                           "take": placed.take, "takes": placed.takes}}  # fmt: skip
+    label = f"KV-Lock take {placed.take}" if placed.takes > 1 else "KV-Lock"
+    return otio.schema.Clip(f"{shot.name} ({label})", reference, available, metadata)
 
 
-def _place(tracks: list[otio.schema.Track], clip: otio.schema.Clip, record: ot.TimeRange) -> None:
-    """Append ``clip`` at ``record`` on the first KV-Lock track free there (a new one if none is)."""
+def _track_name(take: int, index: int) -> str:
+    """``KV-Lock``, ``KV-Lock 2`` … for take 1; ``KV-Lock take 2``, ``KV-Lock take 2 (2)`` … for the others."""
+    base = TRACK if take == 1 else f"{TRACK} take {take}"
+    if index == 0:
+        return base
+    return f"{base} {index + 1}" if take == 1 else f"{base} ({index + 1})"
+
+
+def _place(tracks: list[otio.schema.Track], take: int, clip: otio.schema.Clip, record: ot.TimeRange) -> None:
+    """Append ``clip`` at ``record`` on the first of ``take``'s tracks free there (a new one if none is)."""
     for track in tracks:
         end = track.duration() if len(track) else ot.RationalTime(0, record.start_time.rate)
         if end <= record.start_time:
             break
     else:
-        track = otio.schema.Track(f"{TRACK} {len(tracks) + 1}", kind=otio.schema.TrackKind.Video)
+        track = otio.schema.Track(_track_name(take, len(tracks)), kind=otio.schema.TrackKind.Video)
         tracks.append(track)
     gap = record.start_time - (track.duration() if len(track) else ot.RationalTime(0, record.start_time.rate))
     if gap.to_frames() > 0:
@@ -82,13 +96,15 @@ def _place(tracks: list[otio.schema.Track], clip: otio.schema.Clip, record: ot.T
 
 
 def with_results(timeline: otio.schema.Timeline, placed: list[Placed]) -> otio.schema.Timeline:
-    """A copy of ``timeline`` with the results on ``KV-Lock`` track(s) above everything."""
+    """A copy of ``timeline`` with the results on ``KV-Lock`` tracks above everything: take 1's on top, the
+    other takes' under it, the last take lowest."""
     out = timeline.deepcopy()
-    tracks = [otio.schema.Track(TRACK, kind=otio.schema.TrackKind.Video)]
-    for item in sorted(placed, key=lambda p: p.shot.record.start_time.to_seconds()):
-        _place(tracks, result_clip(item), item.shot.record)
-    for track in tracks:
-        out.tracks.append(track)
+    takes: dict[int, list[otio.schema.Track]] = {1: []}
+    for item in sorted(placed, key=lambda p: (p.take, p.shot.record.start_time.to_seconds())):
+        _place(takes.setdefault(item.take, []), item.take, result_clip(item), item.shot.record)
+    for take in sorted(takes, reverse=True):
+        for track in takes[take] or [otio.schema.Track(TRACK, kind=otio.schema.TrackKind.Video)]:
+            out.tracks.append(track)
     return out
 
 

@@ -131,6 +131,37 @@ def test_marked_shots_are_queued_in_cut_order_and_come_back_on_a_kvlock_track(tm
         assert_edit_of(path, spec, first, info.frames, matte)
 
 
+def test_a_shot_of_several_takes_puts_each_take_on_its_own_track_under_the_first(tmp_path, shared, media):
+    """Takes stacked as editors audition versions: take 1 on ``KV-Lock`` on top, take 2 on ``KV-Lock take 2``
+    under it at the same record range; each take an edit of the source; a re-run finds every take's files."""
+    shots = [
+        ShotSpec("A001", media["a"], 10, 4, 6, metadata={"kvlock": {"settings": {"takes": 2}}}),
+        ShotSpec("B001", media["b"], 20, 10, 6),
+    ]
+    cut = save(build_cut(Fraction(24), "01:00:00:00", shots), tmp_path / "cut.otio")
+    out = tmp_path / "cut.kvlock.otio"
+    done = batch(cut, out, shared, "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert events(done.stdout, "done")[0]["done"] == 2  # shots, not files
+    timeline = otio.adapters.read_from_file(str(out))
+    tracks = {t.name: t for t in timeline.video_tracks()}
+    assert [t.name for t in timeline.video_tracks()] == ["V1", "V2", "KV-Lock take 2", "KV-Lock"]
+    top, second = list(tracks["KV-Lock"].find_clips()), list(tracks["KV-Lock take 2"].find_clips())
+    assert [c.name for c in top] == ["A001 (KV-Lock take 1)", "B001 (KV-Lock)"] and len(second) == 1
+    assert record_frames(second[0], timeline) == record_frames(top[0], timeline) == (10, 16)
+    takes = [dict(c.metadata["kvlock"]) for c in (top[0], second[0], top[1])]
+    assert [(t["take"], t["takes"]) for t in takes] == [(1, 2), (2, 2), (1, 1)]
+    assert takes[0]["job_id"] == takes[1]["job_id"]
+    first, other = result_path(top[0]), result_path(second[0])
+    assert (first.name, other.name) == (f"{takes[0]['job_id']}.take1.mkv", f"{takes[0]['job_id']}.take2.mkv")
+    for path in (first, other):
+        assert_edit_of(path, media["a"], 4, 6, 7)
+    assert not np.array_equal(read_frames(probe(first), 0, 6), read_frames(probe(other), 0, 6))  # two versions
+    again = batch(cut, out, shared, "--seed", "3", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert {e["name"]: e["state"] for e in events(again.stdout, "shot")} == {"A001": "skipped", "B001": "skipped"}
+
+
 DF = Fraction(30000, 1001)
 
 

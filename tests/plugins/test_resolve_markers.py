@@ -44,7 +44,9 @@ def servers(tmp_path_factory, media):
     yield from resolve_servers(tmp_path_factory, media)
 
 
-def run_markers(resolve, server, out, seed: str = "0", steps: int = 3, cancel_at: str = "") -> tuple[dict, list[str]]:
+def run_markers(
+    resolve, server, out, seed: str = "0", steps: int = 3, cancel_at: str = "", takes: int = 1
+) -> tuple[dict, list[str]]:
     """The Studio dialog: fill it, press "Render all KV-Lock markers", let its timer run to the end (pressing
     Cancel once the progress line matches ``cancel_at``)."""
     seen: list[str] = []
@@ -53,6 +55,7 @@ def run_markers(resolve, server, out, seed: str = "0", steps: int = 3, cancel_at
         items = d.windows[-1].GetItems()
         items["Address"].Text, items["Token"].Text = server.address, server.token
         items["Output"].Text, items["Steps"].Value, items["Seed"].Text = str(out), steps, seed
+        items["Takes"].Value = takes
 
     def wait(d: fr.Dispatcher) -> None:
         deadline, cancelled = time.monotonic() + 600, False
@@ -102,6 +105,23 @@ def test_every_kvlock_marker_is_rendered_and_placed_and_a_second_run_redoes_none
     items, _ = run_markers(resolve, servers["shared"], tmp_path, seed=str(2**40))
     assert items["Status"].Text.startswith("Error: no KV-Lock marker left to render; already rendered: shot.mkv")
     assert len(servers["shared"].store.list(limit=1000)) == jobs and len(placed_items(resolve, 3)) == 1
+
+
+def test_markers_of_several_takes_are_placed_as_a_single_edit_s_takes(tmp_path, servers, media):
+    """Each marker's takes in its placed clip's Take Selector, take 1 shown — what a single edit does."""
+    resolve = make_resolve(media, "21", studio=True)
+    timeline_of(resolve).marker(REC + 2, note="a red cube", duration=5)
+    items, _ = run_markers(resolve, servers["shared"], tmp_path, takes=2)
+    status = items["Status"].Text
+    assert status.startswith("Done: 1 of 1 marker(s) rendered"), status
+    assert "takes 1–2 in its Take Selector, take 1 shown" in status
+    (placed,) = placed_items(resolve, 3)
+    assert (placed.GetStart(), placed.GetEnd(), placed.GetTakesCount(), placed.GetSelectedTakeIndex()) == (
+        REC + 2, REC + 7, 2, 1)  # fmt: skip
+    takes = [placed.GetTakeByIndex(i)["mediaPoolItem"].GetClipProperty("File Path") for i in (1, 2)]
+    assert [t.rsplit(".", 2)[-2:] for t in takes] == [["take1", "mkv"], ["take2", "mkv"]]
+    for take in takes:
+        assert_background_is_source(take, media, OFFSET + 2, 5, matte_first=SLIP + 2)
 
 
 def test_cancel_stops_every_job_of_the_batch(tmp_path, servers, media):
