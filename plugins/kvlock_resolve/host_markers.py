@@ -146,9 +146,10 @@ def kvlock_markers(timeline: Any, default_prompt: str) -> Markers:
     return Markers(shots, problems, notes)
 
 
-def record_result(timeline: Any, marked: MarkedShot, job_id: str, output: str) -> bool:
-    """Write the marker's result into its customData (whether Resolve took it)."""
+def record_result(timeline: Any, marked: MarkedShot, job_id: str, outputs: list[str]) -> bool:
+    """Write the marker's result — its first take's file, and every take's — into its customData (whether
+    Resolve took it)."""
     if not has(timeline, "UpdateMarkerCustomData"):
         return False
-    data = json.dumps({"kvlock": {"job": job_id, "result": output}})
+    data = json.dumps({"kvlock": {"job": job_id, "result": outputs[0], "takes": outputs}})
     return bool(timeline.UpdateMarkerCustomData(marked.frame_id, data))

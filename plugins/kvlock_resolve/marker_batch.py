@@ -100,6 +100,12 @@ def _read(controller: Controller, form: Form) -> tuple[list[tuple[MarkedShot, Fi
     return parts, markers
 
 
+def _all_there(custom: dict[str, Any]) -> bool:
+    """Every file an earlier run recorded for the marker is still there (one take's, or each take's)."""
+    files = custom.get("takes") or [custom.get("result")]
+    return isinstance(files, list) and all(isinstance(f, str) and Path(f).exists() for f in files)
+
+
 def prepare_markers(controller: Controller, form: Form) -> MarkerBatch:
     """Read every KV-Lock marker and build the batch; nothing is sent yet."""
     controller.check_idle()
@@ -111,7 +117,7 @@ def prepare_markers(controller: Controller, form: Form) -> MarkerBatch:
         shot = marked.shot
         params = Params(prompt=marked.prompt, model=model, settings=form.settings(), rate=shot.rate, codec=plan.codec)
         job_id = derived_job_id(stem(shot.path), _recipe(marked, matte, params))
-        if marked.custom.get("job") == job_id and Path(str(marked.custom.get("result"))).exists():
+        if marked.custom.get("job") == job_id and _all_there(marked.custom):
             skipped.append(f"{shot.name} at {shot.timecode(shot.record_start)} ({marked.custom['result']})")
             continue
         source = FileClip(shot.name, shot.path, shot.source_start, shot.source_end)
@@ -135,7 +141,7 @@ def _place(controller: Controller, job: MarkerJob, job_id: str, takes: list[Path
         project, timeline = host.current_timeline(controller.resolve)
         placed = host.place_takes(project, timeline, job.marked.shot, takes, lambda c: colour.tag_result(c, job.colour))
         if placed.confirmed:
-            host_markers.record_result(timeline, job.marked, job_id, str(takes[0]))
+            host_markers.record_result(timeline, job.marked, job_id, [str(take) for take in takes])
         return placed
 
     try:

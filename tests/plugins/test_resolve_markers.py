@@ -8,6 +8,7 @@ import json
 import re
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,12 @@ def test_markers_of_several_takes_are_placed_as_a_single_edit_s_takes(tmp_path, 
     assert [t.rsplit(".", 2)[-2:] for t in takes] == [["take1", "mkv"], ["take2", "mkv"]]
     for take in takes:
         assert_background_is_source(take, media, OFFSET + 2, 5, matte_first=SLIP + 2)
+    items, _ = run_markers(resolve, servers["shared"], tmp_path, takes=2)
+    assert items["Status"].Text.startswith("Error: no KV-Lock marker left to render"), items["Status"].Text
+    Path(takes[1]).unlink()  # a take gone: the marker is not done any more
+    items, _ = run_markers(resolve, servers["shared"], tmp_path, takes=2)
+    assert items["Status"].Text.startswith("Done: 1 of 1 marker(s) rendered"), items["Status"].Text
+    assert Path(takes[1]).exists()
 
 
 def test_cancel_stops_every_job_of_the_batch(tmp_path, servers, media):
