@@ -3,7 +3,8 @@
 Movies (mov/mp4/mkv/avi, anything FFmpeg decodes): seek by pts to the range's start, then decode forward,
 numbering each frame by rounding (pts − start) · time_base · rate, so variable-rate or B-frame reordering
 never shifts a range. YUV is converted with the stream's tagged matrix and range (untagged: BT.709 from
-720 lines up, BT.601 below, as players do). Frame rates stay exact fractions.
+720 lines up, BT.601 below, as players do). Frame rates stay exact fractions. A movie tagged with a display
+rotation (phone footage) is read as it is shown, its size the turned one (:mod:`.orientation`).
 
 Image sequences (PNG, TIFF 8/16-bit, EXR through the OpenEXR package) are a folder, a printf pattern
 (``shot.%04d.png``), a hash pattern (``shot.####.png``) or any one numbered file of them; frames are
@@ -36,6 +37,7 @@ from ..errors import MediaNotFoundError, UnreadableMediaError
 from .exr import probe_exr, read_exr
 from .ffmpeg import damage, decoded, format_depth, frame_to_array, open_input, stored_pixel_bytes
 from .limits import DEFAULT_LIMITS, MediaLimits
+from .orientation import display_rotation, stored_size, upright
 from .timecode import checked_timecode
 
 __all__ = ["MediaInfo", "frame_to_array", "iter_frames", "probe", "read_frames", "sequence_files"]
@@ -64,6 +66,7 @@ class MediaInfo:
     digits: int = 0  # zero-padded width of a sequence's frame numbers
     limits: MediaLimits = field(default=DEFAULT_LIMITS, compare=False)  # what reading its frames may cost
     warnings: tuple[str, ...] = ()  # what the probe ignored (a timecode tag that is not one)
+    rotation: int = 0  # a movie's display rotation (degrees counter-clockwise); width, height and frames are as shown
 
     @property
     def frame_bytes(self) -> int:
@@ -225,18 +228,23 @@ def _movie_info(path: Path, limits: MediaLimits) -> MediaInfo:
             raise UnreadableMediaError(f"{path}: the video stream has no frame rate")
         ctx = stream.codec_context
         has_alpha, deep = _checked_format(path, ctx, limits)
+        rotation = display_rotation(container, stream, path)
+    with open_input(path, limits) as container:  # afresh: the rotation's decode moved the first one on
+        stream = container.streams.video[0]
+        width, height = stored_size(ctx.width, ctx.height, rotation)  # shown: a quarter turn swaps the sides
         return MediaInfo(
             path=path,
             kind="video",
             frames=_frame_count(container, stream, Fraction(rate)),
             rate=Fraction(rate),
-            width=ctx.width,
-            height=ctx.height,
+            width=width,
+            height=height,
             has_alpha=has_alpha,
             deep=deep,
             timecode=_stream_timecode(container, stream),
             codec=ctx.name,
             limits=limits,
+            rotation=rotation,
         )
 
 
@@ -355,9 +363,10 @@ def _checked(frame: av.VideoFrame, errors: list[str], index: int, info: MediaInf
     """Frame ``index`` as pixels, unless the decoder reported damage in it or it is not the stream's size."""
     if errors:
         raise damage(info.path, index, errors)
-    if (frame.width, frame.height) != (info.width, info.height):
+    stored = stored_size(info.width, info.height, info.rotation)
+    if (frame.width, frame.height) != stored:
         raise UnreadableMediaError(
             f"{info.path}: frame {index} is {frame.width}×{frame.height} but the stream says "
-            f"{info.width}×{info.height}; the file is damaged"
+            f"{stored[0]}×{stored[1]}; the file is damaged"
         )
-    return frame_to_array(frame, info.has_alpha, info.deep)
+    return upright(frame_to_array(frame, info.has_alpha, info.deep), info.rotation)

@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from kvlock.media.decode import MediaInfo, frame_to_array, probe, read_frames, sequence_files
+from kvlock.media.orientation import upright
 from kvlock.media.timecode import timecode_at
 from kvlock_bridge import FileClip
 
@@ -95,7 +96,8 @@ class MovieReader:
                     continue
                 if number == index:
                     self._position = number
-                    self._last = number, frame_to_array(frame, self.info.has_alpha, self.info.deep)
+                    pixels = frame_to_array(frame, self.info.has_alpha, self.info.deep)
+                    self._last = number, upright(pixels, self.info.rotation)  # as Blender shows it
                     return self._last[1]
                 break  # the seek landed past the frame: decode from the start instead
         raise MediaProblem(f"{self.info.path}: frame {index} could not be decoded; the file may be damaged")

@@ -24,6 +24,8 @@ from kvlock.media.encode import write_video
 from kvlock.world.demo_clip import demo_clip
 from kvlock.world.tiny import build_tiny_wan
 
+from ..support.media_helpers import write_turned
+
 RATE = Fraction(24000, 1001)
 KVLOCK = [str(Path(sys.executable).with_name("kvlock"))]
 if not Path(KVLOCK[0]).exists():
@@ -473,3 +475,20 @@ def test_erase_and_plate_mistakes_are_said_before_the_model_loads(panning, tmp_p
     both = kvlock(*erase_args(folder, out, "--erase", "--source-plate", "original"))
     assert both.returncode == 5 and "erase paints the background from the clean plate" in both.stderr
     assert not out.exists()
+
+
+def test_a_phone_clip_with_a_display_rotation_is_edited_as_it_is_shown(media, tmp_path):
+    """The source stored sideways and tagged to be turned (as phones write portrait video); the matte drawn
+    over the picture as the editor sees it. The result is upright, at the shown size, with no tag, and every
+    pixel outside the feathered matte is the shown source's."""
+    folder, frames, matte = media
+    stored = np.ascontiguousarray(np.rot90(frames[:9], -1, axes=(1, 2)))  # turning it back 90° shows ``frames``
+    source = write_turned(tmp_path / "portrait.mkv", stored, RATE, 90)
+    done = kvlock(*base_args(folder, tmp_path / "edit.mkv", "--json"), "--input", str(source), "--frames", "0:9")
+    assert done.returncode == 0, done.stderr
+    info = probe(tmp_path / "edit.mkv")
+    assert (info.width, info.height, info.rotation) == (100, 72, 0)
+    edited = read_frames(info, 0, 9)
+    outside = np.stack([feather_matte(m / 255.0, 4) for m in matte[:9]]) == 0
+    assert np.array_equal(edited[outside], frames[:9][outside])
+    assert not np.array_equal(edited[~outside], frames[:9][~outside])

@@ -18,7 +18,7 @@ from kvlock.media.matte import MatteOptions, load_matte
 from kvlock.media.output import check_output, write_result
 from kvlock.media.timecode import format_timecode, parse_range, parse_timecode
 
-from ..support.media_helpers import unique_frames, write_h264_gop, write_image_sequence
+from ..support.media_helpers import unique_frames, write_h264_gop, write_image_sequence, write_turned
 
 NTSC_FILM = Fraction(24000, 1001)
 
@@ -435,3 +435,29 @@ def test_matte_mismatches_fail_with_both_numbers(tmp_path):
     odd = write_image_sequence(tmp_path / "odd", _matte_frames(10, 24, 24)[..., None].repeat(3, -1))
     with pytest.raises(MatteError, match="aspect ratios differ"):
         load_matte(probe(odd), source, 0, 10, MatteOptions(resize=True))
+
+
+@pytest.mark.parametrize(("degrees", "turn"), [(90, 90), (-90, 270), (180, 180)])
+def test_a_movie_tagged_with_a_display_rotation_is_read_as_it_is_shown(tmp_path, degrees, turn):
+    """Phone footage: frames stored as the sensor reads them, turned by the display matrix when shown (by
+    FFmpeg's tools, players, Blender's movie strips); read turned, with the turned size, from any frame."""
+    stored = unique_frames(9, 24, 40)
+    stored[:, :6, :10] = (255, 0, 0)  # a corner that shows which way it went
+    path = write_turned(tmp_path / "phone.mkv", stored, NTSC_FILM, degrees)
+    info = probe(path)
+    shown = np.rot90(stored, turn // 90, axes=(1, 2))
+    assert info.rotation == turn and (info.height, info.width) == shown.shape[1:3]
+    assert np.array_equal(read_frames(info, 0, 9), shown)
+    assert np.array_equal(read_frames(info, 5, 8), shown[5:8])  # after a seek too
+
+
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused_with_what_to_do(tmp_path):
+    path = write_turned(tmp_path / "tilted.mp4", unique_frames(3, 24, 40), Fraction(25), 30, codec="libx264")
+    with pytest.raises(UnreadableMediaError, match=r"turns the picture by (29|30)°; only quarter turns are read"):
+        probe(path)
+
+
+def test_an_upright_phone_movie_in_mp4_is_read_as_stored(tmp_path):
+    stored = unique_frames(4, 32, 48)
+    info = probe(write_turned(tmp_path / "upright.mp4", stored, Fraction(30), 0, codec="libx264"))
+    assert (info.rotation, info.width, info.height) == (0, 48, 32)

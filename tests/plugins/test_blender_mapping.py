@@ -135,3 +135,28 @@ def test_an_exr_plates_size_is_its_display_window_read_from_the_header(tmp_path)
     (tmp_path / "p.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
     with pytest.raises(exr_header.ExrHeaderError, match="not an OpenEXR file"):
         exr_header.display_size(tmp_path / "p.png")
+
+
+def test_the_addons_own_movie_reader_turns_phone_footage_as_the_project_reads_it(tmp_path):
+    """Frames the add-on decodes itself (a strip's held or reordered frames, uploaded) turn by the display
+    rotation exactly as the project's reader and Blender do (Blender's side: test_blender_addon.py)."""
+    import importlib
+    import types
+
+    from kvlock.media.decode import probe, read_frames
+
+    from ..support.media_helpers import unique_frames, write_turned
+
+    package = types.ModuleType("kvlock_blender_addon")
+    package.__path__ = [str(ADDON)]  # its modules without its __init__ (which needs bpy)
+    sys.modules.setdefault("kvlock_blender_addon", package)
+    media = importlib.import_module("kvlock_blender_addon.media")
+    info = probe(write_turned(tmp_path / "phone.mkv", unique_frames(8, 20, 36), Fraction(30), 90))
+    reader = media.MovieReader(info)
+    try:
+        shown = read_frames(info, 0, 8)
+        assert shown.shape[1:3] == (36, 20)
+        for index in (5, 6, 1):  # forward, then back (a seek)
+            assert np.array_equal(reader.read(index), shown[index])
+    finally:
+        reader.close()

@@ -59,3 +59,21 @@ def write_h264_gop(path: Path, frames: np.ndarray, rate: Fraction, gop: int = 12
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_turned(path: Path, stored: np.ndarray, rate: Fraction, degrees: float, codec: str = "ffv1") -> Path:
+    """``stored`` frames (as a phone's sensor writes them) tagged with a display rotation of ``degrees``
+    counter-clockwise (the display matrix players and NLEs apply), through PyAV's own writer of the tag."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = stored.shape[2], stored.shape[1]
+        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
+        if codec != "ffv1":
+            stream.options = {"crf": "1"}
+        stream.set_display_rotation(degrees)
+        for frame in stored:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
