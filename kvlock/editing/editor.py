@@ -95,7 +95,12 @@ def takes_together(rt: Runtime, job: EditJob) -> tuple[bool, str]:
 
 
 class Editor:
-    """A loaded model plus KV-Lock's processors, ready to edit any number of clips, one at a time."""
+    """A loaded model plus KV-Lock's processors, ready to edit any number of clips, one at a time.
+
+    One Editor per loaded model: building one installs KV-Lock's attention processors, with its own K/V bank,
+    on the model it is given, so a second Editor built on the same ``LoadedModel`` takes them over and the
+    first would then edit with the second's bank. Load the model again for a second Editor (the server keeps
+    one Editor per model and slot, and never builds two on one model)."""
 
     def __init__(
         self, model: LoadedModel, acceleration: Acceleration | None = None, loras: LoraCatalog | None = None
