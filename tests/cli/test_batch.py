@@ -162,6 +162,28 @@ def test_a_shot_of_several_takes_puts_each_take_on_its_own_track_under_the_first
     assert {e["name"]: e["state"] for e in events(again.stdout, "shot")} == {"A001": "skipped", "B001": "skipped"}
 
 
+def test_a_final_cut_pro_cut_in_and_out(tmp_path, shared, media):
+    """Final Cut Pro's XML (``.fcpxml``, through its OpenTimelineIO adapter): a marker's text is its name, so the
+    prompt rides after ``KV-Lock:``; Final Cut's markers are points, so each stands for its whole clip; the
+    results come back as another ``.fcpxml`` with the KV-Lock track on the right record frames."""
+    shots = [
+        ShotSpec("A001", media["a"], 10, 4, 6, marker=(2, 1), marker_name="KV-Lock: a red cube", comment=False),
+        ShotSpec("B001", media["b"], 20, 10, 6, marker=(0, 1), marker_name="KV-Lock: a blue ball", comment=False),
+    ]
+    cut = save(build_cut(Fraction(24), "01:00:00:00", shots), tmp_path / "cut.fcpxml")
+    out = tmp_path / "cut.kvlock.fcpxml"
+    done = batch(cut, out, shared)
+    assert done.returncode == 0, done.stderr
+    assert [e["name"] for e in events(done.stdout, "shot") if e["state"] == "done"] == ["A001", "B001"]
+    timeline = otio.adapters.read_from_file(str(out))
+    clips = [c for c in timeline.video_tracks()[-1].find_clips()]
+    assert [record_frames(c, timeline) for c in clips] == [(10, 16), (20, 26)]
+    for clip, spec, first in zip(clips, (media["a"], media["b"]), (4, 10), strict=True):
+        assert_edit_of(result_path(clip), spec, first, 6, first + 3)
+    prompts = [shared.store.get(e["job_id"]).spec.prompt for e in events(done.stdout, "shot") if e["state"] == "done"]
+    assert prompts == ["a red cube", "a blue ball"]
+
+
 DF = Fraction(30000, 1001)
 
 
